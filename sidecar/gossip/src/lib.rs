@@ -1,0 +1,1 @@
+//! shardmesh-gossip (stub)

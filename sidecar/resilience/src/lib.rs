@@ -1,0 +1,1 @@
+//! shardmesh-resilience (stub)
