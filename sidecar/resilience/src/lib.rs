@@ -1,1 +1,27 @@
-//! shardmesh-resilience (stub)
+//! shardmesh-resilience: the tower layers that guard every connection of
+//! the sidecar, following DESIGN.md's "Resilience semantics".
+//!
+//! # Layout
+//! - [`errors`]: typed leaf errors the sidecar maps to HTTP reasons.
+//! - [`observer`]: the events layers report (metrics live in the sidecar).
+//! - [`body`]: buffering request bodies so retries can replay them.
+//! - [`deadline`]: request deadlines and their propagation.
+//!
+//! Every layer is generic over `http::Request<B>` and reports failures as
+//! [`errors::BoxError`] holding one of the leaf errors.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod body;
+pub mod deadline;
+pub mod errors;
+pub mod observer;
+
+pub use body::{BoxBody, NotRetryable, Prepared, ReplayableRequest};
+pub use deadline::{Deadline, DeadlineLayer, DeadlineService, TimeoutSettings};
+pub use errors::{
+    boxed_cause, find_cause, BadTimeoutHeader, BoxError, CircuitOpen, ConnectError,
+    DeadlineExceeded, Overloaded, RetryBudgetExhausted, TryTimeout,
+};
+pub use observer::{BreakerState, NoopObserver, Observer, SharedObserver};

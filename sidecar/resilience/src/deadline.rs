@@ -1,0 +1,253 @@
+//! Request deadlines. The deadline layer turns `x-shardmesh-timeout-ms` (or
+//! the route default) into a [`Deadline`] extension, forwards the remaining
+//! budget to the next hop in the same header, and fails the request with
+//! [`DeadlineExceeded`] once the deadline passes.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::Request;
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use crate::errors::{BadTimeoutHeader, BoxError, DeadlineExceeded};
+
+/// The header carrying a request's remaining time budget in milliseconds.
+pub const TIMEOUT_HEADER: HeaderName = HeaderName::from_static("x-shardmesh-timeout-ms");
+
+/// The largest timeout a caller may ask for (one hour, as for `requestMs`),
+/// so deadline arithmetic can never overflow.
+pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
+/// When a request must be finished, stored in the request's extensions so
+/// every inner layer (retries, per-try timeouts) sees the same instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Deadline(pub Instant);
+
+/// Deadline settings of a route, from [`shardmesh_config::TimeoutPolicy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeoutSettings {
+    /// Deadline of a request that carries no `x-shardmesh-timeout-ms`.
+    pub request: Duration,
+    /// Timeout of one try; `None` means the remaining deadline.
+    pub per_try: Option<Duration>,
+}
+
+/// Builds [`DeadlineService`]s for one route.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadlineLayer {
+    default: Duration,
+}
+
+/// Sets, forwards and enforces the deadline of each request.
+#[derive(Debug, Clone)]
+pub struct DeadlineService<S> {
+    inner: S,
+    default: Duration,
+}
+
+pin_project! {
+    /// Response future of [`DeadlineService`].
+    pub struct DeadlineFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        // The request was refused before reaching the inner service.
+        Failed { error: Option<BoxError> },
+        // The inner call, raced against the deadline.
+        Running { #[pin] inner: tokio::time::Timeout<F> },
+    }
+}
+
+/// Reads `x-shardmesh-timeout-ms`: `Ok(None)` when absent, an error when the
+/// value is not an integer between 1 and [`MAX_TIMEOUT_MS`].
+pub fn parse_timeout_header(headers: &HeaderMap) -> Result<Option<Duration>, BadTimeoutHeader> {
+    let Some(value) = headers.get(&TIMEOUT_HEADER) else {
+        return Ok(None);
+    };
+    let bad = || BadTimeoutHeader {
+        value: String::from_utf8_lossy(value.as_bytes())
+            .chars()
+            .take(64)
+            .collect(),
+        max: MAX_TIMEOUT_MS,
+    };
+    let ms: u64 = value
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(bad)?;
+    if ms == 0 || ms > MAX_TIMEOUT_MS {
+        return Err(bad());
+    }
+    Ok(Some(Duration::from_millis(ms)))
+}
+
+/// Writes the time left until `deadline` into `headers` for the next hop,
+/// rounded up to whole milliseconds; fails when no time is left.
+pub fn stamp_remaining(
+    headers: &mut HeaderMap,
+    deadline: Deadline,
+) -> Result<(), DeadlineExceeded> {
+    let left = deadline.remaining();
+    if left.is_zero() {
+        return Err(DeadlineExceeded);
+    }
+    let ms = left.as_micros().div_ceil(1000).max(1);
+    headers.insert(TIMEOUT_HEADER, HeaderValue::from(ms as u64));
+    Ok(())
+}
+
+// === impl Deadline ===
+
+impl Deadline {
+    /// A deadline `timeout` from now.
+    pub fn after(timeout: Duration) -> Self {
+        Deadline(Instant::now() + timeout)
+    }
+
+    /// Time left, zero once passed.
+    pub fn remaining(&self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
+
+    /// Whether the deadline has passed.
+    pub fn is_past(&self) -> bool {
+        self.remaining().is_zero()
+    }
+
+    /// The deadline a request carries, if a deadline layer ran.
+    pub fn of<B>(req: &Request<B>) -> Option<Deadline> {
+        req.extensions().get::<Deadline>().copied()
+    }
+}
+
+// === impl TimeoutSettings ===
+
+impl Default for TimeoutSettings {
+    fn default() -> Self {
+        Self::from(&shardmesh_config::TimeoutPolicy::default())
+    }
+}
+
+impl From<&shardmesh_config::TimeoutPolicy> for TimeoutSettings {
+    fn from(p: &shardmesh_config::TimeoutPolicy) -> Self {
+        let clamp = |ms: u64| Duration::from_millis(ms.clamp(1, MAX_TIMEOUT_MS));
+        Self {
+            request: clamp(p.request_ms),
+            per_try: p.per_try_ms.map(clamp),
+        }
+    }
+}
+
+impl From<shardmesh_config::TimeoutPolicy> for TimeoutSettings {
+    fn from(p: shardmesh_config::TimeoutPolicy) -> Self {
+        Self::from(&p)
+    }
+}
+
+// === impl DeadlineLayer ===
+
+impl DeadlineLayer {
+    /// A layer whose requests without a timeout header get `default`.
+    pub fn new(default: Duration) -> Self {
+        Self { default }
+    }
+}
+
+impl From<&TimeoutSettings> for DeadlineLayer {
+    fn from(s: &TimeoutSettings) -> Self {
+        Self::new(s.request)
+    }
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = DeadlineService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DeadlineService {
+            inner,
+            default: self.default,
+        }
+    }
+}
+
+// === impl DeadlineService ===
+
+impl<S, B> Service<Request<B>> for DeadlineService<S>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = DeadlineFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let timeout = match parse_timeout_header(req.headers()) {
+            Ok(t) => t.unwrap_or(self.default),
+            Err(e) => return DeadlineFuture::failed(e.into()),
+        };
+        let mut deadline = Deadline::after(timeout);
+        // An outer layer may already have set a tighter deadline: keep it.
+        if let Some(outer) = Deadline::of(&req) {
+            deadline = deadline.min(outer);
+        }
+        if let Err(e) = stamp_remaining(req.headers_mut(), deadline) {
+            return DeadlineFuture::failed(e.into());
+        }
+        req.extensions_mut().insert(deadline);
+        DeadlineFuture {
+            state: State::Running {
+                inner: tokio::time::timeout_at(deadline.0, self.inner.call(req)),
+            },
+        }
+    }
+}
+
+// === impl DeadlineFuture ===
+
+impl<F> DeadlineFuture<F> {
+    fn failed(error: BoxError) -> Self {
+        DeadlineFuture {
+            state: State::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl<F, T, E> Future for DeadlineFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Failed { error } => Poll::Ready(Err(error
+                .take()
+                .unwrap_or_else(|| "deadline future polled after completion".into()))),
+            StateProj::Running { inner } => match inner.poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(result)) => Poll::Ready(result.map_err(Into::into)),
+                Poll::Ready(Err(_elapsed)) => Poll::Ready(Err(DeadlineExceeded.into())),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
