@@ -6,6 +6,8 @@
 //! - [`observer`]: the events layers report (metrics live in the sidecar).
 //! - [`body`]: buffering request bodies so retries can replay them.
 //! - [`deadline`]: request deadlines and their propagation.
+//! - [`backoff`]: exponential backoff with full jitter; injectable randomness.
+//! - [`retry`]: safe retries under a retry budget, with per-try timeouts.
 //!
 //! Every layer is generic over `http::Request<B>` and reports failures as
 //! [`errors::BoxError`] holding one of the leaf errors.
@@ -13,11 +15,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod backoff;
 pub mod body;
 pub mod deadline;
 pub mod errors;
 pub mod observer;
+pub mod retry;
 
+pub use backoff::Jitter;
 pub use body::{BoxBody, NotRetryable, Prepared, ReplayableRequest};
 pub use deadline::{Deadline, DeadlineLayer, DeadlineService, TimeoutSettings};
 pub use errors::{
@@ -25,3 +30,4 @@ pub use errors::{
     DeadlineExceeded, Overloaded, RetryBudgetExhausted, TryTimeout,
 };
 pub use observer::{BreakerState, NoopObserver, Observer, SharedObserver};
+pub use retry::{Retry, RetryLayer, RetrySettings};
