@@ -22,3 +22,5 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 "$py" scripts/monitoring/check_dashboards.py charts/shardmesh/files/dashboards --rules-out "$scratch/panels.rules.yaml"
 promtool check rules "$scratch/panels.rules.yaml"
+# The committed JSON is what scripts/monitoring/dashboards.py generates.
+"$py" scripts/monitoring/dashboards.py --check
