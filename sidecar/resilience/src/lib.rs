@@ -8,6 +8,8 @@
 //! - [`deadline`]: request deadlines and their propagation.
 //! - [`backoff`]: exponential backoff with full jitter; injectable randomness.
 //! - [`retry`]: safe retries under a retry budget, with per-try timeouts.
+//! - [`breaker`]: per-peer circuit breakers: a pure state machine, a
+//!   registry, and the layer.
 //!
 //! Every layer is generic over `http::Request<B>` and reports failures as
 //! [`errors::BoxError`] holding one of the leaf errors.
@@ -17,6 +19,7 @@
 
 pub mod backoff;
 pub mod body;
+pub mod breaker;
 pub mod deadline;
 pub mod errors;
 pub mod observer;
@@ -24,7 +27,8 @@ pub mod retry;
 
 pub use backoff::Jitter;
 pub use body::{BoxBody, NotRetryable, Prepared, ReplayableRequest};
-pub use deadline::{Deadline, DeadlineLayer, DeadlineService, TimeoutSettings};
+pub use breaker::{BreakerLayer, BreakerService, BreakerSettings, Breakers, Peer};
+pub use deadline::{Deadline, DeadlineLayer, DeadlineService, TimeoutSettings, TryDeadline};
 pub use errors::{
     boxed_cause, find_cause, BadTimeoutHeader, BoxError, CircuitOpen, ConnectError,
     DeadlineExceeded, Overloaded, RetryBudgetExhausted, TryTimeout,

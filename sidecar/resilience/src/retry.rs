@@ -21,7 +21,7 @@ use tower::{Layer, Service};
 
 use crate::backoff::{full_jitter, Jitter};
 use crate::body::{self, BoxBody, NotRetryable, Prepared};
-use crate::deadline::{stamp_remaining, Deadline};
+use crate::deadline::{stamp_remaining, Deadline, TryDeadline};
 use crate::errors::{BoxError, DeadlineExceeded, RetryBudgetExhausted, TryTimeout};
 use crate::observer::SharedObserver;
 
@@ -277,7 +277,7 @@ where
 /// One try, bounded by the per-try timeout and the deadline, whichever is sooner.
 async fn try_once<S, RB>(
     inner: &mut S,
-    req: Request<BoxBody>,
+    mut req: Request<BoxBody>,
     per_try: Option<Duration>,
     deadline: Option<Deadline>,
 ) -> Result<Response<RB>, BoxError>
@@ -286,24 +286,16 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send,
 {
-    let attempt = async {
-        std::future::poll_fn(|cx| inner.poll_ready(cx))
-            .await
-            .map_err(Into::into)?;
-        // Boxing here proves `Send` on the concrete future; leaving it to the
-        // async block's analysis trips rustc's higher-ranked `Send` check
-        // (rust-lang/rust#110338) because of the trait object in `BoxBody`.
-        let call: SendFuture<'_, Result<Response<RB>, S::Error>> = Box::pin(inner.call(req));
-        call.await.map_err(Into::into)
-    };
     let now = Instant::now();
     let try_end = per_try.map(|t| now + t);
     let (end, by_deadline) = match (try_end, deadline) {
         (Some(t), Some(d)) if d.0 <= t => (d.0, true),
         (Some(t), _) => (t, false),
         (None, Some(d)) => (d.0, true),
-        (None, None) => return attempt.await,
+        (None, None) => return call(inner, req).await,
     };
+    req.extensions_mut().insert(TryDeadline(end));
+    let attempt = call(inner, req);
     match tokio::time::timeout_at(end, attempt).await {
         Ok(result) => result,
         Err(_) if by_deadline => Err(DeadlineExceeded.into()),
@@ -312,6 +304,23 @@ where
         }
         .into()),
     }
+}
+
+/// Waits for `inner` to be ready and sends `req`.
+async fn call<S, RB>(inner: &mut S, req: Request<BoxBody>) -> Result<Response<RB>, BoxError>
+where
+    S: Service<Request<BoxBody>, Response = Response<RB>> + Send,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+{
+    std::future::poll_fn(|cx| inner.poll_ready(cx))
+        .await
+        .map_err(Into::into)?;
+    // Boxing here proves `Send` on the concrete future; leaving it to the
+    // async fn's analysis trips rustc's higher-ranked `Send` check
+    // (rust-lang/rust#110338) because of the trait object in `BoxBody`.
+    let fut: SendFuture<'_, Result<Response<RB>, S::Error>> = Box::pin(inner.call(req));
+    fut.await.map_err(Into::into)
 }
 
 #[cfg(test)]
