@@ -90,7 +90,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.pod.name, "bank-0");
-        assert_eq!(c.membership.seeds.static_seeds, ["10.0.0.1:7946", "10.0.0.2:7946"]);
+        assert_eq!(
+            c.membership.seeds.static_seeds,
+            ["10.0.0.1:7946", "10.0.0.2:7946"]
+        );
         assert_eq!(c.pod.zone, None);
     }
 

@@ -122,10 +122,25 @@ mod tests {
 
     #[test]
     fn rejects_bad_templates() {
-        assert_eq!(PathTemplate::parse("accounts/{key}"), Err(TemplateError::NotAbsolute));
-        assert_eq!(PathTemplate::parse("/accounts"), Err(TemplateError::KeyCount(0)));
-        assert_eq!(PathTemplate::parse("/{key}/{key}"), Err(TemplateError::KeyCount(2)));
-        assert!(matches!(PathTemplate::parse("/a{key}"), Err(TemplateError::StrayBrace(_))));
-        assert_eq!(PathTemplate::parse(&"/x".repeat(600)), Err(TemplateError::TooLong));
+        assert_eq!(
+            PathTemplate::parse("accounts/{key}"),
+            Err(TemplateError::NotAbsolute)
+        );
+        assert_eq!(
+            PathTemplate::parse("/accounts"),
+            Err(TemplateError::KeyCount(0))
+        );
+        assert_eq!(
+            PathTemplate::parse("/{key}/{key}"),
+            Err(TemplateError::KeyCount(2))
+        );
+        assert!(matches!(
+            PathTemplate::parse("/a{key}"),
+            Err(TemplateError::StrayBrace(_))
+        ));
+        assert_eq!(
+            PathTemplate::parse(&"/x".repeat(600)),
+            Err(TemplateError::TooLong)
+        );
     }
 }

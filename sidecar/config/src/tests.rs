@@ -25,7 +25,10 @@ services:
 
 #[test]
 fn parses_example_with_defaults() {
-    let c = SidecarConfig::from_yaml(EXAMPLE).unwrap().validated().unwrap();
+    let c = SidecarConfig::from_yaml(EXAMPLE)
+        .unwrap()
+        .validated()
+        .unwrap();
     let bank = c.service("bank").unwrap();
     assert_eq!(bank.resilience.retries.attempts, 2);
     assert_eq!(bank.resilience.retries.backoff_base_ms, 25);

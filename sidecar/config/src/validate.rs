@@ -39,7 +39,10 @@ pub fn validate(config: &SidecarConfig) -> Vec<FieldError> {
     for (i, service) in config.services.iter().enumerate() {
         let at = format!("services[{i}]");
         if !names.insert(service.name.as_str()) {
-            errs.push(format!("{at}.name"), format!("duplicate service {:?}", service.name));
+            errs.push(
+                format!("{at}.name"),
+                format!("duplicate service {:?}", service.name),
+            );
         }
         validate_service(&mut errs, &at, service);
     }
@@ -64,12 +67,18 @@ pub fn validate(config: &SidecarConfig) -> Vec<FieldError> {
 pub fn validate_service(errs: &mut Errors, at: &str, service: &ServiceConfig) {
     check_name(errs, &format!("{at}.name"), &service.name);
     if service.shards == 0 || service.shards > MAX_SHARDS {
-        errs.push(format!("{at}.shards"), format!("must be between 1 and {MAX_SHARDS}"));
+        errs.push(
+            format!("{at}.shards"),
+            format!("must be between 1 and {MAX_SHARDS}"),
+        );
     }
     if http_header_name_ok(&service.routing.key_header).is_err() {
         errs.push(
             format!("{at}.routing.keyHeader"),
-            format!("{:?} is not a valid lowercase header name", service.routing.key_header),
+            format!(
+                "{:?} is not a valid lowercase header name",
+                service.routing.key_header
+            ),
         );
     }
     if let Some(t) = &service.routing.key_from_path {
@@ -86,7 +95,10 @@ pub fn validate_service(errs: &mut Errors, at: &str, service: &ServiceConfig) {
         let mat = format!("{at}.members[{j}]");
         check_name(errs, &format!("{mat}.name"), &m.name);
         if !members.insert(m.name.as_str()) {
-            errs.push(format!("{mat}.name"), format!("duplicate member {:?}", m.name));
+            errs.push(
+                format!("{mat}.name"),
+                format!("duplicate member {:?}", m.name),
+            );
         }
         check_host_port(errs, &format!("{mat}.inbound"), &m.inbound);
         if let Some(admin) = &m.admin {
@@ -101,13 +113,18 @@ pub fn validate_service(errs: &mut Errors, at: &str, service: &ServiceConfig) {
                         format!("shard {s} is out of range 0..{}", service.shards),
                     );
                 } else if !assigned.insert(s) {
-                    errs.push(format!("{mat}.shards"), format!("shard {s} is assigned twice"));
+                    errs.push(
+                        format!("{mat}.shards"),
+                        format!("shard {s} is assigned twice"),
+                    );
                 }
             }
         }
     }
     if any_assigned && (assigned.len() as u64) < u64::from(service.shards) {
-        let missing = (0..service.shards).find(|s| !assigned.contains(s)).unwrap_or(0);
+        let missing = (0..service.shards)
+            .find(|s| !assigned.contains(s))
+            .unwrap_or(0);
         errs.push(
             format!("{at}.members"),
             format!(
@@ -123,11 +140,17 @@ pub fn validate_service(errs: &mut Errors, at: &str, service: &ServiceConfig) {
 pub fn validate_resilience(errs: &mut Errors, at: &str, p: &ResiliencePolicy) {
     let t = &p.timeouts;
     if t.request_ms == 0 || t.request_ms > 3_600_000 {
-        errs.push(format!("{at}.timeouts.requestMs"), "must be between 1 and 3600000");
+        errs.push(
+            format!("{at}.timeouts.requestMs"),
+            "must be between 1 and 3600000",
+        );
     }
     if let Some(per_try) = t.per_try_ms {
         if per_try == 0 || per_try > t.request_ms {
-            errs.push(format!("{at}.timeouts.perTryMs"), "must be between 1 and requestMs");
+            errs.push(
+                format!("{at}.timeouts.perTryMs"),
+                "must be between 1 and requestMs",
+            );
         }
     }
     let r = &p.retries;
@@ -135,42 +158,75 @@ pub fn validate_resilience(errs: &mut Errors, at: &str, p: &ResiliencePolicy) {
         errs.push(format!("{at}.retries.attempts"), "must be between 1 and 10");
     }
     if r.backoff_base_ms == 0 || r.backoff_base_ms > r.backoff_max_ms {
-        errs.push(format!("{at}.retries.backoffBaseMs"), "must be at least 1 and at most backoffMaxMs");
+        errs.push(
+            format!("{at}.retries.backoffBaseMs"),
+            "must be at least 1 and at most backoffMaxMs",
+        );
     }
     if r.budget_percent > 1000 {
-        errs.push(format!("{at}.retries.budgetPercent"), "must be at most 1000");
+        errs.push(
+            format!("{at}.retries.budgetPercent"),
+            "must be at most 1000",
+        );
     }
     if !(1..=600).contains(&r.budget_window_seconds) {
-        errs.push(format!("{at}.retries.budgetWindowSeconds"), "must be between 1 and 600");
+        errs.push(
+            format!("{at}.retries.budgetWindowSeconds"),
+            "must be between 1 and 600",
+        );
     }
     if r.max_replay_body_bytes > 16 * 1024 * 1024 {
-        errs.push(format!("{at}.retries.maxReplayBodyBytes"), "must be at most 16777216");
+        errs.push(
+            format!("{at}.retries.maxReplayBodyBytes"),
+            "must be at most 16777216",
+        );
     }
     let b = &p.breaker;
     if b.consecutive_failures == 0 {
-        errs.push(format!("{at}.breaker.consecutiveFailures"), "must be at least 1");
+        errs.push(
+            format!("{at}.breaker.consecutiveFailures"),
+            "must be at least 1",
+        );
     }
     if !(1..=100).contains(&b.failure_percent) {
-        errs.push(format!("{at}.breaker.failurePercent"), "must be between 1 and 100");
+        errs.push(
+            format!("{at}.breaker.failurePercent"),
+            "must be between 1 and 100",
+        );
     }
     if b.min_requests == 0 {
         errs.push(format!("{at}.breaker.minRequests"), "must be at least 1");
     }
     if !(1..=600).contains(&b.window_seconds) {
-        errs.push(format!("{at}.breaker.windowSeconds"), "must be between 1 and 600");
+        errs.push(
+            format!("{at}.breaker.windowSeconds"),
+            "must be between 1 and 600",
+        );
     }
     if b.open_ms == 0 || b.open_ms > b.max_open_ms {
-        errs.push(format!("{at}.breaker.openMs"), "must be at least 1 and at most maxOpenMs");
+        errs.push(
+            format!("{at}.breaker.openMs"),
+            "must be at least 1 and at most maxOpenMs",
+        );
     }
     let bp = &p.backpressure;
     if bp.max_concurrency == 0 || bp.max_concurrency > 100_000 {
-        errs.push(format!("{at}.backpressure.maxConcurrency"), "must be between 1 and 100000");
+        errs.push(
+            format!("{at}.backpressure.maxConcurrency"),
+            "must be between 1 and 100000",
+        );
     }
     if bp.queue_size > 100_000 {
-        errs.push(format!("{at}.backpressure.queueSize"), "must be at most 100000");
+        errs.push(
+            format!("{at}.backpressure.queueSize"),
+            "must be at most 100000",
+        );
     }
     if p.bulkhead.max_pending == 0 || p.bulkhead.max_pending > 1_000_000 {
-        errs.push(format!("{at}.bulkhead.maxPending"), "must be between 1 and 1000000");
+        errs.push(
+            format!("{at}.bulkhead.maxPending"),
+            "must be between 1 and 1000000",
+        );
     }
 }
 
@@ -180,19 +236,31 @@ fn validate_gossip(errs: &mut Errors, m: &MembershipConfig) {
         errs.push("membership.gossip.probeIntervalMs", "must be at least 10");
     }
     if g.probe_timeout_ms == 0 || g.probe_timeout_ms >= g.probe_interval_ms {
-        errs.push("membership.gossip.probeTimeoutMs", "must be at least 1 and less than probeIntervalMs");
+        errs.push(
+            "membership.gossip.probeTimeoutMs",
+            "must be at least 1 and less than probeIntervalMs",
+        );
     }
     if g.indirect_probes > 16 {
         errs.push("membership.gossip.indirectProbes", "must be at most 16");
     }
     if !(1..=100).contains(&g.suspicion_multiplier) {
-        errs.push("membership.gossip.suspicionMultiplier", "must be between 1 and 100");
+        errs.push(
+            "membership.gossip.suspicionMultiplier",
+            "must be between 1 and 100",
+        );
     }
     if !(1..=100).contains(&g.retransmit_multiplier) {
-        errs.push("membership.gossip.retransmitMultiplier", "must be between 1 and 100");
+        errs.push(
+            "membership.gossip.retransmitMultiplier",
+            "must be between 1 and 100",
+        );
     }
     if g.push_pull_interval_ms < 100 {
-        errs.push("membership.gossip.pushPullIntervalMs", "must be at least 100");
+        errs.push(
+            "membership.gossip.pushPullIntervalMs",
+            "must be at least 100",
+        );
     }
     for (i, seed) in m.seeds.static_seeds.iter().enumerate() {
         check_host_port(errs, &format!("membership.seeds.static[{i}]"), seed);
@@ -220,7 +288,9 @@ impl Errors {
 fn check_name(errs: &mut Errors, field: &str, name: &str) {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if !ok {
@@ -251,9 +321,7 @@ fn http_header_name_ok(name: &str) -> Result<(), ()> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name.bytes().all(|b| {
-            b.is_ascii_lowercase()
-                || b.is_ascii_digit()
-                || b"!#$%&'*+-.^_`|~".contains(&b)
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
         });
     if ok {
         Ok(())

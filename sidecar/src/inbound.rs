@@ -1,0 +1,144 @@
+//! The inbound listener's handler: requests from other sidecars for this
+//! pod's service. Checks that this pod owns the key's shard (forwarding once
+//! to the owner it knows when not), then calls the local app behind the
+//! backpressure limit.
+
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use shardmesh_resilience::BoxError;
+use tokio::time::Instant;
+
+use crate::body::{boxed, BoxBody};
+use crate::client::HttpClient;
+use crate::gate::Admission;
+use crate::headers;
+use crate::proxy::{Direction, Proxy};
+use crate::reason::{MeshFailure, Reason};
+use crate::routing::target::{service_name, shard_key};
+
+/// Handles one request from another sidecar.
+pub async fn handle(proxy: Proxy, req: Request<Incoming>) -> Response<BoxBody> {
+    let start = Instant::now();
+    let own = proxy.service_name();
+    let rsp = match admit(&proxy, req).await {
+        Ok(rsp) => rsp,
+        Err(e) => crate::rescue::rescue(&e).into_response(proxy.local_header()),
+    };
+    proxy.record(Direction::Inbound, Some(&own), &rsp, start);
+    rsp
+}
+
+async fn admit(proxy: &Proxy, req: Request<Incoming>) -> Result<Response<BoxBody>, BoxError> {
+    let own = proxy.service_name();
+    let service = service_name(req.headers())?;
+    if service != *own {
+        return Err(MeshFailure::new(
+            Reason::UnknownService,
+            format!("this pod serves {own:?}, not {service:?}"),
+        )
+        .into());
+    }
+    let table = proxy.table();
+    let routes = table.service(&own).ok_or_else(|| {
+        MeshFailure::new(
+            Reason::UnknownService,
+            format!("service {own:?} is not in the mesh view"),
+        )
+    })?;
+    let shard = shard_key(&req, routes)?.map(|k| routes.shard_of(&k));
+    let hops = req
+        .headers()
+        .get(headers::HOP)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u8>().ok())
+        .unwrap_or(0);
+    let mut req = req.map(boxed);
+    let Some(shard) = shard else {
+        // Keyless: any member serves it.
+        return serve_locally(proxy, req, None).await;
+    };
+    match proxy.gate().admit(&own, shard).await {
+        Admission::Serve { epoch, guard } => {
+            let rsp = serve_locally(proxy, req, Some((shard, epoch))).await;
+            drop(guard);
+            rsp
+        }
+        Admission::Forward { owner, inbound } if hops == 0 => {
+            // Our caller's view was stale: forward once, marked so the owner
+            // never forwards again (hop limit 1).
+            tracing::debug!(shard, %owner, "forwarding to the owner");
+            let h = req.headers_mut();
+            headers::strip_hop_by_hop(h);
+            h.remove(header::HOST);
+            h.insert(headers::HOP, HeaderValue::from(u16::from(hops) + 1));
+            proxy.peer_client().send(&inbound, req).await
+        }
+        Admission::Forward { owner, .. } => Err(MeshFailure::new(
+            Reason::NoOwner,
+            format!("shard {shard} belongs to {owner}, and the request was already forwarded"),
+        )
+        .into()),
+        Admission::NoOwner(why) => Err(MeshFailure::new(Reason::NoOwner, why).into()),
+    }
+}
+
+async fn serve_locally(
+    proxy: &Proxy,
+    mut req: Request<BoxBody>,
+    shard: Option<(u32, u64)>,
+) -> Result<Response<BoxBody>, BoxError> {
+    let h = req.headers_mut();
+    headers::strip_hop_by_hop(h);
+    h.remove(headers::HOP);
+    match shard {
+        Some((shard, epoch)) => {
+            h.insert(headers::SHARD, HeaderValue::from(shard));
+            h.insert(headers::EPOCH, HeaderValue::from(epoch));
+        }
+        None => {
+            h.remove(headers::SHARD);
+            h.remove(headers::EPOCH);
+        }
+    }
+    let mut rsp = crate::proxy::call(proxy.inbound_stack(), req).await?;
+    rsp.headers_mut()
+        .insert(headers::SERVED_BY, proxy.local_header().clone());
+    Ok(rsp)
+}
+
+/// The innermost inbound service: the local app over pooled HTTP/1.1.
+#[derive(Clone)]
+pub struct SendToApp {
+    client: HttpClient,
+    address: Arc<str>,
+}
+
+impl SendToApp {
+    /// A sender to the app at `address`.
+    pub fn new(client: HttpClient, address: Arc<str>) -> Self {
+        Self { client, address }
+    }
+}
+
+impl tower::Service<Request<BoxBody>> for SendToApp {
+    type Response = Response<BoxBody>;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<BoxBody>, BoxError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
+        let client = self.client.clone();
+        let address = self.address.clone();
+        Box::pin(async move { client.send(&address, req).await })
+    }
+}

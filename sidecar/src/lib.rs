@@ -1,0 +1,41 @@
+//! # shardmesh-sidecar
+//!
+//! The proxy every pod runs beside its app. The app sends plain HTTP/1.1 to
+//! the outbound listener naming a service and a key; the sidecar finds the
+//! pod that owns the key's shard and sends the request to that pod's inbound
+//! listener over pooled HTTP/2, through deadlines, retries, circuit breakers
+//! and bulkheads. The inbound side checks ownership and calls the local app
+//! behind a concurrency limit.
+//!
+//! ## Layout
+//! - [`sidecar`]: binding listeners, running, draining on shutdown.
+//! - [`server`]: the accept loop with limits and graceful shutdown.
+//! - [`outbound`], [`inbound`], [`admin`]: the three listeners' handlers.
+//! - [`proxy`]: shared state and the per-route resilience stacks.
+//! - [`resilience`]: glue to `shardmesh-resilience` (stacks, metrics observer).
+//! - [`routing`]: service/key extraction, the routing table, balancing.
+//! - [`gate`]: whether this pod may serve a shard now.
+//! - [`client`]: pooled HTTP clients to peers and to the app.
+//! - [`reason`], [`rescue`]: the error contract and the one mapping to it.
+//! - [`metrics`]: prometheus families.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod admin;
+pub mod body;
+pub mod client;
+pub mod gate;
+pub mod headers;
+pub mod inbound;
+pub mod metrics;
+pub mod outbound;
+pub mod proxy;
+pub mod reason;
+pub mod rescue;
+pub mod resilience;
+pub mod routing;
+pub mod server;
+pub mod sidecar;
+pub mod telemetry;
+
+pub use sidecar::{BoundAddrs, Sidecar, StartError};

@@ -1,0 +1,212 @@
+//! Prometheus metrics of the sidecar, named as in DESIGN.md ("Metrics").
+//! One registry per sidecar (not the global default) so tests can run many
+//! sidecars in one process.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds: 0.5 ms to 30 s, dense where a mesh hop lives.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Every metric family the sidecar exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by direction, service, status code and mesh reason ("" for app answers).
+    pub requests: IntCounterVec,
+    /// End-to-end latency through this sidecar.
+    pub duration: HistogramVec,
+    /// Retries sent.
+    pub retries: IntCounterVec,
+    /// Retries refused by the budget.
+    pub retry_budget_exhausted: IntCounterVec,
+    /// Breaker state per peer: 0 closed, 1 half-open, 2 open.
+    pub breaker_state: IntGaugeVec,
+    /// Breaker transitions per peer and target state.
+    pub breaker_transitions: IntCounterVec,
+    /// Requests shed by backpressure or bulkheads.
+    pub load_shed: IntCounterVec,
+    /// Requests in flight.
+    pub inflight: IntGaugeVec,
+    /// Members by state as seen by this sidecar.
+    pub members: IntGaugeVec,
+    /// Gossip probes by result.
+    pub gossip_probes: IntCounterVec,
+    /// Members this sidecar started suspecting.
+    pub gossip_suspicions: IntCounter,
+    /// Suspicions of this member that it refuted.
+    pub gossip_refutations: IntCounter,
+    /// Gossip packets dropped, by reason.
+    pub gossip_bad_packets: IntCounterVec,
+    /// Gossip bytes by direction (sent, received).
+    pub gossip_bytes: IntCounterVec,
+    /// Shards this member owns and serves.
+    pub shards_owned: IntGaugeVec,
+    /// Completed shard handoffs.
+    pub shard_handoffs: IntCounterVec,
+    /// Time from starting to acquire a shard until serving it.
+    pub shard_handoff_duration: Histogram,
+}
+
+impl Metrics {
+    /// Creates and registers every family.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let m = IntCounterVec::new(Opts::new(name, help).namespace("shardmesh"), labels)?;
+                registry.register(Box::new(m.clone()))?;
+                Ok(m)
+            };
+        let gauge_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+                let m = IntGaugeVec::new(Opts::new(name, help).namespace("shardmesh"), labels)?;
+                registry.register(Box::new(m.clone()))?;
+                Ok(m)
+            };
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let m = IntCounter::with_opts(Opts::new(name, help).namespace("shardmesh"))?;
+            registry.register(Box::new(m.clone()))?;
+            Ok(m)
+        };
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "request_duration_seconds",
+                "Request latency through the sidecar.",
+            )
+            .namespace("shardmesh")
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["direction", "service"],
+        )?;
+        registry.register(Box::new(duration.clone()))?;
+        let shard_handoff_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "shard_handoff_duration_seconds",
+                "Time from starting to acquire a shard until it is served.",
+            )
+            .namespace("shardmesh")
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+        )?;
+        registry.register(Box::new(shard_handoff_duration.clone()))?;
+        Ok(Self {
+            requests: counter_vec(
+                "requests_total",
+                "Requests through the sidecar.",
+                &["direction", "service", "code", "reason"],
+            )?,
+            duration,
+            retries: counter_vec("retries_total", "Retries sent.", &["service"])?,
+            retry_budget_exhausted: counter_vec(
+                "retry_budget_exhausted_total",
+                "Retries refused by the retry budget.",
+                &["service"],
+            )?,
+            breaker_state: gauge_vec(
+                "circuit_breaker_state",
+                "Circuit breaker state per peer: 0 closed, 1 half-open, 2 open.",
+                &["peer"],
+            )?,
+            breaker_transitions: counter_vec(
+                "circuit_breaker_transitions_total",
+                "Circuit breaker transitions per peer and target state.",
+                &["peer", "to"],
+            )?,
+            load_shed: counter_vec(
+                "load_shed_total",
+                "Requests shed by backpressure or bulkheads.",
+                &["service"],
+            )?,
+            inflight: gauge_vec(
+                "inflight_requests",
+                "Requests in flight.",
+                &["direction", "service"],
+            )?,
+            members: gauge_vec(
+                "members",
+                "Members by state as seen by this sidecar.",
+                &["state"],
+            )?,
+            gossip_probes: counter_vec(
+                "gossip_probes_total",
+                "Gossip probes by result.",
+                &["result"],
+            )?,
+            gossip_suspicions: counter(
+                "gossip_suspicions_total",
+                "Members this sidecar began to suspect.",
+            )?,
+            gossip_refutations: counter(
+                "gossip_refutations_total",
+                "Suspicions of this member that it refuted.",
+            )?,
+            gossip_bad_packets: counter_vec(
+                "gossip_bad_packets_total",
+                "Gossip packets dropped, by reason.",
+                &["reason"],
+            )?,
+            gossip_bytes: counter_vec(
+                "gossip_bytes_total",
+                "Gossip bytes by direction.",
+                &["direction"],
+            )?,
+            shards_owned: gauge_vec(
+                "shards_owned",
+                "Shards this member owns and serves.",
+                &["service"],
+            )?,
+            shard_handoffs: counter_vec(
+                "shard_handoffs_total",
+                "Completed shard handoffs.",
+                &["service"],
+            )?,
+            shard_handoff_duration,
+            registry,
+        })
+    }
+
+    /// The text exposition of every family.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+
+    /// Records one finished request.
+    pub fn record(&self, direction: &str, service: &str, code: u16, reason: &str, seconds: f64) {
+        let code = code.to_string();
+        self.requests
+            .with_label_values(&[direction, service, &code, reason])
+            .inc();
+        self.duration
+            .with_label_values(&[direction, service])
+            .observe(seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_contract_names() {
+        let m = Metrics::new().unwrap();
+        m.record("outbound", "bank", 200, "", 0.001);
+        m.breaker_state.with_label_values(&["bank-1"]).set(2);
+        m.gossip_suspicions.inc();
+        let text = String::from_utf8(m.encode()).unwrap();
+        for name in [
+            "shardmesh_requests_total{code=\"200\",direction=\"outbound\",reason=\"\",service=\"bank\"} 1",
+            "shardmesh_request_duration_seconds_bucket",
+            "shardmesh_circuit_breaker_state{peer=\"bank-1\"} 2",
+            "shardmesh_gossip_suspicions_total 1",
+            "shardmesh_shard_handoff_duration_seconds_count 0",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The outbound listener's handler: the app names a service and a key; this
+//! finds the owner and sends the request there through the service's
+//! resilience stack (bulkhead → deadline → retry → pick endpoint → breaker →
+//! pooled HTTP/2).
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{header, HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use rand::SeedableRng;
+use shardmesh_resilience::BoxError;
+
+/// The destination pod of a try (read by the breaker). TEMP until the breaker lands.
+#[derive(Clone, Debug)]
+pub struct Peer(pub Arc<str>);
+use tokio::time::Instant;
+use tower::Service;
+
+use crate::body::{boxed, BoxBody};
+use crate::headers;
+use crate::proxy::{Direction, Proxy, RouteStack};
+use crate::reason::{MeshFailure, Reason};
+use crate::routing::{balance, resolve, Endpoint};
+
+/// What the outbound handler decided about a request, carried to the
+/// endpoint picker through request extensions.
+#[derive(Clone, Debug)]
+pub struct RouteTarget {
+    /// Destination service.
+    pub service: Arc<str>,
+    /// Shard of the key, for keyed requests.
+    pub shard: Option<u32>,
+}
+
+/// The address the innermost client sends to (set by [`PickEndpoint`]).
+#[derive(Clone, Debug)]
+pub struct PeerAddr(pub Arc<str>);
+
+/// Handles one request from the app.
+pub async fn handle(proxy: Proxy, req: Request<Incoming>) -> Response<BoxBody> {
+    let start = Instant::now();
+    let table = proxy.table();
+    let (service_label, rsp) = match resolve(&req, &table) {
+        Err(f) => (None, f.into_response(proxy.local_header())),
+        Ok(target) => {
+            let Some(routes) = table.service(&target.service) else {
+                // resolve() only succeeds for known services.
+                let f = MeshFailure::new(Reason::UnknownService, "service left the mesh view");
+                return f.into_response(proxy.local_header());
+            };
+            let shard = target.key.as_deref().map(|k| routes.shard_of(k));
+            let service: Arc<str> = routes.name.clone();
+            let stack = proxy.outbound_stack(routes);
+            let mut req = req.map(boxed);
+            req.extensions_mut().insert(RouteTarget {
+                service: service.clone(),
+                shard,
+            });
+            let rsp = match crate::proxy::call(stack, req).await {
+                Ok(rsp) => rsp,
+                Err(e) => crate::rescue::rescue(&e).into_response(proxy.local_header()),
+            };
+            (Some(service), rsp)
+        }
+    };
+    proxy.record(Direction::Outbound, service_label.as_deref(), &rsp, start);
+    rsp
+}
+
+/// The innermost routing step, run once per try: picks the shard owner (or a
+/// keyless endpoint) from the latest table, so a retry after a membership
+/// change goes to the new owner.
+#[derive(Clone)]
+pub struct PickEndpoint {
+    proxy: Proxy,
+    inner: RouteStack,
+}
+
+impl PickEndpoint {
+    /// Wraps the breaker-guarded client. The inner stack is boxed: a generic
+    /// inner service here trips a rustc higher-ranked `Send` inference bug.
+    pub fn new(proxy: Proxy, inner: RouteStack) -> Self {
+        Self { proxy, inner }
+    }
+}
+
+impl Service<Request<BoxBody>> for PickEndpoint {
+    type Response = Response<BoxBody>;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<BoxBody>, BoxError>> + Send>,
+    >;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<BoxBody>) -> Self::Future {
+        let proxy = self.proxy.clone();
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let Some(target) = req.extensions().get::<RouteTarget>().cloned() else {
+                return Err(
+                    MeshFailure::new(Reason::BadRequest, "request has no route target").into(),
+                );
+            };
+            let endpoint = select_endpoint(&proxy, &target)?;
+            let h = req.headers_mut();
+            headers::strip_hop_by_hop(h);
+            h.remove(header::HOST);
+            h.insert(headers::SERVICE, HeaderValue::from_str(&target.service)?);
+            match target.shard {
+                Some(s) => {
+                    h.insert(headers::SHARD, HeaderValue::from(s));
+                }
+                None => {
+                    h.remove(headers::SHARD);
+                }
+            }
+            h.remove(headers::HOP);
+            req.extensions_mut().insert(Peer(endpoint.name.clone()));
+            req.extensions_mut()
+                .insert(PeerAddr(endpoint.inbound.clone()));
+            let _load = proxy.loads().start(&endpoint.name);
+            crate::proxy::call(inner, req).await
+        })
+    }
+}
+
+/// Picks the endpoint for one try from the latest table: the shard owner for
+/// keyed requests, power-of-two-choices for keyless ones.
+fn select_endpoint(proxy: &Proxy, target: &RouteTarget) -> Result<Endpoint, MeshFailure> {
+    let table = proxy.table();
+    let routes = table.service(&target.service).ok_or_else(|| {
+        MeshFailure::new(
+            Reason::UnknownService,
+            format!("service {} left the mesh view", target.service),
+        )
+    })?;
+    match target.shard {
+        Some(shard) => routes.owner(shard).map(|(e, _)| e.clone()).ok_or_else(|| {
+            MeshFailure::new(
+                Reason::NoOwner,
+                format!("shard {shard} of {} has no live owner", target.service),
+            )
+        }),
+        None => {
+            let now = std::time::Instant::now();
+            let mut rng = rand::rngs::SmallRng::from_rng(&mut rand::rng());
+            let usable = |e: &Endpoint| proxy.breakers().is_available(&e.name, now);
+            balance::pick(&routes.endpoints, proxy.loads(), &usable, &mut rng)
+                .cloned()
+                .ok_or_else(|| {
+                    MeshFailure::new(
+                        Reason::NoOwner,
+                        format!("no available endpoint of {}", target.service),
+                    )
+                })
+        }
+    }
+}
+
+/// The innermost service: sends to the peer named by [`PeerAddr`] over the
+/// pooled HTTP/2 client.
+#[derive(Clone)]
+pub struct SendToPeer {
+    proxy: Proxy,
+}
+
+impl SendToPeer {
+    /// A sender using the proxy's peer client.
+    pub fn new(proxy: Proxy) -> Self {
+        Self { proxy }
+    }
+}
+
+impl Service<Request<BoxBody>> for SendToPeer {
+    type Response = Response<BoxBody>;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<BoxBody>, BoxError>> + Send>,
+    >;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
+        let client = self.proxy.peer_client().clone();
+        Box::pin(async move {
+            let Some(PeerAddr(addr)) = req.extensions().get::<PeerAddr>().cloned() else {
+                return Err(
+                    MeshFailure::new(Reason::BadRequest, "request has no peer address").into(),
+                );
+            };
+            client.send(&addr, req).await
+        })
+    }
+}

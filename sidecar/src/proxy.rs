@@ -1,0 +1,227 @@
+//! The state every handler shares: the routing table channel, clients,
+//! breakers, metrics, and the per-route resilience stacks (built once per
+//! service policy and cached).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use http::{HeaderValue, Request, Response};
+use shardmesh_config::{ResiliencePolicy, SidecarConfig};
+use shardmesh_resilience::{BoxError, SharedObserver};
+use tokio::time::Instant;
+use tower::util::BoxCloneSyncService;
+
+use crate::body::BoxBody;
+use crate::client::HttpClient;
+use crate::gate::ShardGate;
+use crate::headers;
+use crate::inbound::SendToApp;
+use crate::metrics::Metrics;
+use crate::outbound::{PickEndpoint, SendToPeer};
+use crate::routing::balance::LoadTracker;
+use crate::routing::{RoutingTable, ServiceRoutes, TableRx};
+
+/// A composed, cloneable stack for one route.
+pub type RouteStack = BoxCloneSyncService<Request<BoxBody>, Response<BoxBody>, BoxError>;
+
+/// An outbound stack with the policy it was built from.
+type CachedStack = (Arc<ResiliencePolicy>, RouteStack);
+
+/// Which listener a request came through (the `direction` metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// From the local app to another service.
+    Outbound,
+    /// From another sidecar to the local app.
+    Inbound,
+}
+
+impl Direction {
+    /// Metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+/// Cheap-to-clone handle to the shared proxy state.
+#[derive(Clone)]
+pub struct Proxy(Arc<Inner>);
+
+struct Inner {
+    local: Arc<str>,
+    local_header: HeaderValue,
+    service: Arc<str>,
+    table: TableRx,
+    peers: HttpClient,
+    app: HttpClient,
+    loads: LoadTracker,
+    breakers: crate::resilience::Breakers,
+    metrics: Metrics,
+    observer: SharedObserver,
+    gate: Arc<dyn ShardGate>,
+    outbound: Mutex<HashMap<Arc<str>, CachedStack>>,
+    inbound: RouteStack,
+}
+
+impl Proxy {
+    /// Builds the proxy state for `config`.
+    pub fn new(
+        config: &SidecarConfig,
+        table: TableRx,
+        gate: Arc<dyn ShardGate>,
+        metrics: Metrics,
+    ) -> Result<Self, BoxError> {
+        let local: Arc<str> = Arc::from(config.pod.name.as_str());
+        let local_header = HeaderValue::from_str(&config.pod.name)?;
+        let observer: SharedObserver =
+            Arc::new(crate::resilience::MetricsObserver::new(metrics.clone()));
+        let own_policy = config
+            .service(&config.pod.service)
+            .map(|s| s.resilience.clone())
+            .unwrap_or_default();
+        let breakers = crate::resilience::Breakers::new(observer.clone());
+        let app = HttpClient::http1();
+        let inbound = crate::resilience::inbound_stack(
+            &own_policy,
+            &config.pod.service,
+            observer.clone(),
+            SendToApp::new(app.clone(), Arc::from(config.app.address.as_str())),
+        );
+        Ok(Self(Arc::new(Inner {
+            local,
+            local_header,
+            service: Arc::from(config.pod.service.as_str()),
+            table,
+            peers: HttpClient::h2c(),
+            app,
+            loads: LoadTracker::default(),
+            breakers,
+            metrics,
+            observer,
+            gate,
+            outbound: Mutex::new(HashMap::new()),
+            inbound,
+        })))
+    }
+
+    /// This pod's name.
+    pub fn local(&self) -> &Arc<str> {
+        &self.0.local
+    }
+
+    /// This pod's name as a header value (`x-shardmesh-served-by`).
+    pub fn local_header(&self) -> &HeaderValue {
+        &self.0.local_header
+    }
+
+    /// The service this pod belongs to.
+    pub fn service_name(&self) -> Arc<str> {
+        self.0.service.clone()
+    }
+
+    /// The current routing table.
+    pub fn table(&self) -> Arc<RoutingTable> {
+        self.0.table.borrow().clone()
+    }
+
+    /// Pooled HTTP/2 client to other sidecars.
+    pub fn peer_client(&self) -> &HttpClient {
+        &self.0.peers
+    }
+
+    /// Pooled HTTP/1.1 client to the local app.
+    pub fn app_client(&self) -> &HttpClient {
+        &self.0.app
+    }
+
+    /// In-flight counters for keyless balancing.
+    pub fn loads(&self) -> &LoadTracker {
+        &self.0.loads
+    }
+
+    /// Circuit breakers per peer.
+    pub fn breakers(&self) -> &crate::resilience::Breakers {
+        &self.0.breakers
+    }
+
+    /// The shard gate of this pod.
+    pub fn gate(&self) -> &dyn ShardGate {
+        &*self.0.gate
+    }
+
+    /// Metrics of this sidecar.
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// The inbound stack in front of the app.
+    pub fn inbound_stack(&self) -> RouteStack {
+        self.0.inbound.clone()
+    }
+
+    /// The outbound stack of `routes`' service, rebuilt when its policy changes.
+    pub fn outbound_stack(&self, routes: &ServiceRoutes) -> RouteStack {
+        let mut stacks = self.0.outbound.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((policy, stack)) = stacks.get(&routes.name) {
+            if Arc::ptr_eq(policy, &routes.policy) || **policy == *routes.policy {
+                return stack.clone();
+            }
+        }
+        let stack = crate::resilience::outbound_stack(
+            &routes.policy,
+            &routes.name,
+            self.0.observer.clone(),
+            &self.0.breakers,
+            PickEndpoint::new(
+                self.clone(),
+                crate::resilience::peer_stack(
+                    &routes.policy,
+                    &self.0.breakers,
+                    SendToPeer::new(self.clone()),
+                ),
+            ),
+        );
+        stacks.insert(routes.name.clone(), (routes.policy.clone(), stack.clone()));
+        stack
+    }
+
+    /// Records a finished request in the metrics.
+    pub fn record(
+        &self,
+        direction: Direction,
+        service: Option<&str>,
+        rsp: &Response<BoxBody>,
+        start: Instant,
+    ) {
+        // Only contract reasons become label values: the label stays bounded
+        // whatever an app writes into the header.
+        let reason = rsp
+            .headers()
+            .get(headers::ERROR)
+            .and_then(crate::reason::Reason::from_header)
+            .map_or("", crate::reason::Reason::as_str);
+        self.0.metrics.record(
+            direction.as_str(),
+            service.unwrap_or("unknown"),
+            rsp.status().as_u16(),
+            reason,
+            start.elapsed().as_secs_f64(),
+        );
+    }
+}
+
+/// The future of a stack call, boxed.
+pub type ResponseFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response<BoxBody>, BoxError>> + Send>,
+>;
+
+/// Drives `stack` for one request. Boxing the future here (outside any
+/// async fn) sidesteps a rustc limitation: awaiting `Oneshot<BoxCloneSyncService<..>>`
+/// inside an async fn makes its `Send` check demand the service impl for
+/// every lifetime of the `dyn Error` inside `BoxBody`.
+pub fn call(stack: RouteStack, req: Request<BoxBody>) -> ResponseFuture {
+    Box::pin(tower::ServiceExt::oneshot(stack, req))
+}

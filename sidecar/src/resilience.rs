@@ -1,0 +1,112 @@
+//! Glue between the proxy and `shardmesh-resilience`: the per-route stacks
+//! and the metrics observer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardmesh_config::ResiliencePolicy;
+use shardmesh_resilience::{BreakerState, DeadlineLayer, Observer, SharedObserver};
+use tower::util::BoxCloneSyncService;
+use tower::ServiceBuilder;
+
+use crate::inbound::SendToApp;
+use crate::metrics::Metrics;
+use crate::outbound::{PickEndpoint, SendToPeer};
+use crate::proxy::RouteStack;
+
+/// Reports resilience events into the sidecar's prometheus metrics.
+pub struct MetricsObserver {
+    metrics: Metrics,
+}
+
+impl MetricsObserver {
+    /// An observer writing into `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
+        Self { metrics }
+    }
+}
+
+impl Observer for MetricsObserver {
+    fn retry(&self, service: &str) {
+        self.metrics.retries.with_label_values(&[service]).inc();
+    }
+    fn retry_budget_exhausted(&self, service: &str) {
+        self.metrics
+            .retry_budget_exhausted
+            .with_label_values(&[service])
+            .inc();
+    }
+    fn breaker_transition(&self, peer: &str, to: BreakerState) {
+        self.metrics
+            .breaker_state
+            .with_label_values(&[peer])
+            .set(to.as_gauge());
+        self.metrics
+            .breaker_transitions
+            .with_label_values(&[peer, to.as_str()])
+            .inc();
+    }
+    fn load_shed(&self, service: &str) {
+        self.metrics.load_shed.with_label_values(&[service]).inc();
+    }
+}
+
+/// Per-peer circuit breakers (placeholder until the breaker layer lands).
+#[derive(Clone)]
+pub struct Breakers {
+    _observer: SharedObserver,
+}
+
+impl Breakers {
+    /// Breakers reporting to `observer`.
+    pub fn new(observer: SharedObserver) -> Self {
+        Self {
+            _observer: observer,
+        }
+    }
+
+    /// Whether keyless traffic may pick `peer` now.
+    pub fn is_available(&self, _peer: &str, _now: std::time::Instant) -> bool {
+        true
+    }
+}
+
+/// The outbound stack of one destination service.
+pub fn outbound_stack(
+    policy: &ResiliencePolicy,
+    _service: &Arc<str>,
+    _observer: SharedObserver,
+    _breakers: &Breakers,
+    inner: PickEndpoint,
+) -> RouteStack {
+    let svc = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(Duration::from_millis(
+            policy.timeouts.request_ms,
+        )))
+        .service(inner);
+    BoxCloneSyncService::new(svc)
+}
+
+/// The per-try stack to one peer: its breaker, then the HTTP/2 client.
+pub fn peer_stack(
+    _policy: &ResiliencePolicy,
+    _breakers: &Breakers,
+    inner: SendToPeer,
+) -> RouteStack {
+    BoxCloneSyncService::new(inner)
+}
+
+/// The inbound stack in front of the local app.
+pub fn inbound_stack(
+    policy: &ResiliencePolicy,
+    _service: &str,
+    _observer: SharedObserver,
+    inner: SendToApp,
+) -> RouteStack {
+    let svc = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(Duration::from_millis(
+            policy.timeouts.request_ms,
+        )))
+        .service(inner);
+    BoxCloneSyncService::new(svc)
+}

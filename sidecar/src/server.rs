@@ -1,0 +1,117 @@
+//! The accept loop shared by the three listeners: connection limit, header
+//! size and read-time limits, and graceful shutdown that lets in-flight
+//! requests finish.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::body::BoxBody;
+
+/// Which HTTP versions a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocols {
+    /// HTTP/1.1 only: the app-facing outbound listener and admin.
+    Http1,
+    /// HTTP/1.1 and h2c with prior knowledge: the inbound listener, which
+    /// other sidecars reach over pooled HTTP/2.
+    Http1AndH2,
+}
+
+/// Limits applied to every connection of a listener.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerLimits {
+    /// Largest request head; hyper answers 431 beyond it.
+    pub max_header_bytes: usize,
+    /// Time to receive a request head (slowloris).
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more wait in the kernel backlog.
+    pub max_connections: usize,
+}
+
+/// Serves `listener` until `shutdown` resolves, then waits up to `grace` for
+/// open connections to finish their in-flight requests.
+pub async fn serve<S, F>(
+    listener: TcpListener,
+    protocols: Protocols,
+    limits: ServerLimits,
+    handler: S,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) where
+    S: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<BoxBody>> + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_concurrent_streams(1024)
+        .adaptive_window(true);
+    let builder = match protocols {
+        Protocols::Http1 => builder.http1_only(),
+        Protocols::Http1AndH2 => builder,
+    };
+    let builder = Arc::new(builder);
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let fut = handler(req, peer);
+            async move { Ok::<_, std::convert::Infallible>(fut.await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection ended with error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(?grace, "grace period over with connections still open");
+    }
+}
