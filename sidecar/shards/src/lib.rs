@@ -4,11 +4,17 @@
 //! - [`key`]: the fixed key → shard function ([`shard_for_key`]).
 //! - [`member`]: member ids ([`MemberId`]).
 //! - [`assign`]: shard ownership by bounded-load rendezvous hashing ([`assign()`]).
+//! - [`view`]: the membership input ([`Peer`], [`Health`]) and gossip tags.
+//! - [`majority`]: keep-majority ([`KeepMajority`]).
 
 mod assign;
 mod key;
+mod majority;
 mod member;
+mod view;
 
 pub use assign::{assign, Assignment};
 pub use key::{key_hash, shard_for_key, KEY_HASH_SEED};
+pub use majority::KeepMajority;
 pub use member::MemberId;
+pub use view::{format_view_id, view_id, Health, Peer, EPOCH_TAG, SETTLED_TAG};
