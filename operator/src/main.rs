@@ -1,5 +1,4 @@
-//! `shardmesh-operator`: placeholder until the operator issue lands.
-fn main() {
-    eprintln!("shardmesh-operator: not built yet");
-    std::process::exit(2);
+//! `shardmesh-operator {run | crd | render FILE | local ...}`.
+fn main() -> std::process::ExitCode {
+    shardmesh_operator::cli::main()
 }

@@ -1,0 +1,159 @@
+//! The `shardmesh-operator` command line: `run`, `crd`, `render FILE`, `local`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::crd::ShardedService;
+use crate::render::{self, Settings};
+use crate::Error;
+
+/// Largest manifest `render` reads; a ShardedService is a few KiB.
+const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+/// Stand-ins for fields the API server sets, so `render` works on a plain file.
+const RENDER_UID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// The operator of shardmesh, a service mesh for sharded stateful services.
+#[derive(Debug, Parser)]
+#[command(name = "shardmesh-operator", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller (in a cluster, or against $KUBECONFIG).
+    Run(RunArgs),
+    /// Print the ShardedService CustomResourceDefinition as YAML.
+    Crd,
+    /// Print the children the operator would create for a ShardedService file, as YAML.
+    Render {
+        /// A ShardedService manifest (YAML).
+        file: PathBuf,
+        /// Sidecar image when the spec names none.
+        #[arg(long)]
+        sidecar_image: Option<String>,
+    },
+    /// Run a mesh locally without Kubernetes (not built yet).
+    Local {
+        /// Arguments of the local runner.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// Flags of `run`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    /// Sidecar image when a spec names none.
+    #[arg(long, env = "SHARDMESH_SIDECAR_IMAGE")]
+    pub sidecar_image: Option<String>,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "SHARDMESH_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Namespace of the leader-election Lease (default: the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Identity in the Lease (default: the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Run without leader election (one replica only).
+    #[arg(long)]
+    pub no_leader_election: bool,
+}
+
+impl RunArgs {
+    /// The render settings these flags select.
+    pub fn settings(&self) -> Settings {
+        settings(self.sidecar_image.clone())
+    }
+}
+
+fn settings(image: Option<String>) -> Settings {
+    let mut s = Settings::default();
+    if let Some(image) = image {
+        s.sidecar_image = image;
+    }
+    s
+}
+
+/// Parses the command line and runs it; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => print_or_fail(crate::crd::crd_yaml()),
+        Command::Render {
+            file,
+            sidecar_image,
+        } => print_or_fail(render_file(&file, &settings(sidecar_image))),
+        Command::Local { .. } => {
+            eprintln!("shardmesh-operator local: not built yet");
+            ExitCode::from(2)
+        }
+        Command::Run(args) => crate::run::main(args),
+    }
+}
+
+fn print_or_fail(result: Result<String, Error>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shardmesh-operator: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads a ShardedService manifest and renders its children as a YAML stream.
+pub fn render_file(path: &std::path::Path, settings: &Settings) -> Result<String, Error> {
+    let size = std::fs::metadata(path)?.len();
+    if size > MAX_MANIFEST_BYTES {
+        return Err(Error::Render(format!(
+            "{} is larger than {MAX_MANIFEST_BYTES} bytes",
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(path)?;
+    let svc: ShardedService = serde_saphyr::from_str(&text)
+        .map_err(|e| Error::Render(format!("{}: not a ShardedService: {e}", path.display())))?;
+    render_manifests(svc, settings)
+}
+
+/// Renders every child of `svc` (and the namespace's shared objects) as a
+/// YAML stream, filling in the namespace and uid the API server would set.
+pub fn render_manifests(mut svc: ShardedService, settings: &Settings) -> Result<String, Error> {
+    svc.metadata
+        .namespace
+        .get_or_insert_with(|| "default".into());
+    svc.metadata.uid.get_or_insert_with(|| RENDER_UID.into());
+    crate::validate(&svc)?;
+    let namespace = svc.metadata.namespace.clone().unwrap_or_default();
+    let children = render::desired(&svc, settings)?;
+    let mut docs = vec![
+        to_yaml(&children.config_map)?,
+        to_yaml(&children.stateful_set)?,
+        to_yaml(&children.client_service)?,
+        to_yaml(&children.gossip_service)?,
+        // A fixed key: rendered output must be reproducible; the real one is random.
+        to_yaml(&render::gossip_secret(&namespace, &[0u8; 32]))?,
+    ];
+    if let Some(pdb) = &children.disruption_budget {
+        docs.push(to_yaml(pdb)?);
+    }
+    Ok(docs.iter().map(|d| format!("---\n{d}")).collect())
+}
+
+fn to_yaml<T: serde::Serialize>(value: &T) -> Result<String, Error> {
+    serde_saphyr::to_string(value).map_err(|e| Error::Render(e.to_string()))
+}

@@ -1,0 +1,29 @@
+//! # shardmesh-operator
+//!
+//! Turns `ShardedService` custom resources into running sharded services.
+//!
+//! ## Layout
+//! - [`crd`]: the custom resource types and the generated CRD.
+//! - [`validate`]: spec checks, with the same messages as the CRD's CEL rules.
+//! - [`render`]: pure desired state, spec → children (and the sidecar config).
+//! - [`reconcile`]: server-side apply of the children, status, events, backoff.
+//! - [`metrics`] and [`server`]: Prometheus metrics, `/healthz`, `/readyz`.
+//! - [`leader`]: Lease-based leader election.
+//! - [`run`]: wires the controller, the server, the lease and shutdown.
+//! - [`cli`]: the `shardmesh-operator` command line.
+//! - [`fake_api`]: an in-memory API server for tests and the benchmark.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod crd;
+mod error;
+pub mod render;
+pub mod run;
+pub mod testing;
+pub mod validate;
+
+pub use crd::{ShardedService, ShardedServiceSpec, ShardedServiceStatus};
+pub use error::Error;
+pub use render::{render_sidecar_config, MeshInputs};
+pub use validate::validate;

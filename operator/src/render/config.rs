@@ -1,0 +1,93 @@
+//! The sidecar config of a ShardedService, built with the sidecar's own type
+//! (one source of truth). The local runner reuses [`render_sidecar_config`]
+//! with static seeds instead of DNS.
+
+use shardmesh_config::{
+    AppConfig, LogConfig, MembershipConfig, PodConfig, SeedConfig, ServiceConfig, SidecarConfig,
+};
+
+use super::GOSSIP_SERVICE;
+use crate::crd::ShardedService;
+
+/// Where the gossip keyring is mounted in a cluster pod.
+pub const KEYRING_FILE: &str = "/etc/shardmesh/gossip/keyring";
+/// Gossip port of every sidecar.
+pub const GOSSIP_PORT: u16 = 7946;
+
+/// The inputs of a sidecar config that do not come from the ShardedService
+/// itself and are the same for every pod of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MeshInputs {
+    /// The shard count in force (see [`super::resolved_shards`]).
+    pub shards: u32,
+    /// How members find each other.
+    pub seeds: SeedConfig,
+    /// Gossip on (cluster, local mesh) or off (static members only).
+    pub gossip_enabled: bool,
+    /// The keyring file, when gossip is encrypted.
+    pub keyring_file: Option<String>,
+    /// Other services this sidecar should know (local mode lists them all).
+    pub peers: Vec<ServiceConfig>,
+}
+
+impl MeshInputs {
+    /// Inputs for a pod in `namespace` of a cluster: DNS seeds from the
+    /// headless gossip Service and the keyring from the mounted Secret.
+    pub fn cluster(namespace: &str, shards: u32) -> Self {
+        Self {
+            shards,
+            seeds: SeedConfig {
+                dns: Some(format!(
+                    "{GOSSIP_SERVICE}.{namespace}.svc.cluster.local:{GOSSIP_PORT}"
+                )),
+                static_seeds: Vec::new(),
+            },
+            gossip_enabled: true,
+            keyring_file: Some(KEYRING_FILE.to_string()),
+            peers: Vec::new(),
+        }
+    }
+}
+
+/// The service entry of `svc` as every sidecar routes to it.
+pub fn service_config(svc: &ShardedService, shards: u32) -> ServiceConfig {
+    ServiceConfig {
+        name: svc.metadata.name.clone().unwrap_or_default(),
+        shards,
+        routing: svc.spec.routing.clone(),
+        resilience: svc.spec.resilience.clone(),
+        members: Vec::new(),
+    }
+}
+
+/// Renders the sidecar config shared by every pod of `svc`. Per-pod facts
+/// (pod name, advertise host) are left empty: the downward API supplies them
+/// as `SHARDMESH_POD_NAME` and `SHARDMESH_ADVERTISE_HOST`.
+pub fn render_sidecar_config(svc: &ShardedService, inputs: &MeshInputs) -> SidecarConfig {
+    let own = service_config(svc, inputs.shards);
+    let mut gossip = svc.spec.gossip.clone();
+    gossip.enabled = inputs.gossip_enabled;
+    gossip.keyring_file = inputs.keyring_file.clone();
+    let mut log = LogConfig::default();
+    if let Some(level) = svc.spec.sidecar.as_ref().and_then(|s| s.log_level.clone()) {
+        log.level = level;
+    }
+    let peers = inputs.peers.iter().filter(|p| p.name != own.name).cloned();
+    let services = std::iter::once(own.clone()).chain(peers).collect();
+    SidecarConfig {
+        pod: PodConfig {
+            service: svc.metadata.name.clone().unwrap_or_default(),
+            ..PodConfig::default()
+        },
+        app: AppConfig {
+            address: format!("127.0.0.1:{}", svc.spec.app_port),
+        },
+        services,
+        membership: MembershipConfig {
+            seeds: inputs.seeds.clone(),
+            gossip,
+        },
+        log,
+        ..SidecarConfig::default()
+    }
+}
