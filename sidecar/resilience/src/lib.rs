@@ -10,6 +10,8 @@
 //! - [`retry`]: safe retries under a retry budget, with per-try timeouts.
 //! - [`breaker`]: per-peer circuit breakers: a pure state machine, a
 //!   registry, and the layer.
+//! - [`backpressure`]: inbound concurrency limit with a bounded queue.
+//! - [`bulkhead`]: outbound pending caps per destination service.
 //!
 //! Every layer is generic over `http::Request<B>` and reports failures as
 //! [`errors::BoxError`] holding one of the leaf errors.
@@ -18,16 +20,20 @@
 #![deny(missing_docs)]
 
 pub mod backoff;
+pub mod backpressure;
 pub mod body;
 pub mod breaker;
+pub mod bulkhead;
 pub mod deadline;
 pub mod errors;
 pub mod observer;
 pub mod retry;
 
 pub use backoff::Jitter;
+pub use backpressure::{Backpressure, BackpressureLayer, BackpressureSettings};
 pub use body::{BoxBody, NotRetryable, Prepared, ReplayableRequest};
 pub use breaker::{BreakerLayer, BreakerService, BreakerSettings, Breakers, Peer};
+pub use bulkhead::{Bulkhead, BulkheadLayer, BulkheadService, BulkheadSettings, Bulkheads};
 pub use deadline::{Deadline, DeadlineLayer, DeadlineService, TimeoutSettings, TryDeadline};
 pub use errors::{
     boxed_cause, find_cause, BadTimeoutHeader, BoxError, CircuitOpen, ConnectError,
