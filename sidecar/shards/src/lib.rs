@@ -6,15 +6,18 @@
 //! - [`assign`]: shard ownership by bounded-load rendezvous hashing ([`assign()`]).
 //! - [`view`]: the membership input ([`Peer`], [`Health`]) and gossip tags.
 //! - [`majority`]: keep-majority ([`KeepMajority`]).
+//! - [`notice`]: release notices and their wire encoding ([`ReleaseNotice`]).
 
 mod assign;
 mod key;
 mod majority;
 mod member;
+mod notice;
 mod view;
 
 pub use assign::{assign, Assignment};
 pub use key::{key_hash, shard_for_key, KEY_HASH_SEED};
 pub use majority::KeepMajority;
 pub use member::MemberId;
+pub use notice::{NoticeError, ReleaseNotice, MAX_NOTICE_LEN, NOTICE_MAGIC, NOTICE_VERSION};
 pub use view::{format_view_id, view_id, Health, Peer, EPOCH_TAG, SETTLED_TAG};
