@@ -9,11 +9,7 @@ use std::task::{Context, Poll};
 use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use rand::SeedableRng;
-use shardmesh_resilience::BoxError;
-
-/// The destination pod of a try (read by the breaker). TEMP until the breaker lands.
-#[derive(Clone, Debug)]
-pub struct Peer(pub Arc<str>);
+use shardmesh_resilience::{BoxError, Peer};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -146,9 +142,14 @@ fn select_endpoint(proxy: &Proxy, target: &RouteTarget) -> Result<Endpoint, Mesh
             )
         }),
         None => {
-            let now = std::time::Instant::now();
+            let now = Instant::now();
+            let breakers = proxy.breakers(&target.service);
             let mut rng = rand::rngs::SmallRng::from_rng(&mut rand::rng());
-            let usable = |e: &Endpoint| proxy.breakers().is_available(&e.name, now);
+            let usable = |e: &Endpoint| {
+                breakers
+                    .as_ref()
+                    .is_none_or(|b| b.is_available(&e.name, now))
+            };
             balance::pick(&routes.endpoints, proxy.loads(), &usable, &mut rng)
                 .cloned()
                 .ok_or_else(|| {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use http::{HeaderValue, Request, Response};
 use shardmesh_config::{ResiliencePolicy, SidecarConfig};
-use shardmesh_resilience::{BoxError, SharedObserver};
+use shardmesh_resilience::{BoxError, BreakerSettings, Breakers, SharedObserver};
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 
@@ -24,8 +24,13 @@ use crate::routing::{RoutingTable, ServiceRoutes, TableRx};
 /// A composed, cloneable stack for one route.
 pub type RouteStack = BoxCloneSyncService<Request<BoxBody>, Response<BoxBody>, BoxError>;
 
-/// An outbound stack with the policy it was built from.
-type CachedStack = (Arc<ResiliencePolicy>, RouteStack);
+/// An outbound stack with the policy it was built from and its breakers.
+#[derive(Clone)]
+struct CachedStack {
+    policy: Arc<ResiliencePolicy>,
+    stack: RouteStack,
+    breakers: Arc<Breakers>,
+}
 
 /// Which listener a request came through (the `direction` metric label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +63,6 @@ struct Inner {
     peers: HttpClient,
     app: HttpClient,
     loads: LoadTracker,
-    breakers: crate::resilience::Breakers,
     metrics: Metrics,
     observer: SharedObserver,
     gate: Arc<dyn ShardGate>,
@@ -82,7 +86,6 @@ impl Proxy {
             .service(&config.pod.service)
             .map(|s| s.resilience.clone())
             .unwrap_or_default();
-        let breakers = crate::resilience::Breakers::new(observer.clone());
         let app = HttpClient::http1();
         let inbound = crate::resilience::inbound_stack(
             &own_policy,
@@ -98,7 +101,6 @@ impl Proxy {
             peers: HttpClient::h2c(),
             app,
             loads: LoadTracker::default(),
-            breakers,
             metrics,
             observer,
             gate,
@@ -142,9 +144,10 @@ impl Proxy {
         &self.0.loads
     }
 
-    /// Circuit breakers per peer.
-    pub fn breakers(&self) -> &crate::resilience::Breakers {
-        &self.0.breakers
+    /// Circuit breakers of the peers of `service` (once traffic went there).
+    pub fn breakers(&self, service: &str) -> Option<Arc<Breakers>> {
+        let stacks = self.0.outbound.lock().unwrap_or_else(|p| p.into_inner());
+        stacks.get(service).map(|c| c.breakers.clone())
     }
 
     /// The shard gate of this pod.
@@ -165,26 +168,32 @@ impl Proxy {
     /// The outbound stack of `routes`' service, rebuilt when its policy changes.
     pub fn outbound_stack(&self, routes: &ServiceRoutes) -> RouteStack {
         let mut stacks = self.0.outbound.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((policy, stack)) = stacks.get(&routes.name) {
-            if Arc::ptr_eq(policy, &routes.policy) || **policy == *routes.policy {
-                return stack.clone();
+        if let Some(cached) = stacks.get(&routes.name) {
+            if Arc::ptr_eq(&cached.policy, &routes.policy) || *cached.policy == *routes.policy {
+                return cached.stack.clone();
             }
         }
+        let breakers = Breakers::new(
+            BreakerSettings::from(&routes.policy.breaker),
+            self.0.observer.clone(),
+        );
         let stack = crate::resilience::outbound_stack(
             &routes.policy,
             &routes.name,
             self.0.observer.clone(),
-            &self.0.breakers,
             PickEndpoint::new(
                 self.clone(),
-                crate::resilience::peer_stack(
-                    &routes.policy,
-                    &self.0.breakers,
-                    SendToPeer::new(self.clone()),
-                ),
+                crate::resilience::peer_stack(breakers.clone(), SendToPeer::new(self.clone())),
             ),
         );
-        stacks.insert(routes.name.clone(), (routes.policy.clone(), stack.clone()));
+        stacks.insert(
+            routes.name.clone(),
+            CachedStack {
+                policy: routes.policy.clone(),
+                stack: stack.clone(),
+                breakers,
+            },
+        );
         stack
     }
 

@@ -5,9 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardmesh_config::ResiliencePolicy;
-use shardmesh_resilience::{BreakerState, DeadlineLayer, Observer, SharedObserver};
+use shardmesh_resilience::{
+    BreakerLayer, BreakerState, Breakers, DeadlineLayer, Observer, RetryLayer, RetrySettings,
+    SharedObserver,
+};
 use tower::util::BoxCloneSyncService;
-use tower::ServiceBuilder;
+use tower::{Layer, ServiceBuilder};
 
 use crate::inbound::SendToApp;
 use crate::metrics::Metrics;
@@ -51,49 +54,30 @@ impl Observer for MetricsObserver {
     }
 }
 
-/// Per-peer circuit breakers (placeholder until the breaker layer lands).
-#[derive(Clone)]
-pub struct Breakers {
-    _observer: SharedObserver,
-}
-
-impl Breakers {
-    /// Breakers reporting to `observer`.
-    pub fn new(observer: SharedObserver) -> Self {
-        Self {
-            _observer: observer,
-        }
-    }
-
-    /// Whether keyless traffic may pick `peer` now.
-    pub fn is_available(&self, _peer: &str, _now: std::time::Instant) -> bool {
-        true
-    }
-}
-
-/// The outbound stack of one destination service.
+/// The outbound stack of one destination service: deadline, then retries
+/// around the per-try endpoint pick.
 pub fn outbound_stack(
     policy: &ResiliencePolicy,
-    _service: &Arc<str>,
-    _observer: SharedObserver,
-    _breakers: &Breakers,
+    service: &Arc<str>,
+    observer: SharedObserver,
     inner: PickEndpoint,
 ) -> RouteStack {
     let svc = ServiceBuilder::new()
         .layer(DeadlineLayer::new(Duration::from_millis(
             policy.timeouts.request_ms,
         )))
+        .layer(RetryLayer::new(
+            service.clone(),
+            RetrySettings::from(policy),
+            observer,
+        ))
         .service(inner);
     BoxCloneSyncService::new(svc)
 }
 
 /// The per-try stack to one peer: its breaker, then the HTTP/2 client.
-pub fn peer_stack(
-    _policy: &ResiliencePolicy,
-    _breakers: &Breakers,
-    inner: SendToPeer,
-) -> RouteStack {
-    BoxCloneSyncService::new(inner)
+pub fn peer_stack(breakers: Arc<Breakers>, inner: SendToPeer) -> RouteStack {
+    BoxCloneSyncService::new(BreakerLayer::new(breakers).layer(inner))
 }
 
 /// The inbound stack in front of the local app.

@@ -1,0 +1,254 @@
+//! Resilience through real sidecars on loopback: retries, deadlines and
+//! circuit breakers as a caller sees them.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use support::*;
+
+/// One caller sidecar (`web-0`, no app traffic) and one `bank` member whose
+/// app answers with `handler`.
+async fn caller_and_bank<F, Fut>(
+    handler: F,
+    tweak: impl Fn(&mut shardmesh_config::ServiceConfig),
+) -> (TestApp, Vec<Member>)
+where
+    F: Fn(http::Request<bytes::Bytes>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Reply> + Send + 'static,
+{
+    let bank = start_app("bank-0", handler).await;
+    let web = start_app("web-0", |_| async { (StatusCode::OK, String::new()) }).await;
+    let mut bank_svc = service("bank", 4);
+    tweak(&mut bank_svc);
+    let specs = vec![
+        MemberSpec {
+            name: "web-0".into(),
+            service: "web".into(),
+            app: web.addr,
+        },
+        MemberSpec {
+            name: "bank-0".into(),
+            service: "bank".into(),
+            app: bank.addr,
+        },
+    ];
+    let members = start_mesh(specs, vec![bank_svc, service("web", 1)], |_| {}).await;
+    (bank, members)
+}
+
+#[tokio::test]
+async fn transient_503_is_retried_for_get() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let (_bank, members) = caller_and_bank(
+        move |_| {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    (StatusCode::SERVICE_UNAVAILABLE, "busy".into())
+                } else {
+                    (StatusCode::OK, "ok".into())
+                }
+            }
+        },
+        |_| {},
+    )
+    .await;
+    let got = send(
+        members[0].addrs.outbound,
+        "GET",
+        "/accounts/a",
+        &[("x-shardmesh-service", "bank")],
+        "",
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let text = metrics(&members[0]).await;
+    assert_eq!(
+        metric_value(&text, "shardmesh_retries_total{service=\"bank\"}"),
+        1.0,
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn post_is_not_retried_on_503_unless_marked_idempotent() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let (_bank, members) = caller_and_bank(
+        move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { (StatusCode::SERVICE_UNAVAILABLE, "busy".into()) }
+        },
+        |_| {},
+    )
+    .await;
+    let out = members[0].addrs.outbound;
+    let got = send(
+        out,
+        "POST",
+        "/accounts/a/deposit",
+        &[("x-shardmesh-service", "bank")],
+        "{}",
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        got.header("x-shardmesh-error"),
+        None,
+        "the app's own 503 passes through"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "POST must not be retried");
+
+    let got = send(
+        out,
+        "POST",
+        "/accounts/a/deposit",
+        &[
+            ("x-shardmesh-service", "bank"),
+            ("x-shardmesh-idempotent", "true"),
+        ],
+        "{}",
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1 + 3,
+        "idempotent POST gets all 3 tries"
+    );
+}
+
+#[tokio::test]
+async fn upstream_slower_than_the_deadline_gives_504() {
+    let (_bank, members) = caller_and_bank(
+        |_| async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            (StatusCode::OK, "late".into())
+        },
+        |s| s.resilience.retries.attempts = 1,
+    )
+    .await;
+    let started = Instant::now();
+    let got = send(
+        members[0].addrs.outbound,
+        "GET",
+        "/accounts/a",
+        &[
+            ("x-shardmesh-service", "bank"),
+            ("x-shardmesh-timeout-ms", "200"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT, "{}", got.body);
+    assert_eq!(got.header("x-shardmesh-error"), Some("timeout"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered at the deadline, not after the app"
+    );
+}
+
+#[tokio::test]
+async fn flapping_upstream_opens_the_breaker_then_closes_via_half_open() {
+    let healthy = Arc::new(AtomicBool::new(false));
+    let h = healthy.clone();
+    let (bank, members) = caller_and_bank(
+        move |_| {
+            let ok = h.load(Ordering::SeqCst);
+            async move {
+                if ok {
+                    (StatusCode::OK, "ok".into())
+                } else {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "boom".into())
+                }
+            }
+        },
+        |s| {
+            s.resilience.retries.attempts = 1;
+            s.resilience.breaker.open_ms = 300;
+            s.resilience.breaker.max_open_ms = 600;
+        },
+    )
+    .await;
+    let out = members[0].addrs.outbound;
+    let hdr = [("x-shardmesh-service", "bank")];
+    // Five failures in a row open the breaker.
+    for _ in 0..5 {
+        let got = send(out, "GET", "/accounts/a", &hdr, "").await;
+        assert_eq!(got.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    let hits_before = bank.hits.load(Ordering::SeqCst);
+    let got = send(out, "GET", "/accounts/a", &hdr, "").await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        got.header("x-shardmesh-error"),
+        Some("circuit-open"),
+        "{}",
+        got.body
+    );
+    assert_eq!(
+        bank.hits.load(Ordering::SeqCst),
+        hits_before,
+        "fail fast: the app was not called"
+    );
+
+    // The upstream recovers; after the open period a probe closes the breaker.
+    healthy.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = send(out, "GET", "/accounts/a", &hdr, "").await;
+        if got.status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(got.header("x-shardmesh-error"), Some("circuit-open"));
+        assert!(Instant::now() < deadline, "breaker never closed");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await; // poll interval, not a timing assumption
+    }
+    let text = metrics(&members[0]).await;
+    assert_eq!(
+        metric_value(&text, "shardmesh_circuit_breaker_state{peer=\"bank-0\"}"),
+        0.0,
+        "{text}"
+    );
+    for to in ["open", "half-open", "closed"] {
+        let line =
+            format!("shardmesh_circuit_breaker_transitions_total{{peer=\"bank-0\",to=\"{to}\"}}");
+        assert!(
+            metric_value(&text, &line) >= 1.0,
+            "missing transition to {to}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn connect_failure_gives_unavailable_after_retries() {
+    let (_bank, mut members) =
+        caller_and_bank(|_| async { (StatusCode::OK, String::new()) }, |_| {}).await;
+    // Stop the bank sidecar: its inbound port now refuses connections.
+    let bank = members.pop().unwrap();
+    let _ = bank.stop.unwrap().send(());
+    let _ = bank.done.await;
+    let got = send(
+        members[0].addrs.outbound,
+        Method::POST.as_str(),
+        "/accounts/a",
+        &[("x-shardmesh-service", "bank")],
+        "",
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::BAD_GATEWAY, "{}", got.body);
+    assert_eq!(got.header("x-shardmesh-error"), Some("unavailable"));
+    let text = metrics(&members[0]).await;
+    assert_eq!(
+        metric_value(&text, "shardmesh_retries_total{service=\"bank\"}"),
+        2.0,
+        "connect failures are retried even for POST: {text}"
+    );
+}
