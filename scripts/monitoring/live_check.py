@@ -24,6 +24,7 @@ Usage: live_check.py SIDECAR_BIN WORKDIR [--seconds N]
 import argparse
 import json
 import math
+import signal
 import subprocess
 import sys
 import tempfile
@@ -162,7 +163,13 @@ def evaluate(prom, kind, expr, at):
     return has_data(prom.query(promql.substitute_grafana(expr), at))
 
 
+def _terminate(signum, _frame):
+    # `timeout` sends SIGTERM: unwind so that `finally` stops every process.
+    raise SystemExit(f"stopped by signal {signum}")
+
+
 def main():
+    signal.signal(signal.SIGTERM, _terminate)
     ap = argparse.ArgumentParser()
     ap.add_argument("sidecar_bin")
     ap.add_argument("workdir")
