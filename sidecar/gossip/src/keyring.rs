@@ -25,6 +25,9 @@ pub const MAX_KEYS: usize = 16;
 /// Largest keyring file accepted.
 const MAX_KEYRING_FILE: u64 = 64 * 1024;
 
+/// The development key: public, for `insecure_dev_mode` only.
+const DEV_KEY: [u8; 32] = *b"shardmesh-insecure-dev-key-00000";
+
 /// Which transport a sealed message belongs to (authenticated, not secret).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Channel {
@@ -66,6 +69,9 @@ pub enum KeyringError {
     /// More keys than [`MAX_KEYS`].
     #[error("keyring has more than {MAX_KEYS} keys")]
     TooManyKeys,
+    /// Neither a keyring file nor the insecure development flag was given.
+    #[error("gossip needs a keyring (membership.gossip.keyringFile); refusing to run unencrypted")]
+    NotConfigured,
 }
 
 /// Why a sealed message was refused; each maps to a bad-packet metric label.
@@ -130,6 +136,23 @@ impl Keyring {
         }
         let text = std::fs::read_to_string(path).map_err(read_err)?;
         Self::parse(&text)
+    }
+
+    /// The keyring the config asks for: the file when given; otherwise a
+    /// fixed, publicly known development key when `insecure_dev_mode` is set
+    /// (packets are still authenticated against accidents, not attackers);
+    /// otherwise an error, because gossip never runs unencrypted by default.
+    pub fn configured(file: Option<&Path>, insecure_dev_mode: bool) -> Result<Self, KeyringError> {
+        match file {
+            Some(path) => Self::load(path),
+            None if insecure_dev_mode => {
+                tracing::warn!(
+                    "gossip uses the public development key: anyone can read and forge membership"
+                );
+                Self::new(&[DEV_KEY])
+            }
+            None => Err(KeyringError::NotConfigured),
+        }
     }
 
     /// Number of keys.

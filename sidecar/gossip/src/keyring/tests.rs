@@ -94,3 +94,16 @@ fn parses_file_format_and_rejects_bad_lines() {
 fn debug_never_prints_keys() {
     assert_eq!(format!("{:?}", ring(&[1, 2])), "Keyring(2 keys)");
 }
+
+#[test]
+fn no_keyring_refuses_unless_insecure_dev_mode() {
+    assert!(matches!(
+        Keyring::configured(None, false),
+        Err(KeyringError::NotConfigured)
+    ));
+    assert_eq!(Keyring::configured(None, true).unwrap().len(), 1);
+    assert!(matches!(
+        Keyring::configured(Some(Path::new("/nonexistent/keyring")), true),
+        Err(KeyringError::Read { .. })
+    ));
+}

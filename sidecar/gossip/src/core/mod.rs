@@ -1,0 +1,475 @@
+//! The sans-IO protocol core: foca plus Lifeguard, metadata and application
+//! broadcasts. Time and packets are inputs, datagrams and push-pull requests
+//! are outputs, so the tokio driver and the simulator drive it alike.
+//!
+//! - [`items`]: custom broadcasts (metadata, app messages, confirmations).
+//! - [`inspect`]: reads foca packets for the Lifeguard layer.
+//! - `effects`: foca's `Runtime`, timer scheduling and Lifeguard hooks.
+//! - `view`: the membership view.
+
+mod effects;
+mod inspect;
+pub(crate) mod items;
+mod view;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU8, NonZeroUsize};
+use std::sync::Arc;
+use std::time::Duration;
+
+use foca::{Foca, PeriodicParams, PostcardCodec, State};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+use crate::id::NodeId;
+use crate::lifeguard::LocalHealth;
+use crate::meta::{MemberMeta, MembershipView, MetaError};
+use crate::observer::GossipObserver;
+use crate::settings::Timing;
+use crate::wire::{
+    self, Item, MetaRecord, PushPull, Wire, ENVELOPE_ROOM, MAX_APP_BROADCAST, MAX_PLAIN,
+};
+
+use effects::{Effects, Entry, ProbeState, Suspicion};
+use items::{Handler, MAX_MEMBERS};
+
+pub use crate::wire::BadPacket;
+
+/// Lifeguard's maximum local health multiplier (memberlist's `AwarenessMaxMultiplier`).
+const MAX_HEALTH: u32 = 8;
+
+/// What the core asks its driver to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Seal and send this plaintext datagram.
+    Send {
+        /// Destination gossip address.
+        to: SocketAddr,
+        /// Plaintext (see [`crate::wire`]).
+        plain: Vec<u8>,
+    },
+    /// Exchange full state with this member over TCP, then call
+    /// [`Core::apply_push_pull`] with its answer.
+    PushPull {
+        /// Member to exchange with.
+        to: SocketAddr,
+    },
+    /// An application broadcast arrived.
+    App {
+        /// Sender.
+        from: NodeId,
+        /// Payload.
+        data: Vec<u8>,
+    },
+}
+
+/// Why the core refused a call.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// Metadata out of bounds.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// Application broadcast too large or empty.
+    #[error("application broadcast must be 1 to {MAX_APP_BROADCAST} bytes")]
+    BroadcastSize,
+    /// foca refused the operation.
+    #[error("swim core: {0}")]
+    Swim(String),
+}
+
+/// Internal timers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum CoreTimer {
+    /// A timer foca asked for.
+    Foca(foca::Timer<NodeId>),
+    /// Re-check a suspicion's (shrinking) deadline.
+    Suspicion(SocketAddr),
+    /// Nack `origin` if `target` did not answer our indirect ping.
+    Nack { origin: SocketAddr, target: NodeId },
+    /// Periodic push-pull.
+    PushPull,
+}
+
+/// One member's protocol state machine.
+pub struct Core {
+    foca: Foca<NodeId, PostcardCodec, SmallRng, Handler>,
+    /// Shares the broadcast tables with the handler inside foca.
+    tables: Handler,
+    /// Our own random choices (push-pull partner), seeded.
+    rng: SmallRng,
+    fx: Effects,
+    now: Duration,
+    timers: BinaryHeap<Reverse<Entry>>,
+    timer_seq: u64,
+    timing: Timing,
+    id: NodeId,
+    self_incarnation: u16,
+    meta: MemberMeta,
+    meta_version: u64,
+    left: bool,
+    app_seq: u64,
+    out: VecDeque<Output>,
+    health: LocalHealth,
+    suspicions: HashMap<SocketAddr, Suspicion>,
+    probe: Option<ProbeState>,
+    /// Indirect pings we relay and may have to nack: (origin, target).
+    nack_watch: HashMap<(SocketAddr, SocketAddr), ()>,
+    /// Mirror of foca's membership: addr -> (identity, state, incarnation).
+    states: HashMap<SocketAddr, (NodeId, State, u16)>,
+    dirty: bool,
+    last_view: Option<MembershipView>,
+    joined: bool,
+    /// Cluster size the foca config was last tuned for.
+    tuned_for: usize,
+    observer: Arc<dyn GossipObserver>,
+}
+
+// === impl Core ===
+
+impl Core {
+    /// A member that knows nobody yet. `seed` drives every random choice.
+    pub fn new(
+        id: NodeId,
+        meta: MemberMeta,
+        timing: Timing,
+        seed: u64,
+        observer: Arc<dyn GossipObserver>,
+    ) -> Result<Self, CoreError> {
+        meta.validate()?;
+        let tables = Handler::default();
+        tables.lock().local = Some(id.addr);
+        let config = foca_config(&timing, 1);
+        let foca = Foca::with_custom_broadcast(
+            id,
+            config,
+            SmallRng::seed_from_u64(seed),
+            PostcardCodec,
+            tables.clone(),
+        );
+        let mut core = Self {
+            foca,
+            tables,
+            rng: SmallRng::seed_from_u64(seed ^ 0x005e_ed0f_c0de),
+            fx: Effects::default(),
+            now: Duration::ZERO,
+            timers: BinaryHeap::new(),
+            timer_seq: 0,
+            timing,
+            id,
+            self_incarnation: 0,
+            meta,
+            meta_version: 0,
+            left: false,
+            app_seq: 0,
+            out: VecDeque::new(),
+            health: LocalHealth::new(MAX_HEALTH),
+            suspicions: HashMap::new(),
+            probe: None,
+            nack_watch: HashMap::new(),
+            states: HashMap::new(),
+            dirty: true,
+            last_view: None,
+            joined: false,
+            tuned_for: 1,
+            observer,
+        };
+        core.announce_meta();
+        let first = core.push_pull_period();
+        core.schedule(first, CoreTimer::PushPull);
+        Ok(core)
+    }
+
+    /// This member's current identity (the generation grows on rejoin).
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// True once another member has acknowledged us and until we are alone again.
+    pub fn is_joined(&self) -> bool {
+        self.joined
+    }
+
+    /// The local health score (0 = healthy).
+    pub fn local_health(&self) -> u32 {
+        self.health.score()
+    }
+
+    /// Announces ourselves to seeds (UDP) and asks for a push-pull with the first.
+    pub fn join(&mut self, now: Duration, seeds: &[SocketAddr]) {
+        self.advance(now);
+        let mut first = true;
+        for &addr in seeds.iter().filter(|a| **a != self.id.addr) {
+            let dst = NodeId {
+                addr,
+                generation: 0,
+            };
+            if let Err(e) = self.foca.announce(dst, &mut self.fx) {
+                tracing::debug!(error = %e, %addr, "gossip announce failed");
+            }
+            if first {
+                self.out.push_back(Output::PushPull { to: addr });
+                first = false;
+            }
+        }
+        self.settle();
+    }
+
+    /// Handles one opened (decrypted) datagram from `from`.
+    pub fn handle_udp(
+        &mut self,
+        now: Duration,
+        from: SocketAddr,
+        plain: &[u8],
+    ) -> Result<(), BadPacket> {
+        self.advance(now);
+        let result = self.handle_udp_inner(from, plain);
+        if let Err(reason) = result {
+            self.observer.bad_packet(reason);
+        }
+        self.settle();
+        result
+    }
+
+    fn handle_udp_inner(&mut self, from: SocketAddr, plain: &[u8]) -> Result<(), BadPacket> {
+        match wire::decode::<Wire>(plain, MAX_PLAIN)? {
+            Wire::Swim { buddy, packet } => {
+                let (header, updates) = inspect::inspect(&packet).ok_or(BadPacket::Malformed)?;
+                self.before_swim(&header, &updates, buddy);
+                match self.foca.handle_data(&packet, &mut self.fx) {
+                    Ok(()) => Ok(()),
+                    Err(
+                        foca::Error::Decode(_)
+                        | foca::Error::MalformedPacket
+                        | foca::Error::DataTooBig,
+                    ) => Err(BadPacket::Malformed),
+                    Err(foca::Error::CustomBroadcast(_)) => Err(BadPacket::Malformed),
+                    Err(e) => {
+                        tracing::trace!(error = %e, "swim packet ignored");
+                        Ok(())
+                    }
+                }
+            }
+            Wire::Nack { target } => {
+                self.on_nack(from, target);
+                Ok(())
+            }
+        }
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timers(&mut self, now: Duration) {
+        self.advance(now);
+        while let Some(Reverse(entry)) = self.timers.peek() {
+            if entry.at > self.now {
+                break;
+            }
+            let Some(Reverse(entry)) = self.timers.pop() else {
+                break;
+            };
+            self.fire(entry.timer);
+            self.settle();
+        }
+    }
+
+    /// When the next timer is due.
+    pub fn next_timer(&self) -> Option<Duration> {
+        self.timers.peek().map(|Reverse(e)| e.at)
+    }
+
+    /// Next output to carry out.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Our full state for a push-pull exchange.
+    pub fn push_pull_state(&self) -> PushPull {
+        let mut members: Vec<_> = self.foca.iter_membership_state().cloned().collect();
+        let own_state = if self.left { State::Down } else { State::Alive };
+        members.push(foca::Member::new(self.id, self.self_incarnation, own_state));
+        let metas = self.tables.lock().metas.values().cloned().collect();
+        PushPull {
+            from: self.id,
+            members,
+            metas,
+        }
+    }
+
+    /// Merges a peer's full state (its answer to our push-pull, or its push).
+    pub fn apply_push_pull(&mut self, now: Duration, state: PushPull) -> Result<(), BadPacket> {
+        self.advance(now);
+        if state.members.len() > MAX_MEMBERS || state.metas.len() > MAX_MEMBERS {
+            self.observer.bad_packet(BadPacket::Oversized);
+            return Err(BadPacket::Oversized);
+        }
+        {
+            let mut t = self.tables.lock();
+            for rec in state.metas {
+                if rec.id.addr != self.id.addr && rec.meta.validate().is_ok() {
+                    t.merge_meta(rec);
+                }
+            }
+        }
+        if let Err(e) = self
+            .foca
+            .apply_many(state.members.into_iter(), true, &mut self.fx)
+        {
+            tracing::debug!(error = %e, "push-pull state partly refused");
+        }
+        self.dirty = true;
+        self.settle();
+        Ok(())
+    }
+
+    /// Replaces our metadata and spreads the change.
+    pub fn update_meta(&mut self, now: Duration, meta: MemberMeta) -> Result<(), CoreError> {
+        meta.validate()?;
+        self.advance(now);
+        self.meta = meta;
+        self.announce_meta();
+        self.settle();
+        Ok(())
+    }
+
+    /// Spreads a small application message to every member.
+    pub fn broadcast(&mut self, now: Duration, data: &[u8]) -> Result<(), CoreError> {
+        if data.is_empty() || data.len() > MAX_APP_BROADCAST {
+            return Err(CoreError::BroadcastSize);
+        }
+        self.advance(now);
+        self.app_seq += 1;
+        let item = Item::App {
+            origin: self.id,
+            seq: self.app_seq,
+            data: data.to_vec(),
+        };
+        self.foca
+            .add_broadcast(&wire::encode_item(&item))
+            .map_err(|e| CoreError::Swim(e.to_string()))?;
+        // Spread it now rather than on the next probe.
+        self.foca
+            .broadcast(&mut self.fx)
+            .map_err(|e| CoreError::Swim(e.to_string()))?;
+        self.settle();
+        Ok(())
+    }
+
+    /// Leaves gracefully: members show us as `Left`, not `Dead`.
+    pub fn leave(&mut self, now: Duration) {
+        self.advance(now);
+        self.left = true;
+        self.announce_meta();
+        if let Err(e) = self.foca.leave_cluster(&mut self.fx) {
+            tracing::debug!(error = %e, "leave failed");
+        }
+        self.dirty = true;
+        self.settle();
+    }
+
+    /// The view, if it changed since the last call.
+    pub fn take_view(&mut self) -> Option<MembershipView> {
+        self.refresh();
+        let view = self.build_view();
+        if self.last_view.as_ref() == Some(&view) {
+            return None;
+        }
+        self.observer.members(view::counts(&view));
+        self.last_view = Some(view.clone());
+        Some(view)
+    }
+
+    /// foca's state of the member at `addr`, for the simulator and tests.
+    pub fn state_of(&mut self, addr: SocketAddr) -> Option<(NodeId, State, u16)> {
+        self.refresh();
+        self.states.get(&addr).copied()
+    }
+
+    /// Number of members foca considers active (not counting ourselves).
+    pub fn active_members(&self) -> usize {
+        self.foca.num_members()
+    }
+
+    fn advance(&mut self, now: Duration) {
+        self.now = self.now.max(now);
+    }
+
+    fn schedule(&mut self, after: Duration, timer: CoreTimer) {
+        self.timer_seq += 1;
+        self.timers.push(Reverse(Entry {
+            at: self.now + after,
+            seq: self.timer_seq,
+            timer,
+        }));
+    }
+
+    fn announce_meta(&mut self) {
+        self.meta_version += 1;
+        let rec = MetaRecord {
+            id: self.id,
+            version: self.meta_version,
+            left: self.left,
+            meta: self.meta.clone(),
+        };
+        if let Err(e) = self
+            .foca
+            .add_broadcast(&wire::encode_item(&Item::Meta(rec)))
+        {
+            tracing::warn!(error = %e, "cannot announce member metadata");
+        }
+        self.dirty = true;
+    }
+
+    fn push_pull_period(&self) -> Duration {
+        // memberlist's pushPullScale: beyond 32 members, back off with log2(n)
+        // so that full-state traffic stays flat as the cluster grows.
+        let n = self.foca.num_members() + 1;
+        let mult = if n <= 32 {
+            1.0
+        } else {
+            ((n as f64).log2() - 5.0).ceil() + 1.0
+        };
+        self.timing.push_pull_interval.mul_f64(mult)
+    }
+}
+
+/// foca configuration for a cluster of about `n` members.
+pub(crate) fn foca_config(t: &Timing, n: usize) -> foca::Config {
+    let size =
+        NonZeroU32::new(u32::try_from(n.max(1)).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+    let mut c = foca::Config::new_lan(size);
+    c.probe_period = t.probe_interval;
+    c.probe_rtt = t
+        .probe_timeout
+        .min(t.probe_interval.saturating_sub(Duration::from_millis(1)));
+    c.num_indirect_probes =
+        NonZeroUsize::new(t.indirect_probes as usize).unwrap_or(NonZeroUsize::MIN);
+    // memberlist: retransmit limit = mult × ceil(log10(n + 1)).
+    let tx = t
+        .retransmit_multiplier
+        .saturating_mul(((n as f64) + 1.0).log10().ceil().max(1.0) as u32);
+    c.max_transmissions = NonZeroU8::new(tx.clamp(1, 255) as u8).unwrap_or(NonZeroU8::MIN);
+    // memberlist's suspicion timeout; Lifeguard replaces it per suspicion.
+    c.suspect_to_down_after = t
+        .probe_interval
+        .mul_f64(f64::from(t.suspicion_multiplier) * (n.max(1) as f64).log10().max(1.0));
+    c.remove_down_after = Some(t.tombstone);
+    c.max_packet_size = NonZeroUsize::new(MAX_PLAIN - ENVELOPE_ROOM).unwrap_or(NonZeroUsize::MIN);
+    c.notify_down_members = true;
+    c.periodic_announce = Some(PeriodicParams {
+        frequency: t.push_pull_interval,
+        num_members: NonZeroUsize::MIN,
+    });
+    c.periodic_announce_to_down_members = Some(PeriodicParams {
+        frequency: t.push_pull_interval,
+        num_members: NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN),
+    });
+    c.periodic_gossip = Some(PeriodicParams {
+        frequency: (t.probe_interval / 5).max(Duration::from_millis(1)),
+        num_members: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
+    });
+    c
+}
+
+#[cfg(test)]
+mod tests;
