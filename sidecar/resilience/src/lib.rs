@@ -13,8 +13,47 @@
 //! - [`backpressure`]: inbound concurrency limit with a bounded queue.
 //! - [`bulkhead`]: outbound pending caps per destination service.
 //!
-//! Every layer is generic over `http::Request<B>` and reports failures as
-//! [`errors::BoxError`] holding one of the leaf errors.
+//! Every layer is generic over `http::Request<B>` (the retry layer needs
+//! [`BoxBody`] to replay bodies) and reports failures as [`BoxError`]
+//! holding one of the leaf errors in [`errors`].
+//!
+//! # Composing a route
+//!
+//! Outbound, per destination service; the order matters:
+//! - the deadline outermost, so queueing and every retry spend one budget;
+//! - the bulkhead outside the retry loop, so a full bulkhead refuses at
+//!   once instead of being retried;
+//! - the router (which picks the owner and sets [`Peer`]) inside the retry
+//!   loop, so a keyless retry may pick another endpoint;
+//! - the breaker innermost, so each try counts for the peer it went to.
+//!
+//! Inbound, [`BackpressureLayer`] in front of the app (one per app, shared
+//! by all connections), under a [`DeadlineLayer`].
+//!
+//! ```
+//! use std::{sync::Arc, time::Duration};
+//! use shardmesh_resilience::*;
+//! use tower::ServiceBuilder;
+//!
+//! let policy = shardmesh_config::ResiliencePolicy::default();
+//! let observer: SharedObserver = Arc::new(NoopObserver);
+//! let bulkheads = Bulkheads::new(observer.clone());
+//! let breakers = Breakers::new(BreakerSettings::from(&policy.breaker), observer.clone());
+//! let client = tower::service_fn(|_req: http::Request<BoxBody>| async {
+//!     Ok::<_, BoxError>(http::Response::new(()))
+//! });
+//! let route = ServiceBuilder::new()
+//!     .layer(DeadlineLayer::from(&TimeoutSettings::from(&policy.timeouts)))
+//!     .layer(BulkheadLayer::new(bulkheads.get("bank", (&policy.bulkhead).into())))
+//!     .layer(RetryLayer::new("bank", RetrySettings::from(&policy), observer))
+//!     .map_request(|mut req: http::Request<BoxBody>| {
+//!         req.extensions_mut().insert(Peer("bank-0".into())); // the router's pick
+//!         req
+//!     })
+//!     .layer(BreakerLayer::new(breakers))
+//!     .service(client);
+//! # let _ = route;
+//! ```
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -209,3 +209,88 @@ fn outcomes_from_before_a_trip_are_ignored() {
         Some(BreakerState::Open)
     );
 }
+
+/// Random schedules of admissions, outcomes, cancellations and time.
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Admit,
+        Finish(usize, bool),
+        Cancel(usize),
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => Just(Op::Admit),
+            4 => (any::<usize>(), any::<bool>()).prop_map(|(i, ok)| Op::Finish(i, ok)),
+            1 => any::<usize>().prop_map(Op::Cancel),
+            2 => (0u64..20_000).prop_map(Op::Advance),
+        ]
+    }
+
+    fn legal(from: BreakerState, to: BreakerState) -> bool {
+        use BreakerState::*;
+        matches!(
+            (from, to),
+            (Closed, Open) | (Open, HalfOpen) | (HalfOpen, Closed) | (HalfOpen, Open)
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn invariants_hold_under_any_schedule(ops in proptest::collection::vec(op(), 1..300), seed in any::<u64>()) {
+            let jitter = Jitter::seeded(seed);
+            let settings = settings();
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut b = Breaker::new(settings, now);
+            let mut out: Vec<Admission> = Vec::new();
+            for op in ops {
+                let before = b.state();
+                let transition = match op {
+                    Op::Admit => {
+                        // Availability predicts admission exactly.
+                        let predicted = b.is_available(now);
+                        let d = b.admit(now);
+                        prop_assert_eq!(predicted, d.admission.is_some());
+                        out.extend(d.admission);
+                        d.transition
+                    }
+                    Op::Finish(i, ok) if !out.is_empty() => {
+                        let a = out.swap_remove(i % out.len());
+                        b.record(a, ok, now, &jitter)
+                    }
+                    Op::Cancel(i) if !out.is_empty() => {
+                        b.cancel(out.swap_remove(i % out.len()));
+                        None
+                    }
+                    Op::Advance(ms) => {
+                        now += Duration::from_millis(ms);
+                        None
+                    }
+                    _ => None,
+                };
+                if let Some(to) = transition {
+                    prop_assert!(legal(before, to), "{:?} -> {:?}", before, to);
+                    if to == BreakerState::Open {
+                        let open = b.open_until().map(|u| u - now);
+                        let max = settings.max_open.mul_f64(1.0 + settings.jitter);
+                        prop_assert!(open.is_some_and(|d| d >= settings.open && d <= max), "{:?}", open);
+                    }
+                } else {
+                    prop_assert_eq!(before, b.state());
+                }
+                // Never more than one live probe.
+                let live_probes = out.iter().filter(|a| a.probe && a.generation == b.generation).count();
+                prop_assert!(live_probes <= 1);
+                if b.state() == BreakerState::Closed {
+                    prop_assert!(b.consecutive < settings.consecutive_failures);
+                }
+            }
+        }
+    }
+}
