@@ -22,10 +22,12 @@ use crate::routing::target::{service_name, shard_key};
 pub async fn handle(proxy: Proxy, req: Request<Incoming>) -> Response<BoxBody> {
     let start = Instant::now();
     let own = proxy.service_name();
+    let inflight = proxy.inflight(Direction::Inbound, &own);
     let rsp = match admit(&proxy, req).await {
         Ok(rsp) => rsp,
         Err(e) => crate::rescue::rescue(&e).into_response(proxy.local_header()),
     };
+    drop(inflight);
     proxy.record(Direction::Inbound, Some(&own), &rsp, start);
     rsp
 }

@@ -53,6 +53,7 @@ pub async fn handle(proxy: Proxy, req: Request<Incoming>) -> Response<BoxBody> {
                 service: service.clone(),
                 shard,
             });
+            let _inflight = proxy.inflight(Direction::Outbound, &service);
             let rsp = match crate::proxy::call(stack, req).await {
                 Ok(rsp) => rsp,
                 Err(e) => crate::rescue::rescue(&e).into_response(proxy.local_header()),

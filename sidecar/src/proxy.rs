@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use http::{HeaderValue, Request, Response};
 use shardmesh_config::{ResiliencePolicy, SidecarConfig};
-use shardmesh_resilience::{BoxError, BreakerSettings, Breakers, SharedObserver};
+use shardmesh_resilience::{BoxError, BreakerSettings, Breakers, Bulkheads, SharedObserver};
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 
@@ -67,6 +67,7 @@ struct Inner {
     observer: SharedObserver,
     gate: Arc<dyn ShardGate>,
     outbound: Mutex<HashMap<Arc<str>, CachedStack>>,
+    bulkheads: Arc<Bulkheads>,
     inbound: RouteStack,
 }
 
@@ -102,9 +103,10 @@ impl Proxy {
             app,
             loads: LoadTracker::default(),
             metrics,
-            observer,
+            observer: observer.clone(),
             gate,
             outbound: Mutex::new(HashMap::new()),
+            bulkheads: Bulkheads::new(observer.clone()),
             inbound,
         })))
     }
@@ -181,6 +183,7 @@ impl Proxy {
             &routes.policy,
             &routes.name,
             self.0.observer.clone(),
+            &self.0.bulkheads,
             PickEndpoint::new(
                 self.clone(),
                 crate::resilience::peer_stack(breakers.clone(), SendToPeer::new(self.clone())),
@@ -195,6 +198,17 @@ impl Proxy {
             },
         );
         stack
+    }
+
+    /// Counts a request in `shardmesh_inflight_requests` until the guard drops.
+    pub fn inflight(&self, direction: Direction, service: &str) -> InflightGuard {
+        let gauge = self
+            .0
+            .metrics
+            .inflight
+            .with_label_values(&[direction.as_str(), service]);
+        gauge.inc();
+        InflightGuard(gauge)
     }
 
     /// Records a finished request in the metrics.
@@ -233,4 +247,13 @@ pub type ResponseFuture = std::pin::Pin<
 /// every lifetime of the `dyn Error` inside `BoxBody`.
 pub fn call(stack: RouteStack, req: Request<BoxBody>) -> ResponseFuture {
     Box::pin(tower::ServiceExt::oneshot(stack, req))
+}
+
+/// Keeps one request counted as in flight.
+pub struct InflightGuard(prometheus::IntGauge);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }

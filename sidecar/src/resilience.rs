@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use shardmesh_config::ResiliencePolicy;
 use shardmesh_resilience::{
-    BreakerLayer, BreakerState, Breakers, DeadlineLayer, Observer, RetryLayer, RetrySettings,
+    BackpressureLayer, BackpressureSettings, BreakerLayer, BreakerState, Breakers, BulkheadLayer,
+    BulkheadSettings, Bulkheads, DeadlineLayer, Observer, RetryLayer, RetrySettings,
     SharedObserver,
 };
 use tower::util::BoxCloneSyncService;
@@ -54,15 +55,19 @@ impl Observer for MetricsObserver {
     }
 }
 
-/// The outbound stack of one destination service: deadline, then retries
-/// around the per-try endpoint pick.
+/// The outbound stack of one destination service: the bulkhead (shed at
+/// once when the service has too many pending requests), the deadline, then
+/// retries around the per-try endpoint pick.
 pub fn outbound_stack(
     policy: &ResiliencePolicy,
     service: &Arc<str>,
     observer: SharedObserver,
+    bulkheads: &Bulkheads,
     inner: PickEndpoint,
 ) -> RouteStack {
+    let bulkhead = bulkheads.get(service, BulkheadSettings::from(&policy.bulkhead));
     let svc = ServiceBuilder::new()
+        .layer(BulkheadLayer::new(bulkhead))
         .layer(DeadlineLayer::new(Duration::from_millis(
             policy.timeouts.request_ms,
         )))
@@ -80,17 +85,23 @@ pub fn peer_stack(breakers: Arc<Breakers>, inner: SendToPeer) -> RouteStack {
     BoxCloneSyncService::new(BreakerLayer::new(breakers).layer(inner))
 }
 
-/// The inbound stack in front of the local app.
+/// The inbound stack in front of the local app: the deadline (the caller's
+/// remaining budget), then the concurrency limit with its bounded queue.
 pub fn inbound_stack(
     policy: &ResiliencePolicy,
-    _service: &str,
-    _observer: SharedObserver,
+    service: &str,
+    observer: SharedObserver,
     inner: SendToApp,
 ) -> RouteStack {
     let svc = ServiceBuilder::new()
         .layer(DeadlineLayer::new(Duration::from_millis(
             policy.timeouts.request_ms,
         )))
+        .layer(BackpressureLayer::new(
+            service,
+            BackpressureSettings::from(&policy.backpressure),
+            observer,
+        ))
         .service(inner);
     BoxCloneSyncService::new(svc)
 }

@@ -252,3 +252,165 @@ async fn connect_failure_gives_unavailable_after_retries() {
         "connect failures are retried even for POST: {text}"
     );
 }
+
+#[tokio::test]
+async fn flood_gets_overloaded_at_once_while_another_service_still_works() {
+    let slow = start_app("slow-0", |_| async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        (StatusCode::OK, "slow".into())
+    })
+    .await;
+    let fast = start_app("fast-0", |_| async { (StatusCode::OK, "fast".into()) }).await;
+    let web = start_app("web-0", |_| async { (StatusCode::OK, String::new()) }).await;
+    let mut slow_svc = service("slow", 2);
+    slow_svc.resilience.bulkhead.max_pending = 5;
+    slow_svc.resilience.retries.attempts = 1;
+    let specs = vec![
+        MemberSpec {
+            name: "web-0".into(),
+            service: "web".into(),
+            app: web.addr,
+        },
+        MemberSpec {
+            name: "slow-0".into(),
+            service: "slow".into(),
+            app: slow.addr,
+        },
+        MemberSpec {
+            name: "fast-0".into(),
+            service: "fast".into(),
+            app: fast.addr,
+        },
+    ];
+    let members = start_mesh(
+        specs,
+        vec![slow_svc, service("fast", 2), service("web", 1)],
+        |_| {},
+    )
+    .await;
+    let out = members[0].addrs.outbound;
+
+    let started = Instant::now();
+    let flood: Vec<_> = (0..20)
+        .map(|i| {
+            tokio::spawn(async move {
+                send(
+                    out,
+                    "GET",
+                    &format!("/accounts/{i}"),
+                    &[("x-shardmesh-service", "slow")],
+                    "",
+                )
+                .await
+            })
+        })
+        .collect();
+    // While the slow service's bulkhead is full, the other service is untouched.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while slow.hits.load(Ordering::SeqCst) < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "flood never reached the slow app"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t = Instant::now();
+    let got = send(
+        out,
+        "GET",
+        "/accounts/x",
+        &[("x-shardmesh-service", "fast")],
+        "",
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "fast service slowed by the flood: {:?}",
+        t.elapsed()
+    );
+
+    let mut overloaded = 0;
+    let mut ok = 0;
+    for f in flood {
+        let got = f.await.unwrap();
+        match got.status {
+            StatusCode::OK => ok += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(got.header("x-shardmesh-error"), Some("overloaded"));
+                assert!(got.header("retry-after").is_some());
+                overloaded += 1;
+            }
+            s => panic!("unexpected {s}: {}", got.body),
+        }
+    }
+    assert_eq!((ok, overloaded), (5, 15));
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let text = metrics(&members[0]).await;
+    assert_eq!(
+        metric_value(&text, "shardmesh_load_shed_total{service=\"slow\"}"),
+        15.0,
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn inbound_backpressure_sheds_beyond_the_queue_immediately() {
+    let (release, released) = tokio::sync::watch::channel(false);
+    let (bank, members) = caller_and_bank(
+        move |_| {
+            let mut released = released.clone();
+            async move {
+                let _ = released.wait_for(|r| *r).await;
+                (StatusCode::OK, "done".into())
+            }
+        },
+        |s| {
+            s.resilience.backpressure.max_concurrency = 2;
+            s.resilience.backpressure.queue_size = 2;
+            s.resilience.backpressure.max_queue_wait_ms = 10_000;
+        },
+    )
+    .await;
+    let inbound = members[1].addrs.inbound;
+    let held: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(async move {
+                send(inbound, "GET", "/x", &[("x-shardmesh-service", "bank")], "").await
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while bank.hits.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Two at the app, two queued (give the queued ones a moment to arrive).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = metrics(&members[1]).await;
+        if metric_value(
+            &text,
+            "shardmesh_inflight_requests{direction=\"inbound\",service=\"bank\"}",
+        ) >= 4.0
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t = Instant::now();
+    let got = send(inbound, "GET", "/x", &[("x-shardmesh-service", "bank")], "").await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(got.header("x-shardmesh-error"), Some("overloaded"));
+    assert_eq!(got.header("retry-after"), Some("10"));
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "shed at once, took {:?}",
+        t.elapsed()
+    );
+    release.send(true).unwrap();
+    for h in held {
+        assert_eq!(h.await.unwrap().status, StatusCode::OK);
+    }
+}

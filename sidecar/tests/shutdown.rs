@@ -13,7 +13,11 @@ use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shardmesh-sidecar");
 
-fn write_config(dir: &std::path::Path, app: std::net::SocketAddr, extra: &str) -> std::path::PathBuf {
+fn write_config(
+    dir: &std::path::Path,
+    app: std::net::SocketAddr,
+    extra: &str,
+) -> std::path::PathBuf {
     let path = dir.join("sidecar.yaml");
     std::fs::write(
         &path,
@@ -54,7 +58,10 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     // The startup log line names the bound addresses.
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let inbound: std::net::SocketAddr = loop {
-        let line = lines.next().expect("sidecar exited before starting").unwrap();
+        let line = lines
+            .next()
+            .expect("sidecar exited before starting")
+            .unwrap();
         if line.contains("sidecar started") {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
             break v["inbound"].as_str().unwrap().parse().unwrap();
@@ -63,7 +70,14 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     std::thread::spawn(move || for _ in lines {});
 
     let in_flight = tokio::spawn(async move {
-        send(inbound, "GET", "/slow", &[("x-shardmesh-service", "bank")], "").await
+        send(
+            inbound,
+            "GET",
+            "/slow",
+            &[("x-shardmesh-service", "bank")],
+            "",
+        )
+        .await
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     while app.hits.load(Ordering::SeqCst) == 0 {
@@ -71,7 +85,11 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
 
     let got = in_flight.await.unwrap();
     assert_eq!(got.status, StatusCode::OK, "{}", got.body);
@@ -82,11 +100,17 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "sidecar did not exit after draining");
+        assert!(
+            Instant::now() < deadline,
+            "sidecar did not exit after draining"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     assert!(status.success(), "{status:?}");
-    assert!(tokio::net::TcpStream::connect(inbound).await.is_err(), "listener closed");
+    assert!(
+        tokio::net::TcpStream::connect(inbound).await.is_err(),
+        "listener closed"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -103,9 +127,16 @@ fn invalid_config_is_refused_naming_the_field() {
         "  - name: bank\n    shards: 4\n    resilience",
     );
     std::fs::write(&config, text).unwrap();
-    let out = Command::new(BIN).arg("--config").arg(&config).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("services[0].resilience.retries.attempts"), "{stderr}");
+    assert!(
+        stderr.contains("services[0].resilience.retries.attempts"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
