@@ -18,6 +18,8 @@
 pub mod cli;
 pub mod crd;
 mod error;
+pub mod metrics;
+pub mod reconcile;
 pub mod render;
 pub mod run;
 pub mod testing;
