@@ -14,6 +14,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::accounts::{Accounts, Action, StepReply};
 use crate::event::Outcome;
 use crate::model::TransferRequest;
@@ -22,6 +24,9 @@ use crate::model::TransferRequest;
 const ATTEMPTS: u32 = 4;
 /// First backoff between attempts; doubles each time.
 const BACKOFF: Duration = Duration::from_millis(25);
+/// Time budget of one run of the saga, kept under the mesh's default 10 s
+/// request deadline so the caller gets the saga's own answer, not a timeout.
+pub const SAGA_BUDGET: Duration = Duration::from_secs(8);
 
 /// How a transfer ended, with its HTTP answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,12 +67,13 @@ impl TransferResult {
 
 /// Runs (or resumes) the transfer saga for a validated request.
 pub async fn transfer(accounts: &Accounts, t: &TransferRequest) -> TransferResult {
+    let deadline = Instant::now() + SAGA_BUDGET;
     let (w, d, c) = (
         format!("{}:w", t.op),
         format!("{}:d", t.op),
         format!("{}:c", t.op),
     );
-    match step(accounts, Action::Withdraw, &t.from, &w, t.amount).await {
+    match step(accounts, deadline, Action::Withdraw, &t.from, &w, t.amount).await {
         StepReply::Final(Outcome::Applied { .. }) => {}
         StepReply::Final(Outcome::Rejected { error }) if error == "insufficient-funds" => {
             return TransferResult::InsufficientFunds
@@ -78,21 +84,21 @@ pub async fn transfer(accounts: &Accounts, t: &TransferRequest) -> TransferResul
         StepReply::Refused(why) => return TransferResult::Refused(why),
         StepReply::Unknown(why) => return TransferResult::Pending(format!("withdrawal: {why}")),
     }
-    let why = match step(accounts, Action::Deposit, &t.to, &d, t.amount).await {
+    let why = match step(accounts, deadline, Action::Deposit, &t.to, &d, t.amount).await {
         StepReply::Final(Outcome::Applied { .. }) => return TransferResult::Done,
         StepReply::Final(other) => format!("deposit refused: {other:?}"),
         StepReply::Refused(why) => format!("deposit refused: {why}"),
         StepReply::Unknown(why) => format!("deposit failed: {why}"),
     };
     // Make sure the deposit can never land, or learn that it already did.
-    match step(accounts, Action::Cancel, &t.to, &d, 0).await {
+    match step(accounts, deadline, Action::Cancel, &t.to, &d, 0).await {
         StepReply::Final(Outcome::Applied { .. }) => return TransferResult::Done,
         StepReply::Final(_) => {}
         StepReply::Refused(e) | StepReply::Unknown(e) => {
             return TransferResult::Pending(format!("{why}; cancel: {e}"))
         }
     }
-    match step(accounts, Action::Deposit, &t.from, &c, t.amount).await {
+    match step(accounts, deadline, Action::Deposit, &t.from, &c, t.amount).await {
         StepReply::Final(Outcome::Applied { .. }) => TransferResult::Compensated(why),
         StepReply::Final(other) => {
             TransferResult::Pending(format!("{why}; compensation refused: {other:?}"))
@@ -103,9 +109,10 @@ pub async fn transfer(accounts: &Accounts, t: &TransferRequest) -> TransferResul
     }
 }
 
-/// One step with bounded retries while the answer is unknown.
+/// One step with bounded retries while the answer is unknown, within the saga's budget.
 async fn step(
     accounts: &Accounts,
+    deadline: Instant,
     action: Action,
     account: &str,
     op: &str,
@@ -114,8 +121,16 @@ async fn step(
     let mut backoff = BACKOFF;
     let mut attempt = 1;
     loop {
-        let reply = accounts.call(action, account, op, amount).await;
-        if !matches!(reply, StepReply::Unknown(_)) || attempt >= ATTEMPTS {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let call = accounts.call(action, account, op, amount);
+        let reply = match tokio::time::timeout(left, call).await {
+            Ok(reply) => reply,
+            Err(_) => return StepReply::Unknown("saga time budget spent".to_string()),
+        };
+        if !matches!(reply, StepReply::Unknown(_))
+            || attempt >= ATTEMPTS
+            || Instant::now() + backoff >= deadline
+        {
             return reply;
         }
         tokio::time::sleep(backoff).await;

@@ -1,0 +1,337 @@
+//! Black-box tests: the real `bank` and `bank-load` binaries on 127.0.0.1.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use hyper::Method;
+use serde_json::{json, Value};
+use shardmesh_bank::http::client::HttpClient;
+
+/// How long a started app may take to print its address.
+const START_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A running `bank`, killed on drop.
+struct App {
+    child: Child,
+    base: String,
+}
+
+impl App {
+    fn start(data: &Path, extra: &[&str]) -> App {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bank"))
+            .args(["--listen", "127.0.0.1:0", "--pod", "test-0", "--data"])
+            .arg(data)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start bank");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        // Poll the app's first line (with a deadline) for the bound address.
+        let line = rx
+            .recv_timeout(START_DEADLINE)
+            .expect("bank printed its address");
+        let addr = line
+            .strip_prefix("bank listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+        App {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    /// Crash: SIGKILL, no chance to flush anything.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn call(
+    base: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, Value) {
+    let client = HttpClient::new(Duration::from_secs(5));
+    let hdrs: Vec<_> = headers
+        .iter()
+        .map(|(k, v)| (k.parse().unwrap(), v.to_string()))
+        .collect();
+    let reply = client
+        .send(method, &format!("{base}{path}"), &hdrs, body.as_ref())
+        .await
+        .expect("reply");
+    (reply.status.as_u16(), reply.json())
+}
+
+fn bank_load(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_bank-load"))
+        .args(args)
+        .output()
+        .expect("run bank-load");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn load_against_standalone_app_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(&dir.path().join("data"), &["--standalone", "8"]);
+    let json = dir.path().join("summary.json");
+    let (code, out) = bank_load(&[
+        "--target",
+        &app.base,
+        "--duration",
+        "2",
+        "--max-requests",
+        "20000",
+        "--concurrency",
+        "8",
+        "--accounts",
+        "20",
+        "--seed",
+        "42",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let summary: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(summary["verification"]["passed"], json!(true), "{out}");
+    assert_eq!(summary["failed_requests"], json!(0), "{out}");
+    assert!(summary["requests"].as_u64().unwrap() > 100, "{out}");
+    assert!(
+        summary["verification"]["transfers_applied"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{out}"
+    );
+    assert!(out.contains("latency ms: p50"), "{out}");
+}
+
+#[test]
+fn lost_deposits_fail_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(
+        &dir.path().join("data"),
+        &["--standalone", "4", "--fault", "lose-every-nth-deposit=25"],
+    );
+    let (code, out) = bank_load(&[
+        "--target",
+        &app.base,
+        "--duration",
+        "5",
+        "--max-requests",
+        "400",
+        "--concurrency",
+        "4",
+        "--accounts",
+        "10",
+        "--mix",
+        "deposit=3,withdraw=1,balance=1",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("verification FAILED"), "{out}");
+    assert!(out.contains("money not conserved"), "{out}");
+}
+
+#[tokio::test]
+async fn a_crash_keeps_acknowledged_writes_and_their_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let app = App::start(&data, &["--standalone", "4"]);
+    let dep = json!({"amount": 1000, "op": "d1"});
+    let (s, b) = call(
+        &app.base,
+        Method::POST,
+        "/accounts/alice/deposit",
+        &[],
+        Some(dep.clone()),
+    )
+    .await;
+    assert_eq!((s, b), (200, json!({"balance": 1000})));
+    let wd = json!({"amount": 300, "op": "w1"});
+    let (s, b) = call(
+        &app.base,
+        Method::POST,
+        "/accounts/alice/withdraw",
+        &[],
+        Some(wd.clone()),
+    )
+    .await;
+    assert_eq!((s, b), (200, json!({"balance": 700})));
+    app.kill();
+
+    let app = App::start(&data, &["--standalone", "4"]);
+    let (_, b) = call(&app.base, Method::GET, "/accounts/alice", &[], None).await;
+    assert_eq!(b, json!({"balance": 700}));
+    let (s, b) = call(
+        &app.base,
+        Method::POST,
+        "/accounts/alice/withdraw",
+        &[],
+        Some(wd),
+    )
+    .await;
+    assert_eq!(
+        (s, b),
+        (200, json!({"balance": 700})),
+        "same op, first answer"
+    );
+    let (s, b) = call(
+        &app.base,
+        Method::POST,
+        "/accounts/alice/deposit",
+        &[],
+        Some(dep),
+    )
+    .await;
+    assert_eq!(
+        (s, b),
+        (200, json!({"balance": 1000})),
+        "same op, first answer"
+    );
+    let (_, b) = call(&app.base, Method::GET, "/accounts/alice", &[], None).await;
+    assert_eq!(b, json!({"balance": 700}), "re-sent ops changed nothing");
+}
+
+#[tokio::test]
+async fn mesh_mode_callbacks_and_fencing_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(&dir.path().join("data"), &[]);
+    let base = app.base.as_str();
+    let at = |shard: &'static str, epoch: &'static str| {
+        [("x-shardmesh-shard", shard), ("x-shardmesh-epoch", epoch)]
+    };
+    let dep = |op: &str| Some(json!({"amount": 5, "op": op}));
+    let cb = |epoch: u64| Some(json!({"service": "bank", "shard": 2, "epoch": epoch}));
+
+    let (s, b) = call(
+        base,
+        Method::POST,
+        "/accounts/a/deposit",
+        &at("2", "3"),
+        dep("x"),
+    )
+    .await;
+    assert_eq!((s, b["error"].clone()), (503, json!("shard-not-owned")));
+    assert_eq!(
+        call(
+            base,
+            Method::POST,
+            "/shardmesh/shards/2/acquire",
+            &[],
+            cb(3)
+        )
+        .await
+        .0,
+        200
+    );
+    let (s, b) = call(
+        base,
+        Method::POST,
+        "/accounts/a/deposit",
+        &at("2", "2"),
+        dep("x"),
+    )
+    .await;
+    assert_eq!((s, b["error"].clone()), (409, json!("stale-epoch")));
+    let (s, b) = call(
+        base,
+        Method::POST,
+        "/accounts/a/deposit",
+        &at("2", "3"),
+        dep("x"),
+    )
+    .await;
+    assert_eq!(
+        (s, b),
+        (200, json!({"balance": 5})),
+        "the stale write changed nothing"
+    );
+    let (s, _) = call(base, Method::POST, "/accounts/a/deposit", &[], dep("y")).await;
+    assert_eq!(s, 400, "mesh mode needs the shard headers");
+    assert_eq!(
+        call(
+            base,
+            Method::POST,
+            "/shardmesh/shards/2/release",
+            &[],
+            cb(3)
+        )
+        .await
+        .0,
+        200
+    );
+    let (s, _) = call(base, Method::GET, "/accounts/a", &at("2", "3"), None).await;
+    assert_eq!(s, 503);
+
+    // Bad input: clear JSON errors, never a crash.
+    let mismatch = Some(json!({"shard": 7, "epoch": 1}));
+    assert_eq!(
+        call(
+            base,
+            Method::POST,
+            "/shardmesh/shards/2/acquire",
+            &[],
+            mismatch
+        )
+        .await
+        .0,
+        400
+    );
+    let (s, b) = call(
+        base,
+        Method::POST,
+        "/accounts/a/deposit",
+        &at("2", "3"),
+        Some(json!({"amount": 0, "op": "z"})),
+    )
+    .await;
+    assert_eq!((s, b["error"].clone()), (400, json!("bad-request")));
+    let big = Some(json!({"amount": 1, "op": "x".repeat(20_000)}));
+    assert_eq!(
+        call(base, Method::POST, "/accounts/a/deposit", &[], big)
+            .await
+            .0,
+        413
+    );
+    let (s, _) = call(base, Method::POST, "/transfers", &[], Some(json!("nope"))).await;
+    assert_eq!(s, 400);
+    assert_eq!(call(base, Method::GET, "/nowhere", &[], None).await.0, 404);
+    assert_eq!(
+        call(base, Method::DELETE, "/accounts/a", &[], None).await.0,
+        405
+    );
+    let (s, _) = call(
+        base,
+        Method::GET,
+        "/accounts/a",
+        &[("x-shardmesh-shard", "-1")],
+        None,
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert_eq!(call(base, Method::GET, "/ready", &[], None).await.0, 200);
+}
