@@ -10,7 +10,8 @@ use shardmesh_sidecar::{telemetry, Sidecar};
 const USAGE: &str = "usage: shardmesh-sidecar --config FILE\n\
     Environment overrides: SHARDMESH_POD_NAME, SHARDMESH_SERVICE, SHARDMESH_ZONE,\n\
     SHARDMESH_ADVERTISE_HOST, SHARDMESH_APP_ADDRESS, SHARDMESH_*_ADDR, SHARDMESH_SEEDS,\n\
-    SHARDMESH_LOG_FORMAT, SHARDMESH_LOG_LEVEL (see docs/configuration.md).";
+    SHARDMESH_LOG_FORMAT, SHARDMESH_LOG_LEVEL, SHARDMESH_WORKER_THREADS\n\
+    (see docs/configuration.md).";
 
 fn main() -> ExitCode {
     // One flag: a hand parse is clearer than pulling in an argument crate.
@@ -41,10 +42,18 @@ fn main() -> ExitCode {
         eprintln!("shardmesh-sidecar: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    match worker_threads() {
+        Ok(Some(n)) => {
+            builder.worker_threads(n);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("shardmesh-sidecar: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("shardmesh-sidecar: cannot start runtime: {e}");
@@ -64,6 +73,20 @@ fn main() -> ExitCode {
         sidecar.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+/// `SHARDMESH_WORKER_THREADS`: runtime threads (default: one per core). A
+/// sidecar shares its pod's CPU limit with the app, so operators size it.
+fn worker_threads() -> Result<Option<usize>, String> {
+    match std::env::var("SHARDMESH_WORKER_THREADS") {
+        Err(_) => Ok(None),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=256).contains(&n) => Ok(Some(n)),
+            _ => Err(format!(
+                "SHARDMESH_WORKER_THREADS must be a number from 1 to 256, not {v:?}"
+            )),
+        },
+    }
 }
 
 async fn shutdown_signal() {
