@@ -6,9 +6,11 @@
 //! - [`assign`]: shard ownership by bounded-load rendezvous hashing ([`assign()`]).
 //! - [`view`]: the membership input ([`Peer`], [`Health`]) and gossip tags.
 //! - [`majority`]: keep-majority ([`KeepMajority`]).
+//! - [`handoff`]: the per-member handoff state machine ([`ShardTable`]).
 //! - [`notice`]: release notices and their wire encoding ([`ReleaseNotice`]).
 
 mod assign;
+mod handoff;
 mod key;
 mod majority;
 mod member;
@@ -16,6 +18,7 @@ mod notice;
 mod view;
 
 pub use assign::{assign, Assignment};
+pub use handoff::{Action, Callback, HandoffConfig, Outcome, Route, ShardState, ShardTable};
 pub use key::{key_hash, shard_for_key, KEY_HASH_SEED};
 pub use majority::KeepMajority;
 pub use member::MemberId;

@@ -11,7 +11,11 @@
 //!   (they released their shards; they are not across a partition).
 //! - This member has a majority when more than half of the stable members
 //!   are alive in its view (suspect and dead do not count).
-//! - Before any membership was stable there is no majority.
+//! - Bootstrap: the first candidate with more than one member is adopted at
+//!   once (a member that sees others has joined the cluster); a lone member
+//!   waits `stable_after` like any change, so a restarting pod that has not
+//!   joined yet does not take every shard. Before any stable membership
+//!   there is no majority.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -71,7 +75,8 @@ impl KeepMajority {
         let Some(since) = self.candidate_since else {
             return;
         };
-        let settled = now.saturating_duration_since(since) >= self.stable_after;
+        let settled = now.saturating_duration_since(since) >= self.stable_after
+            || (self.stable.is_empty() && self.candidate.len() > 1);
         if settled
             && !self.candidate.is_empty()
             && self.candidate != self.stable

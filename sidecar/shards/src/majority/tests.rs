@@ -26,14 +26,22 @@ fn stable_five(t0: Instant) -> KeepMajority {
 }
 
 #[test]
-fn no_majority_before_first_stable_membership() {
+fn a_lone_member_waits_for_stability_before_its_first_majority() {
     let t0 = Instant::now();
     let mut k = KeepMajority::new(STABLE);
-    k.observe(t0, &view(&["a", "b", "c"], &[], &[], &[]));
+    k.observe(t0, &view(&["a"], &[], &[], &[]));
     assert!(!k.has_majority());
     k.tick(t0 + STABLE - Duration::from_millis(1));
     assert!(!k.has_majority());
     k.tick(t0 + STABLE);
+    assert!(k.has_majority());
+}
+
+#[test]
+fn a_first_view_with_others_is_adopted_at_once() {
+    let t0 = Instant::now();
+    let mut k = KeepMajority::new(STABLE);
+    k.observe(t0, &view(&["a", "b", "c"], &[], &[], &[]));
     assert!(k.has_majority());
 }
 

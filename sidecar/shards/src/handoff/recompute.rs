@@ -1,0 +1,196 @@
+//! Reacting to a new view: who should own what, and starting acquisitions
+//! and releases accordingly.
+
+use std::time::Instant;
+
+use super::{Action, Call, ShardTable, Slot, State, Step, Wait};
+use crate::{assign, view_id, Assignment, MemberId, ReleaseNotice};
+
+impl ShardTable {
+    /// Recomputes ownership from `self.peers` and moves every shard toward it.
+    pub(super) fn recompute(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let owners: Vec<MemberId> = self
+            .peers
+            .values()
+            .filter(|p| p.health.owns_shards() && !(self.leaving && p.id == self.me))
+            .map(|p| p.id.clone())
+            .collect();
+        let next = assign(self.cfg.shards, &owners);
+        // Who held each shard before: our previous view, or on the first
+        // view the owners without us (we hold nothing yet).
+        let prev = match self.assignment.take() {
+            Some(prev) => prev,
+            None => {
+                let others: Vec<MemberId> =
+                    owners.iter().filter(|m| **m != self.me).cloned().collect();
+                assign(self.cfg.shards, &others)
+            }
+        };
+        self.view = view_id(&owners);
+        let active = self.majority.has_majority();
+        for shard in 0..self.cfg.shards {
+            let mine = active && next.owner(shard) == Some(&self.me);
+            let prev_owner = prev.owner(shard).cloned();
+            self.reconcile(now, shard, mine, prev_owner, out);
+        }
+        self.assignment = Some(next);
+        self.acquire_ready(now, out);
+    }
+
+    /// Moves one shard toward the wanted ownership.
+    fn reconcile(
+        &mut self,
+        now: Instant,
+        shard: u32,
+        mine: bool,
+        prev_owner: Option<MemberId>,
+        out: &mut Vec<Action>,
+    ) {
+        let me = self.me.clone();
+        let Some(slot) = self.slots.get_mut(shard as usize) else {
+            return;
+        };
+        if mine {
+            if matches!(slot.state, State::NotOwned) {
+                let wait = match prev_owner {
+                    Some(p) if p != me => Wait::Owner(p),
+                    _ => Wait::Barrier,
+                };
+                slot.state = State::Acquiring {
+                    since: now,
+                    wait,
+                    call: Call::Idle,
+                };
+            }
+            return;
+        }
+        // A notice heard while another member owns the shard is stale by
+        // the time the shard comes back to us.
+        slot.notice = None;
+        give_up(shard, slot, out);
+    }
+
+    /// Calls the app acquire for every acquisition whose wait is over.
+    pub(super) fn acquire_ready(&mut self, _now: Instant, out: &mut Vec<Action>) {
+        if !self.majority.has_majority() {
+            return;
+        }
+        let barrier = self.barrier_passed();
+        for shard in 0..self.cfg.shards {
+            let Some(slot) = self.slots.get(shard as usize) else {
+                continue;
+            };
+            let ready = match &slot.state {
+                State::Acquiring {
+                    wait,
+                    call: Call::Idle,
+                    ..
+                } => barrier || self.wait_over(wait, slot),
+                _ => false,
+            };
+            if !ready {
+                continue;
+            }
+            self.max_epoch += 1;
+            let epoch = self.max_epoch;
+            if let Some(State::Acquiring { call, .. }) =
+                self.slots.get_mut(shard as usize).map(|s| &mut s.state)
+            {
+                *call = Call::InFlight { epoch };
+                out.push(Action::CallAcquire { shard, epoch });
+            }
+        }
+    }
+
+    /// Whether the previous owner released, died or left.
+    fn wait_over(&self, wait: &Wait, slot: &Slot) -> bool {
+        match wait {
+            Wait::Barrier => false,
+            Wait::Owner(p) => {
+                let gone = self
+                    .peers
+                    .get(p)
+                    .is_none_or(|peer| !peer.health.owns_shards());
+                gone || slot.notice.as_ref().is_some_and(|(from, _)| from == p)
+            }
+        }
+    }
+
+    /// Whether every other owning member settled on our view.
+    fn barrier_passed(&self) -> bool {
+        self.peers
+            .values()
+            .filter(|p| p.health.owns_shards() && p.id != self.me)
+            .all(|p| p.settled == Some(self.view))
+    }
+
+    /// The app released the shard: gossip it and look at ownership again.
+    pub(super) fn finish_release(
+        &mut self,
+        now: Instant,
+        shard: u32,
+        epoch: u64,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(slot) = self.slots.get_mut(shard as usize) {
+            slot.state = State::NotOwned;
+        }
+        out.push(Action::Released { shard, epoch });
+        out.push(Action::Broadcast(ReleaseNotice {
+            service: self.cfg.service.clone(),
+            shard,
+            epoch,
+            from: self.me.clone(),
+        }));
+        // The view may have given the shard back meanwhile; we just held
+        // it, so only the barrier can tell that nobody took it since.
+        let mine = self.majority.has_majority()
+            && self
+                .assignment
+                .as_ref()
+                .and_then(|a: &Assignment| a.owner(shard))
+                == Some(&self.me);
+        let me = Some(self.me.clone());
+        self.reconcile(now, shard, mine, me, out);
+        self.acquire_ready(now, out);
+    }
+}
+
+/// Starts giving up a shard this member should not hold.
+fn give_up(shard: u32, slot: &mut Slot, out: &mut Vec<Action>) {
+    let reject = |slot: &mut Slot, out: &mut Vec<Action>| {
+        if slot.held > 0 {
+            slot.held = 0;
+            out.push(Action::RejectHeld { shard });
+        }
+    };
+    match slot.state {
+        State::Serving { epoch } => {
+            slot.state = State::Releasing {
+                epoch,
+                step: Step::Draining,
+            };
+            out.push(Action::Drain { shard });
+        }
+        State::Acquiring { ref call, .. } => {
+            let next = match *call {
+                Call::Idle => State::NotOwned,
+                Call::InFlight { epoch } => State::Releasing {
+                    epoch,
+                    step: Step::AfterAcquire,
+                },
+                // A failed acquire may still have loaded the shard: release.
+                Call::RetryAt { epoch, .. } => {
+                    out.push(Action::CallRelease { shard, epoch });
+                    State::Releasing {
+                        epoch,
+                        step: Step::InFlight,
+                    }
+                }
+            };
+            slot.state = next;
+            reject(slot, out);
+        }
+        State::Releasing { .. } | State::NotOwned => {}
+    }
+}

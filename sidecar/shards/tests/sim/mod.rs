@@ -1,0 +1,256 @@
+//! A tiny deterministic simulation of several members' shard tables: an
+//! in-memory gossip (views with tags, broadcast notices), an app that
+//! answers callbacks, partitions, and invariant checks after every step.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use shardmesh_shards::{
+    Action, Callback, HandoffConfig, Health, MemberId, Outcome, Peer, ReleaseNotice, ShardState,
+    ShardTable,
+};
+
+/// A message in flight to one member.
+enum Msg {
+    Notice(ReleaseNotice),
+    Done(Callback, u32, u64),
+    Drained(u32),
+}
+
+/// The simulated cluster of one service.
+pub struct Sim {
+    pub now: Instant,
+    pub cfg: HandoffConfig,
+    /// Running members' tables.
+    pub tables: BTreeMap<String, ShardTable>,
+    /// Global truth: each member's health as the others would detect it.
+    pub health: BTreeMap<String, Health>,
+    /// Partition side of each member; members talk only within a side.
+    pub side: BTreeMap<String, u8>,
+    /// Health to show for members across the partition.
+    pub across: Health,
+    queue: VecDeque<(String, Msg)>,
+    /// App-level holder of each shard: (member, epoch), between acquire and release.
+    pub app_holder: BTreeMap<u32, (String, u64)>,
+    /// Every epoch acquired per shard, in order.
+    pub epochs: BTreeMap<u32, Vec<u64>>,
+    /// Every app callback, in order: (member, kind, shard, epoch).
+    pub calls: Vec<(String, Callback, u32, u64)>,
+    /// Actions other than callbacks, for scenario assertions.
+    pub log: Vec<(String, Action)>,
+}
+
+impl Sim {
+    pub fn new(shards: u32) -> Self {
+        let mut cfg = HandoffConfig::new("bank", shards);
+        cfg.stable_after = Duration::from_secs(10);
+        Self {
+            now: Instant::now(),
+            cfg,
+            tables: BTreeMap::new(),
+            health: BTreeMap::new(),
+            side: BTreeMap::new(),
+            across: Health::Dead,
+            queue: VecDeque::new(),
+            app_holder: BTreeMap::new(),
+            epochs: BTreeMap::new(),
+            calls: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+
+    /// Starts a member (it joins with the current view).
+    pub fn start(&mut self, id: &str) {
+        let table = ShardTable::new(MemberId::new(id), self.cfg.clone());
+        self.tables.insert(id.to_string(), table);
+        self.health.insert(id.to_string(), Health::Alive);
+        self.side.insert(id.to_string(), 0);
+    }
+
+    /// kill -9: the table disappears; others see it dead.
+    pub fn kill(&mut self, id: &str) {
+        self.tables.remove(id);
+        self.health.insert(id.to_string(), Health::Dead);
+        self.app_holder.retain(|_, (m, _)| m != id);
+    }
+
+    /// Graceful shutdown: the member starts handing its shards off.
+    pub fn leave(&mut self, id: &str) -> Vec<Action> {
+        let now = self.now;
+        let Some(t) = self.tables.get_mut(id) else {
+            return Vec::new();
+        };
+        let actions = t.leave(now);
+        self.handle(id, actions.clone());
+        actions
+    }
+
+    /// The view member `me` has now.
+    pub fn view_of(&self, me: &str) -> Vec<Peer> {
+        let my_side = self.side.get(me).copied().unwrap_or(0);
+        self.health
+            .iter()
+            .map(|(id, &h)| {
+                let reachable = self.side.get(id).copied().unwrap_or(0) == my_side;
+                let health = if reachable || h != Health::Alive {
+                    h
+                } else {
+                    self.across
+                };
+                let mut p = Peer::new(id.as_str(), health);
+                if let Some(t) = self.tables.get(id) {
+                    p.epoch = t.epoch_tag().parse().unwrap_or(0);
+                    p.settled = t
+                        .settled_tag()
+                        .and_then(|v| u64::from_str_radix(&v, 16).ok());
+                }
+                p
+            })
+            .collect()
+    }
+
+    /// Feeds one member its view and handles the resulting actions.
+    pub fn feed(&mut self, id: &str) -> Vec<Action> {
+        let view = self.view_of(id);
+        let now = self.now;
+        let Some(t) = self.tables.get_mut(id) else {
+            return Vec::new();
+        };
+        let actions = t.on_membership(now, &view);
+        self.handle(id, actions.clone());
+        actions
+    }
+
+    /// Gossip and messages until nothing changes; asserts invariants after
+    /// every step. Returns the number of rounds.
+    pub fn settle(&mut self) -> usize {
+        for round in 0..200 {
+            self.now += Duration::from_millis(10);
+            let before = self.fingerprint();
+            let ids: Vec<String> = self.tables.keys().cloned().collect();
+            // Rotate the order so views arrive skewed differently each round.
+            let k = round % ids.len().max(1);
+            for id in ids[k..].iter().chain(&ids[..k]) {
+                self.feed(id);
+                self.deliver();
+            }
+            let ids: Vec<String> = self.tables.keys().cloned().collect();
+            for id in ids {
+                let now = self.now;
+                if let Some(t) = self.tables.get_mut(&id) {
+                    let actions = t.tick(now);
+                    self.handle(&id, actions);
+                }
+                self.deliver();
+            }
+            if self.queue.is_empty() && before == self.fingerprint() && round > 0 {
+                return round;
+            }
+        }
+        panic!("simulation did not settle");
+    }
+
+    /// Delivers queued messages one by one.
+    fn deliver(&mut self) {
+        while let Some((to, msg)) = self.queue.pop_front() {
+            let now = self.now;
+            let Some(t) = self.tables.get_mut(&to) else {
+                continue;
+            };
+            let actions = match msg {
+                Msg::Notice(n) => t.on_release_notice(now, &n),
+                Msg::Done(kind, shard, epoch) => {
+                    t.callback_done(now, kind, shard, epoch, Outcome::Ok)
+                }
+                Msg::Drained(shard) => t.drained(now, shard),
+            };
+            self.handle(&to, actions);
+        }
+    }
+
+    fn handle(&mut self, id: &str, actions: Vec<Action>) {
+        for a in actions {
+            match &a {
+                Action::CallAcquire { shard, epoch } => {
+                    if let Some((holder, e)) = self.app_holder.get(shard) {
+                        panic!("{id} acquires shard {shard}@{epoch} while {holder}@{e} holds it");
+                    }
+                    let seen = self.epochs.entry(*shard).or_default();
+                    if let Some(last) = seen.last() {
+                        assert!(epoch > last, "shard {shard}: epoch {epoch} after {last}");
+                    }
+                    seen.push(*epoch);
+                    self.app_holder.insert(*shard, (id.to_string(), *epoch));
+                    self.calls
+                        .push((id.to_string(), Callback::Acquire, *shard, *epoch));
+                    self.queue
+                        .push_back((id.to_string(), Msg::Done(Callback::Acquire, *shard, *epoch)));
+                }
+                Action::CallRelease { shard, epoch } => {
+                    let held = self.app_holder.get(shard).cloned();
+                    if held == Some((id.to_string(), *epoch)) {
+                        self.app_holder.remove(shard);
+                    }
+                    self.calls
+                        .push((id.to_string(), Callback::Release, *shard, *epoch));
+                    self.queue
+                        .push_back((id.to_string(), Msg::Done(Callback::Release, *shard, *epoch)));
+                }
+                Action::Drain { shard } => {
+                    self.queue.push_back((id.to_string(), Msg::Drained(*shard)));
+                }
+                Action::Broadcast(n) => {
+                    let my_side = self.side.get(id).copied();
+                    for to in self.tables.keys() {
+                        if to != id && self.side.get(to).copied() == my_side {
+                            self.queue.push_back((to.clone(), Msg::Notice(n.clone())));
+                        }
+                    }
+                }
+                _ => self.log.push((id.to_string(), a.clone())),
+            }
+            self.check_one_server();
+        }
+    }
+
+    /// The safety invariant: never two members serving one shard.
+    pub fn check_one_server(&self) {
+        for s in 0..self.cfg.shards {
+            let servers: Vec<&String> = self
+                .tables
+                .iter()
+                .filter(|(_, t)| matches!(t.state(s), ShardState::Serving { .. }))
+                .map(|(id, _)| id)
+                .collect();
+            assert!(servers.len() <= 1, "shard {s} served by {servers:?}");
+        }
+    }
+
+    /// Who serves each shard (members in `among`), asserting exactly one.
+    pub fn servers(&self, among: &BTreeSet<&str>) -> BTreeMap<u32, String> {
+        let mut out = BTreeMap::new();
+        for s in 0..self.cfg.shards {
+            let who: Vec<&String> = self
+                .tables
+                .iter()
+                .filter(|(id, t)| {
+                    among.contains(id.as_str()) && matches!(t.state(s), ShardState::Serving { .. })
+                })
+                .map(|(id, _)| id)
+                .collect();
+            assert_eq!(who.len(), 1, "shard {s} served by {who:?}");
+            out.insert(s, who[0].clone());
+        }
+        out
+    }
+
+    fn fingerprint(&self) -> Vec<(String, String, Option<String>, Vec<ShardState>)> {
+        self.tables
+            .iter()
+            .map(|(id, t)| {
+                let states = (0..self.cfg.shards).map(|s| t.state(s)).collect();
+                (id.clone(), t.epoch_tag(), t.settled_tag(), states)
+            })
+            .collect()
+    }
+}
