@@ -15,6 +15,7 @@
 //! - [`settings`]: settings built from the sidecar config.
 //! - [`driver`]: the tokio runtime (UDP probes, TCP push-pull, seeds).
 //! - [`pushpull`]: bounded TCP framing for full-state exchange.
+//! - [`sim`]: the deterministic simulator behind the tests and the benchmark.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -27,6 +28,7 @@ pub mod meta;
 pub mod observer;
 pub mod pushpull;
 pub mod settings;
+pub mod sim;
 pub mod wire;
 
 pub use driver::{AppMessage, Error, Gossip, GossipHandle};

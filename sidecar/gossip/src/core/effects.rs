@@ -147,9 +147,17 @@ impl Core {
 
     fn on_notification(&mut self, note: OwnedNotification<NodeId>) {
         match note {
-            OwnedNotification::MemberUp(_)
-            | OwnedNotification::MemberDown(_)
-            | OwnedNotification::Rename(..) => self.dirty = true,
+            OwnedNotification::MemberDown(member) => {
+                self.dirty = true;
+                if self.downs.len() >= super::MAX_DOWNS_KEPT {
+                    self.downs.pop_front();
+                }
+                self.downs.push_back(super::DownVerdict {
+                    member,
+                    by_self: self.declaring,
+                });
+            }
+            OwnedNotification::MemberUp(_) | OwnedNotification::Rename(..) => self.dirty = true,
             OwnedNotification::Active => {
                 self.joined = true;
                 self.dirty = true;
@@ -181,6 +189,7 @@ impl Core {
         if !self.timing.lifeguard {
             if let Timer::ChangeSuspectToDown { .. } = timer {
                 self.note_probe_failed(None);
+                self.observer.suspicion();
             }
             self.schedule(after, CoreTimer::Foca(timer));
             return;
@@ -331,7 +340,6 @@ impl Core {
 
     fn note_probe_failed(&mut self, member: Option<NodeId>) {
         self.observer.probe(ProbeResult::Failed);
-        self.observer.suspicion();
         let probe = match (&self.probe, member) {
             (Some(p), Some(m)) if p.target == m => self.probe.take(),
             (Some(_), None) => self.probe.take(),
@@ -363,6 +371,7 @@ impl Core {
                 s.token = token;
             }
         } else {
+            self.observer.suspicion();
             self.suspicions.insert(
                 member.addr,
                 Suspicion {
@@ -413,10 +422,14 @@ impl Core {
     pub(super) fn fire(&mut self, timer: CoreTimer) {
         match timer {
             CoreTimer::Foca(t) => {
-                self.dirty |= matches!(t, Timer::ChangeSuspectToDown { .. } | Timer::RemoveDown(_));
+                let suspicion = matches!(t, Timer::ChangeSuspectToDown { .. });
+                self.dirty |= suspicion || matches!(t, Timer::RemoveDown(_));
+                self.declaring = suspicion;
                 if let Err(e) = self.foca.handle_timer(t, &mut self.fx) {
                     tracing::trace!(error = %e, "swim timer");
                 }
+                self.settle();
+                self.declaring = false;
             }
             CoreTimer::Suspicion(addr) => {
                 let Some(s) = self.suspicions.get(&addr) else {
@@ -435,9 +448,12 @@ impl Core {
                     token: s.token,
                 };
                 self.dirty = true;
+                self.declaring = true;
                 if let Err(e) = self.foca.handle_timer(t, &mut self.fx) {
                     tracing::trace!(error = %e, "suspicion timer");
                 }
+                self.settle();
+                self.declaring = false;
             }
             CoreTimer::Nack { origin, target } => {
                 if self.nack_watch.remove(&(origin, target.addr)).is_some() {

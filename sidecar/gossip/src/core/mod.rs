@@ -65,6 +65,18 @@ pub enum Output {
     },
 }
 
+/// A member this core saw go down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DownVerdict {
+    /// The member.
+    pub member: NodeId,
+    /// This core's own suspicion timer declared it (rather than hearing it).
+    pub by_self: bool,
+}
+
+/// Down verdicts kept until drained.
+const MAX_DOWNS_KEPT: usize = 1024;
+
 /// Why the core refused a call.
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
@@ -123,6 +135,10 @@ pub struct Core {
     joined: bool,
     /// Cluster size the foca config was last tuned for.
     tuned_for: usize,
+    /// Set while a suspicion timer runs, to attribute down verdicts.
+    declaring: bool,
+    /// Recent down verdicts (bounded), for the simulator and tests.
+    downs: VecDeque<DownVerdict>,
     observer: Arc<dyn GossipObserver>,
 }
 
@@ -173,6 +189,8 @@ impl Core {
             last_view: None,
             joined: false,
             tuned_for: 1,
+            declaring: false,
+            downs: VecDeque::new(),
             observer,
         };
         core.announce_meta();
@@ -298,6 +316,21 @@ impl Core {
 
     /// Merges a peer's full state (its answer to our push-pull, or its push).
     pub fn apply_push_pull(&mut self, now: Duration, state: PushPull) -> Result<(), BadPacket> {
+        self.merge_state(now, state, true)
+    }
+
+    /// Loads a known roster without gossiping it (simulator bootstrap,
+    /// restoring state): the cluster is assumed to know it already.
+    pub fn preload(&mut self, now: Duration, state: PushPull) -> Result<(), BadPacket> {
+        self.merge_state(now, state, false)
+    }
+
+    fn merge_state(
+        &mut self,
+        now: Duration,
+        state: PushPull,
+        spread: bool,
+    ) -> Result<(), BadPacket> {
         self.advance(now);
         if state.members.len() > MAX_MEMBERS || state.metas.len() > MAX_MEMBERS {
             self.observer.bad_packet(BadPacket::Oversized);
@@ -313,7 +346,7 @@ impl Core {
         }
         if let Err(e) = self
             .foca
-            .apply_many(state.members.into_iter(), true, &mut self.fx)
+            .apply_many(state.members.into_iter(), spread, &mut self.fx)
         {
             tracing::debug!(error = %e, "push-pull state partly refused");
         }
@@ -383,6 +416,11 @@ impl Core {
     pub fn state_of(&mut self, addr: SocketAddr) -> Option<(NodeId, State, u16)> {
         self.refresh();
         self.states.get(&addr).copied()
+    }
+
+    /// Down verdicts since the last call (at most the last 1024).
+    pub fn take_downs(&mut self) -> Vec<DownVerdict> {
+        self.downs.drain(..).collect()
     }
 
     /// Number of members foca considers active (not counting ourselves).
