@@ -2,10 +2,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -14,6 +15,9 @@ use crate::http::routes::{handle, App};
 /// Most connections served at once; HTTP/1 runs one request per connection,
 /// so this also bounds in-flight requests (and the memory they hold).
 pub const MAX_CONNECTIONS: usize = 1024;
+/// A client that does not finish sending request headers in this time is
+/// dropped, so slow or idle clients cannot hold connection slots forever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `app` on `listener` until `shutdown` completes.
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
@@ -48,6 +52,8 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
             });
             // A client hanging up mid-request is normal; nothing to report.
             let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
