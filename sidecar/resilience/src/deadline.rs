@@ -113,12 +113,19 @@ pub fn stamp_remaining(
     Ok(())
 }
 
+/// `now + d`, saturating far in the future instead of panicking when a
+/// hand-built setting is absurdly large.
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    now.checked_add(d.min(FAR)).unwrap_or(now)
+}
+
 // === impl Deadline ===
 
 impl Deadline {
     /// A deadline `timeout` from now.
     pub fn after(timeout: Duration) -> Self {
-        Deadline(Instant::now() + timeout)
+        Deadline(later(Instant::now(), timeout))
     }
 
     /// Time left, zero once passed.

@@ -21,7 +21,7 @@ use tower::{Layer, Service};
 
 use crate::backoff::{full_jitter, Jitter};
 use crate::body::{self, BoxBody, NotRetryable, Prepared};
-use crate::deadline::{stamp_remaining, Deadline, TryDeadline};
+use crate::deadline::{later, stamp_remaining, Deadline, TryDeadline};
 use crate::errors::{BoxError, DeadlineExceeded, RetryBudgetExhausted, TryTimeout};
 use crate::observer::SharedObserver;
 
@@ -256,7 +256,7 @@ where
             return outcome;
         }
         let delay = full_jitter(tries - 1, s.backoff_base, s.backoff_max, &shared.jitter);
-        if deadline.is_some_and(|d| Instant::now() + delay >= d.0) {
+        if deadline.is_some_and(|d| later(Instant::now(), delay) >= d.0) {
             // No time for another try: the caller gets the real outcome.
             return outcome;
         }
@@ -287,7 +287,7 @@ where
     S::Future: Send,
 {
     let now = Instant::now();
-    let try_end = per_try.map(|t| now + t);
+    let try_end = per_try.map(|t| later(now, t));
     let (end, by_deadline) = match (try_end, deadline) {
         (Some(t), Some(d)) if d.0 <= t => (d.0, true),
         (Some(t), _) => (t, false),

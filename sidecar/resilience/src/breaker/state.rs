@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::window::Window;
 use super::BreakerSettings;
 use crate::backoff::Jitter;
+use crate::deadline::later;
 use crate::observer::BreakerState;
 
 /// The circuit breaker of one peer.
@@ -187,11 +188,17 @@ impl Breaker {
     }
 
     fn trip(&mut self, now: Instant, jitter: &Jitter) -> BreakerState {
-        let extra = jitter.up_to(self.period.mul_f64(self.settings.jitter.clamp(0.0, 1.0)));
+        let ratio = self.settings.jitter;
+        let ratio = if ratio.is_finite() {
+            ratio.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let extra = jitter.up_to(self.period.mul_f64(ratio));
         self.consecutive = 0;
         self.window.reset(now);
         self.set(State::Open {
-            until: now + self.period + extra,
+            until: later(now, self.period.saturating_add(extra)),
         })
     }
 

@@ -60,7 +60,7 @@ impl Window {
         if elapsed < self.bucket_len {
             return;
         }
-        if elapsed >= self.bucket_len * BUCKETS as u32 {
+        if elapsed >= self.bucket_len.saturating_mul(BUCKETS as u32) {
             self.reset(now);
             return;
         }

@@ -389,3 +389,25 @@ fn out_of_range_budget_settings_do_not_panic() {
     s.budget_min_per_second = u32::MAX;
     let _ = s.budget();
 }
+
+#[tokio::test(start_paused = true)]
+async fn absurd_timeouts_do_not_panic() {
+    let mut s = settings();
+    s.per_try = Some(Duration::MAX);
+    s.backoff_base = Duration::MAX;
+    s.backoff_max = Duration::MAX;
+    s.attempts = 2;
+    let l = layer(s, Arc::default());
+    let up = Upstream::new(&[Step::Status(503), Step::Status(200)]);
+    let mut r = req(Method::GET);
+    r.extensions_mut().insert(Deadline::after(Duration::MAX));
+    // The backoff would end past the (saturated) deadline: no retry, the
+    // real outcome comes back, and nothing overflowed on the way.
+    let rsp = send(&l, &up, r).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Without a deadline it sleeps the (saturated) backoff, which the
+    // paused clock skips, and retries.
+    let up = Upstream::new(&[Step::Status(503), Step::Status(200)]);
+    let rsp = send(&l, &up, req(Method::GET)).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::OK);
+}

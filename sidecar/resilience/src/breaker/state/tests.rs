@@ -294,3 +294,20 @@ mod props {
         }
     }
 }
+
+#[test]
+fn absurd_settings_do_not_panic() {
+    let t0 = Instant::now();
+    let s = BreakerSettings {
+        consecutive_failures: 1,
+        failure_percent: 100,
+        min_requests: 1,
+        window: Duration::MAX,
+        open: Duration::MAX,
+        max_open: Duration::MAX,
+        jitter: f64::NAN,
+    };
+    let mut b = Breaker::new(s, t0);
+    assert_eq!(outcome(&mut b, t0, false), Some(BreakerState::Open));
+    assert_eq!(b.admit(t0 + Duration::from_secs(3600)).admission, None);
+}
