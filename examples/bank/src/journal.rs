@@ -117,6 +117,10 @@ pub fn open(path: &Path, owner: &str, epoch: u64) -> Result<Opened, JournalError
     };
     file.write_all(&encode(&marker)).map_err(io)?;
     file.sync_data().map_err(io)?;
+    // Make the file's directory entry durable too (it may have just been created).
+    if let Some(dir) = path.parent() {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    }
     let mut ledger = Ledger::default();
     let mut state = ReplayState::default();
     replay(path, &mut ledger, Some(&mut state))?;

@@ -63,6 +63,9 @@ fn lost_deposits_fail_verification() {
         "10",
         "--mix",
         "deposit=3,withdraw=1,balance=1",
+        // No same-answer re-sends: they would re-apply (heal) some of the lost deposits.
+        "--replay",
+        "0",
     ]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("verification FAILED"), "{out}");
