@@ -22,14 +22,25 @@ from pathlib import Path
 import yaml
 
 NAMESPACE = "shardmesh-live"
-SERVICE = "bank"
-SHARDS = 12
+
+
+_TAKEN = set()
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free for TCP and UDP now, never handed out twice."""
+    for _ in range(100):
+        with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+            try:
+                u.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port not in _TAKEN:
+            _TAKEN.add(port)
+            return port
+    raise RuntimeError("no free loopback port")
 
 
 class Upstream(BaseHTTPRequestHandler):
@@ -63,9 +74,12 @@ class Procs:
     def __init__(self, logdir):
         self.logdir = Path(logdir)
         self.procs = {}
+        self.killed = set()
 
     def start(self, name, argv, env=None):
-        log = open(self.logdir / f"{name}.log", "wb")
+        log = open(self.logdir / f"{name}.log", "ab")
+        log.write(f"=== {' '.join(map(str, argv))}\n".encode())
+        log.flush()
         p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
                              start_new_session=True)
         self.procs[name] = p
@@ -73,6 +87,7 @@ class Procs:
 
     def kill(self, name, sig=signal.SIGKILL):
         p = self.procs.get(name)
+        self.killed.add(name)
         if p and p.poll() is None:
             p.send_signal(sig)
             try:
@@ -82,8 +97,12 @@ class Procs:
                 p.wait(timeout=5)
 
     def dead(self):
-        """Names of processes that exited on their own."""
+        """Names of processes that exited (killed ones included)."""
         return [n for n, p in self.procs.items() if p.poll() is not None]
+
+    def crashed(self):
+        """Names of processes that exited on their own."""
+        return [n for n in self.dead() if n not in self.killed]
 
     def log_tail(self, name, lines=20):
         path = self.logdir / f"{name}.log"
@@ -102,54 +121,97 @@ class Procs:
                 p.wait(timeout=5)
 
 
-class Mesh:
-    """N sidecars of one service, each in front of its own upstream."""
+class QuietServer(ThreadingHTTPServer):
+    """The upstream's server: a caller that gave up (a timeout) is not an error."""
 
-    def __init__(self, sidecar_bin, workdir, procs, pods=3):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass
+
+
+# The services of the test mesh. `bank` keeps the default breaker so that
+# failing answers open it; `ledger`'s breaker never opens so that its failing
+# answers are retried until the retry budget refuses.
+SERVICES = {
+    "bank": {"pods": 3, "shards": 12, "resilience": {
+        # Small limits so the fault phase reaches them quickly.
+        "backpressure": {"maxConcurrency": 2, "queueSize": 2, "maxQueueWaitMs": 50},
+        "breaker": {"consecutiveFailures": 5, "openMs": 1000, "maxOpenMs": 5000},
+    }},
+    "ledger": {"pods": 2, "shards": 8, "resilience": {
+        "breaker": {"consecutiveFailures": 1000000, "failurePercent": 100, "minRequests": 1000000},
+        "retries": {"attempts": 3, "budgetPercent": 1, "budgetMinPerSecond": 1},
+    }},
+}
+
+
+class Mesh:
+    """Sidecars of the SERVICES, each in front of its own upstream.
+
+    mode "static": every sidecar gets the full member list in its config.
+    mode "gossip": members are discovered by gossip from static seeds.
+    """
+
+    def __init__(self, sidecar_bin, workdir, procs, mode="static"):
         self.bin = sidecar_bin
         self.dir = Path(workdir)
         self.procs = procs
+        self.mode = mode
         self.pods = []
-        for i in range(pods):
-            self.pods.append({
-                "name": f"{SERVICE}-{i}",
-                "outbound": free_port(), "inbound": free_port(), "admin": free_port(),
-                "gossip": free_port(), "app": free_port(),
-            })
+        for service, spec in SERVICES.items():
+            for i in range(spec["pods"]):
+                self.pods.append({
+                    "name": f"{service}-{i}", "service": service,
+                    "outbound": free_port(), "inbound": free_port(), "admin": free_port(),
+                    "gossip": free_port(), "app": free_port(),
+                })
         self.servers = []
 
     def config(self, pod):
-        members = [{"name": p["name"], "inbound": f"127.0.0.1:{p['inbound']}",
-                    "admin": f"127.0.0.1:{p['admin']}"} for p in self.pods]
-        return {
-            "pod": {"name": pod["name"], "service": SERVICE},
+        services = []
+        for name, spec in SERVICES.items():
+            members = [{"name": p["name"], "inbound": f"127.0.0.1:{p['inbound']}",
+                        "admin": f"127.0.0.1:{p['admin']}"} for p in self.pods if p["service"] == name]
+            entry = {"name": name, "shards": spec["shards"], "routing": {"keyFromPath": "/accounts/{key}"},
+                     "resilience": spec["resilience"]}
+            if self.mode == "static":
+                entry["members"] = members
+            services.append(entry)
+        cfg = {
+            "pod": {"name": pod["name"], "service": pod["service"]},
             "listeners": {k: f"127.0.0.1:{pod[k]}" for k in ("outbound", "inbound", "admin", "gossip")},
             "app": {"address": f"127.0.0.1:{pod['app']}"},
-            "services": [{
-                "name": SERVICE,
-                "shards": SHARDS,
-                "routing": {"keyFromPath": "/accounts/{key}"},
-                "resilience": {
-                    # Small limits so the fault phase can reach them quickly.
-                    "backpressure": {"maxConcurrency": 2, "queueSize": 2, "maxQueueWaitMs": 50},
-                    "breaker": {"consecutiveFailures": 5, "openMs": 1000, "maxOpenMs": 5000},
-                },
-                "members": members,
-            }],
+            "services": services,
             "log": {"level": "warn"},
             "shutdownGraceMs": 1000,
         }
+        if self.mode == "gossip":
+            cfg["membership"] = {
+                "seeds": {"static": [f"127.0.0.1:{p['gossip']}" for p in self.pods]},
+                "gossip": {"enabled": True, "probeIntervalMs": 200, "probeTimeoutMs": 100,
+                           "pushPullIntervalMs": 2000},
+            }
+        return cfg
 
     def start(self):
         for pod in self.pods:
-            srv = ThreadingHTTPServer(("127.0.0.1", pod["app"]), Upstream)
-            srv.daemon_threads = True
+            srv = QuietServer(("127.0.0.1", pod["app"]), Upstream)
             srv.pod = pod["name"]
             threading.Thread(target=srv.serve_forever, daemon=True).start()
             self.servers.append(srv)
             path = self.dir / f"{pod['name']}.yaml"
             path.write_text(yaml.safe_dump(self.config(pod), sort_keys=False))
             self.procs.start(pod["name"], [str(self.bin), "--config", str(path)])
+
+    def metrics(self, pod):
+        c = http.client.HTTPConnection("127.0.0.1", pod["admin"], timeout=1)
+        try:
+            c.request("GET", "/metrics")
+            r = c.getresponse()
+            return r.status, r.read().decode(errors="replace")
+        finally:
+            c.close()
 
     def wait_ready(self, deadline):
         """Waits until every sidecar's admin /metrics answers, or raises."""
@@ -158,17 +220,27 @@ class Mesh:
             dead = [p["name"] for p in pending if p["name"] in self.procs.dead()]
             if dead:
                 raise RuntimeError(f"sidecar {dead[0]} exited:\n{self.procs.log_tail(dead[0])}")
-            pod = pending[0]
             try:
-                c = http.client.HTTPConnection("127.0.0.1", pod["admin"], timeout=1)
-                c.request("GET", "/metrics")
-                if c.getresponse().status == 200:
+                if self.metrics(pending[0])[0] == 200:
                     pending.pop(0)
-                c.close()
+                    continue
             except OSError:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
         if pending:
             raise RuntimeError(f"sidecars not ready in time: {[p['name'] for p in pending]}")
+
+    def wait_converged(self, deadline):
+        """True once every sidecar reports all pods alive (shardmesh_members)."""
+        want = f'shardmesh_members{{state="alive"}} {len(self.pods)}'
+        while time.monotonic() < deadline:
+            try:
+                if all(want in self.metrics(p)[1] for p in self.pods):
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.2)
+        return False
 
     def scrape_targets(self):
         return [{"targets": [f"127.0.0.1:{p['admin']}"], "labels": {"namespace": NAMESPACE, "pod": p["name"]}}
@@ -177,6 +249,7 @@ class Mesh:
     def stop(self):
         for s in self.servers:
             s.shutdown()
+            s.server_close()
 
 
 class Load:
@@ -195,7 +268,7 @@ class Load:
             r.read()
             key = f"{r.status} {r.getheader('x-shardmesh-error') or '-'}"
             c.close()
-        except OSError as e:
+        except (OSError, http.client.HTTPException) as e:
             key = f"io-error {type(e).__name__}"
         with self.lock:
             self.counts[key] = self.counts.get(key, 0) + 1
@@ -217,21 +290,25 @@ class Load:
             t.start()
         return ts
 
+    def alive_pod(self, rng):
+        return rng.choice([p for p in self.mesh.pods if p["name"] not in self.mesh.procs.dead()])
+
     def healthy(self, rng):
-        pod = rng.choice(self.mesh.pods)
+        pod = self.alive_pod(rng)
+        service = rng.choice(list(SERVICES))
         key = f"acct-{rng.randrange(200)}"
         method, path = ("POST", f"/accounts/{key}/deposit") if rng.random() < 0.3 else ("GET", f"/accounts/{key}")
-        headers = {"x-shardmesh-service": SERVICE}
+        headers = {"x-shardmesh-service": service}
         if method == "POST":
             headers["x-shardmesh-idempotent"] = "true"
         return pod["outbound"], method, path, headers
 
     def faults(self, rng):
         """A mix that makes every mesh reason and resilience series appear."""
-        pod = rng.choice(self.mesh.pods)
+        pod = self.alive_pod(rng)
         key = f"acct-{rng.randrange(200)}"
-        kind = rng.randrange(6)
-        base = {"x-shardmesh-service": SERVICE}
+        kind = rng.randrange(7)
+        base = {"x-shardmesh-service": "bank"}
         if kind == 0:
             return pod["outbound"], "GET", f"/accounts/{key}", {"x-shardmesh-service": "no-such-service"}
         if kind == 1:
@@ -240,7 +317,10 @@ class Load:
             return pod["outbound"], "GET", f"/accounts/{key}/slow", {**base, "x-shardmesh-timeout-ms": "100"}
         if kind == 3:
             return pod["outbound"], "GET", f"/accounts/{key}/slow", base
-        return pod["outbound"], "GET", f"/accounts/{key}/fail", base
+        if kind == 4:
+            return pod["outbound"], "GET", f"/accounts/{key}/fail", base
+        # Failing ledger answers, retried until the retry budget refuses.
+        return pod["outbound"], "GET", f"/accounts/{key}/fail", {"x-shardmesh-service": "ledger"}
 
     def garbage_gossip(self, count=50):
         """Sends malformed UDP packets to every gossip port (counted as bad packets)."""
