@@ -56,7 +56,7 @@
 //! ```
 
 #![forbid(unsafe_code)]
-#![deny(missing_docs)]
+#![deny(missing_docs, unreachable_pub)]
 
 pub mod backoff;
 pub mod backpressure;
@@ -70,7 +70,7 @@ pub mod retry;
 
 pub use backoff::Jitter;
 pub use backpressure::{Backpressure, BackpressureLayer, BackpressureSettings};
-pub use body::{BoxBody, NotRetryable, Prepared, ReplayableRequest};
+pub use body::{BoxBody, NotRetryable, Prepared, ReplayableRequest, RequestBodyError};
 pub use breaker::{BreakerLayer, BreakerService, BreakerSettings, Breakers, Peer};
 pub use bulkhead::{Bulkhead, BulkheadLayer, BulkheadService, BulkheadSettings, Bulkheads};
 pub use deadline::{Deadline, DeadlineLayer, DeadlineService, TimeoutSettings, TryDeadline};
