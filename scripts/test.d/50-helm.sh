@@ -9,7 +9,7 @@ export SHARDMESH_ROOT="$PWD"
 source scripts/lib/common.sh
 chart=charts/shardmesh
 
-pip_install --ignore-requires-python helm-sdkpy pyyaml
+pip_install --ignore-requires-python helm-sdkpy pyyaml jsonschema
 py=$(venv_python)
 
 # 1. appVersion == the workspace version in the root Cargo.toml.
@@ -38,5 +38,9 @@ else
     echo "CRD drift check: $chart/crds equals crds/ (${#src[@]} files)"
 fi
 
-# 3. helm lint (default + all toggles on), a negative control, helm package.
+# 3. The chart's sidecar defaults are valid ShardedService resilience fields
+#    and equal the CRD's defaults.
+"$py" scripts/monitoring/check_chart_values.py "$chart" crds/shardedservice.yaml
+
+# 4. helm lint (default + all toggles on), a negative control, helm package.
 "$py" scripts/monitoring/helm_check.py "$chart" target/helm "$chart/ci/all-on-values.yaml"
