@@ -15,6 +15,7 @@
 //! - [`resilience`]: glue to `shardmesh-resilience` (stacks, metrics observer).
 //! - [`routing`]: service/key extraction, the routing table, balancing.
 //! - [`gate`]: whether this pod may serve a shard now.
+//! - [`membership`]: gossip membership feeding the routing table.
 //! - [`client`]: pooled HTTP clients to peers and to the app.
 //! - [`reason`], [`rescue`]: the error contract and the one mapping to it.
 //! - [`metrics`]: prometheus families.
@@ -27,6 +28,7 @@ pub mod client;
 pub mod gate;
 pub mod headers;
 pub mod inbound;
+pub mod membership;
 pub mod metrics;
 pub mod outbound;
 pub mod proxy;

@@ -69,7 +69,13 @@ fn main() -> ExitCode {
             }
         };
         let addrs = sidecar.addrs();
-        tracing::info!(outbound = %addrs.outbound, inbound = %addrs.inbound, admin = %addrs.admin, "sidecar started");
+        tracing::info!(
+            outbound = %addrs.outbound,
+            inbound = %addrs.inbound,
+            admin = %addrs.admin,
+            gossip = %addrs.gossip.map_or_else(|| "off".to_string(), |g| g.to_string()),
+            "sidecar started"
+        );
         sidecar.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })

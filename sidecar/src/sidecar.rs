@@ -16,7 +16,8 @@ use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::routing::RoutingTable;
 use crate::server::{self, Protocols, ServerLimits};
-use crate::{inbound, outbound};
+use crate::{inbound, membership, outbound};
+use shardmesh_gossip::{Gossip, GossipHandle, GossipSettings, Keyring, MemberStatus};
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,9 @@ pub enum StartError {
     /// The routing table could not be built.
     #[error("routing table: {0}")]
     Table(String),
+    /// Gossip could not start.
+    #[error("gossip: {0}")]
+    Gossip(String),
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -49,6 +53,14 @@ pub struct Sidecar {
     ready_tx: watch::Sender<bool>,
     ready_rx: watch::Receiver<bool>,
     table_tx: watch::Sender<Arc<RoutingTable>>,
+    gossip: Option<GossipMember>,
+}
+
+/// The running gossip member of a sidecar.
+struct GossipMember {
+    handle: Arc<GossipHandle>,
+    /// Resolved after draining, so the member leaves gracefully last.
+    leave: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Addresses the listeners actually bound (port 0 in tests).
@@ -60,6 +72,8 @@ pub struct BoundAddrs {
     pub inbound: SocketAddr,
     /// Admin listener.
     pub admin: SocketAddr,
+    /// Gossip (UDP and TCP), when enabled.
+    pub gossip: Option<SocketAddr>,
 }
 
 impl Sidecar {
@@ -75,8 +89,24 @@ impl Sidecar {
         let outbound = bind("outbound", &config.listeners.outbound).await?;
         let inbound = bind("inbound", &config.listeners.inbound).await?;
         let admin = bind("admin", &config.listeners.admin).await?;
+        let gossip = if config.membership.gossip.enabled {
+            let inbound_addr = local_addr(&inbound);
+            let admin_addr = local_addr(&admin);
+            Some(start_gossip(&config, inbound_addr, admin_addr, proxy.metrics().clone()).await?)
+        } else {
+            None
+        };
         // Static membership: the table is complete as soon as it is built.
-        let (ready_tx, ready_rx) = watch::channel(true);
+        // Gossip: ready once the member sees itself in the view.
+        let (ready_tx, ready_rx) = watch::channel(gossip.is_none());
+        if let Some(g) = &gossip {
+            tokio::spawn(membership::feed(
+                Arc::new(config.clone()),
+                g.handle.view(),
+                table_tx.clone(),
+                ready_tx.clone(),
+            ));
+        }
         Ok(Self {
             config,
             proxy,
@@ -86,19 +116,17 @@ impl Sidecar {
             ready_tx,
             ready_rx,
             table_tx,
+            gossip,
         })
     }
 
     /// The bound addresses.
     pub fn addrs(&self) -> BoundAddrs {
-        let addr = |l: &TcpListener| {
-            l.local_addr()
-                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
-        };
         BoundAddrs {
-            outbound: addr(&self.outbound),
-            inbound: addr(&self.inbound),
-            admin: addr(&self.admin),
+            outbound: local_addr(&self.outbound),
+            inbound: local_addr(&self.inbound),
+            admin: local_addr(&self.admin),
+            gossip: self.gossip.as_ref().map(|g| g.handle.local_addr()),
         }
     }
 
@@ -117,6 +145,7 @@ impl Sidecar {
             max_connections: self.config.limits.max_connections as usize,
         };
         let grace = Duration::from_millis(self.config.shutdown_grace_ms);
+        let addrs = self.addrs();
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -142,7 +171,10 @@ impl Sidecar {
         let state = AdminState {
             proxy: self.proxy.clone(),
             ready: self.ready_rx.clone(),
-            members: None,
+            members: self
+                .gossip
+                .as_ref()
+                .map(|g| membership::debug_source(g.handle.view())),
             shards: None,
         };
         let adm = tokio::spawn(server::serve(
@@ -153,11 +185,30 @@ impl Sidecar {
             stopped(stop_rx.clone()),
             grace,
         ));
+        if let Some(g) = &self.gossip {
+            let handle = g.handle.clone();
+            let mut ready = self.ready_rx.clone();
+            let config = self.config.clone();
+            tokio::spawn(async move {
+                if ready.wait_for(|r| *r).await.is_ok() {
+                    announce(&handle, &config, addrs, MemberStatus::Serving).await;
+                }
+            });
+        }
         shutdown.await;
         tracing::info!(?grace, "shutting down: draining in-flight requests");
         let _ = self.ready_tx.send(false);
+        if let Some(g) = &self.gossip {
+            announce(&g.handle, &self.config, addrs, MemberStatus::Leaving).await;
+        }
         let _ = stop_tx.send(true);
         let _ = tokio::join!(out, inb);
+        if let Some(g) = self.gossip {
+            if let Err(e) = g.handle.leave().await {
+                tracing::debug!(error = %e, "gossip leave");
+            }
+            let _ = g.leave.send(());
+        }
         adm.abort();
         tracing::info!("shutdown complete");
     }
@@ -171,4 +222,73 @@ async fn bind(listener: &'static str, addr: &str) -> Result<TcpListener, StartEr
             addr: addr.to_string(),
             source,
         })
+}
+
+fn local_addr(l: &TcpListener) -> SocketAddr {
+    l.local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+async fn start_gossip(
+    config: &SidecarConfig,
+    inbound: SocketAddr,
+    admin: SocketAddr,
+    metrics: Metrics,
+) -> Result<GossipMember, StartError> {
+    let err = |e: String| StartError::Gossip(e);
+    let tuning = &config.membership.gossip;
+    let listen: SocketAddr = config.listeners.gossip.parse().map_err(|_| {
+        err(format!(
+            "listeners.gossip {:?} is not IP:port",
+            config.listeners.gossip
+        ))
+    })?;
+    let inbound = membership::advertised(config, inbound).map_err(err)?;
+    let admin = membership::advertised(config, admin).map_err(err)?;
+    let mut settings = GossipSettings::new(
+        tuning,
+        listen,
+        GossipSettings::seeds_from(&config.membership.seeds),
+    );
+    if config.pod.advertise_host.is_some() {
+        settings.advertise = Some(membership::advertised(config, listen).map_err(err)?);
+    }
+    let keyring = Keyring::configured(
+        tuning.keyring_file.as_deref().map(std::path::Path::new),
+        false,
+    )
+    .map_err(|e| err(e.to_string()))?;
+    let meta = membership::local_meta(config, inbound, admin);
+    let (leave, left) = tokio::sync::oneshot::channel::<()>();
+    let handle = Gossip::start(
+        settings,
+        meta,
+        keyring,
+        Arc::new(membership::GossipMetrics(metrics)),
+        async move {
+            let _ = left.await;
+        },
+    )
+    .await
+    .map_err(|e| err(e.to_string()))?;
+    Ok(GossipMember {
+        handle: Arc::new(handle),
+        leave,
+    })
+}
+
+/// Announces this member's lifecycle state through gossip.
+async fn announce(
+    handle: &GossipHandle,
+    config: &SidecarConfig,
+    addrs: BoundAddrs,
+    state: MemberStatus,
+) {
+    let inbound = membership::advertised(config, addrs.inbound).unwrap_or(addrs.inbound);
+    let admin = membership::advertised(config, addrs.admin).unwrap_or(addrs.admin);
+    let mut meta = membership::local_meta(config, inbound, admin);
+    meta.state = state;
+    if let Err(e) = handle.update_meta(meta).await {
+        tracing::warn!(error = %e, "cannot announce member state");
+    }
 }

@@ -262,6 +262,12 @@ fn validate_gossip(errs: &mut Errors, m: &MembershipConfig) {
             "must be at least 100",
         );
     }
+    if g.enabled && g.keyring_file.is_none() {
+        errs.push(
+            "membership.gossip.keyringFile",
+            "is required when gossip is enabled: gossip is always encrypted",
+        );
+    }
     for (i, seed) in m.seeds.static_seeds.iter().enumerate() {
         check_host_port(errs, &format!("membership.seeds.static[{i}]"), seed);
     }

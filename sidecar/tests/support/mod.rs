@@ -2,6 +2,8 @@
 //! loopback, ports chosen by the OS.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
