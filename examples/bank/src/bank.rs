@@ -134,8 +134,13 @@ impl Bank {
             if epoch < shard.epoch() {
                 return Err(stale(&shard, epoch));
             }
-            shard.raise_epoch(epoch);
-            return Ok(());
+            if !shard.is_failed() {
+                shard.raise_epoch(epoch);
+                return Ok(());
+            }
+            // The log failed earlier: drop the state and reload it from disk.
+            self.write_table().remove(&id);
+            shard.close().await;
         }
         let term = self.terms.fetch_add(1, Ordering::SeqCst);
         let owner = format!("{}/{}", self.pod, unique_token(term));

@@ -178,3 +178,26 @@ async fn the_lose_deposit_fault_acks_without_applying() {
         "the second deposit was lost"
     );
 }
+
+#[tokio::test]
+async fn a_failed_log_stops_the_shard_until_it_is_reacquired() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank = Bank::new(dir.path().to_path_buf(), "p-0".into(), Mode::Mesh, None);
+    bank.acquire(1, 2).await.unwrap();
+    assert_eq!(
+        bank.deposit(at(1, 2), "a", "x", 5).await.unwrap(),
+        applied(5)
+    );
+    bank.get(1).unwrap().poison();
+    assert_eq!(
+        bank.deposit(at(1, 2), "a", "y", 5).await,
+        Err(BankError::Unavailable(1))
+    );
+    // The sidecar re-acquires: the state is reloaded from the log.
+    bank.acquire(1, 2).await.unwrap();
+    assert_eq!(bank.balance(at(1, 2), "a").await.unwrap(), 5);
+    assert_eq!(
+        bank.deposit(at(1, 2), "a", "y", 5).await.unwrap(),
+        applied(10)
+    );
+}

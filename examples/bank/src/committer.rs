@@ -127,3 +127,44 @@ async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn queued_lines_become_durable_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let mut c = Committer::start(file, 10);
+        c.wait(10).await.unwrap();
+        for seq in 11..=60 {
+            c.queue(seq, format!("{seq}\n").into_bytes()).unwrap();
+        }
+        c.wait(60).await.unwrap();
+        c.close().await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let want: Vec<String> = (11..=60).map(|s| s.to_string()).collect();
+        assert_eq!(text.lines().collect::<Vec<_>>(), want);
+        assert!(c.queue(61, b"x\n".to_vec()).is_err(), "closed");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_write_error_fails_every_waiter_and_stops() {
+        // Writes to /dev/full fail with ENOSPC: a full disk.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let c = Committer::start(file, 0);
+        c.queue(1, b"a\n".to_vec()).unwrap();
+        assert_eq!(c.wait(1).await, Err(CommitFailed));
+        assert_eq!(c.wait(2).await, Err(CommitFailed));
+    }
+}

@@ -97,6 +97,19 @@ impl Shard {
         self.epoch.load(Ordering::SeqCst)
     }
 
+    /// The log failed: the shard serves nothing until it is re-acquired (reloaded).
+    pub fn is_failed(&self) -> bool {
+        self.inner.lock().map(|i| i.failed).unwrap_or(true)
+    }
+
+    /// Marks the log failed, as an I/O error would (tests only).
+    #[cfg(test)]
+    pub(crate) fn poison(&self) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.failed = true;
+        }
+    }
+
     /// Raises the held epoch (a re-acquire at a newer epoch keeps the state).
     pub fn raise_epoch(&self, epoch: u64) {
         self.epoch.fetch_max(epoch, Ordering::SeqCst);
