@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The Helm chart: appVersion tracks the crate version, the chart's CRDs equal
-# the generated ones, and the real Helm library (PyPI helm-sdkpy) lints the
-# chart with default values and with every toggle on (no errors, no
-# warnings) and packages it.
+# the generated ones, the sidecar defaults match the CRD, the real Helm
+# library (PyPI helm-sdkpy) lints the chart with default values and with
+# every toggle on (no errors, no warnings) and packages it, and installs it
+# into an in-memory API server whose objects are schema-validated.
 set -euo pipefail
 cd "${SHARDMESH_ROOT:-$(dirname "$0")/../..}"
 export SHARDMESH_ROOT="$PWD"
 source scripts/lib/common.sh
 chart=charts/shardmesh
 
-pip_install --ignore-requires-python helm-sdkpy pyyaml jsonschema
+pip_install --ignore-requires-python helm-sdkpy pyyaml jsonschema kubernetes-validate
 py=$(venv_python)
 
 # 1. appVersion == the workspace version in the root Cargo.toml.
@@ -44,3 +45,9 @@ fi
 
 # 4. helm lint (default + all toggles on), a negative control, helm package.
 "$py" scripts/monitoring/helm_check.py "$chart" target/helm "$chart/ci/all-on-values.yaml"
+
+# 5. helm install into an in-memory API server (with and without the
+#    Prometheus Operator's API): the .Capabilities gate, strict Kubernetes
+#    schema validation of every object, hardening, RBAC, monitors.
+"$py" scripts/monitoring/helm_install_check.py "$chart" "$chart/ci/all-on-values.yaml" \
+    "$chart/files/rules/shardmesh.rules.yaml"
