@@ -55,7 +55,8 @@ def main():
                     problems.append(f"{name}: missing annotation {key}")
             anchor = ann.get("runbook_url", "").rpartition("#")[2]
             if anchor != name.lower() or anchor not in book:
-                problems.append(f"{name}: runbook_url anchor #{anchor} is not the heading '## {name}' of {runbooks_path}")
+                problems.append(f"{name}: runbook_url anchor #{anchor} is not the heading "
+                                f"'## {name}' of {runbooks_path}")
     for a in sorted(book):
         if a.startswith("shardmesh") and a not in {n.lower() for n in alerts}:
             problems.append(f"{runbooks_path}: runbook '{a}' has no alert")

@@ -169,13 +169,15 @@ def overview():
     inb, outb = 'direction="inbound"', 'direction="outbound"'
     return dashboard("shardmesh-overview", "shardmesh / Mesh overview",
                      "Traffic, success rate and latency per service.", mesh_vars(), [
-        panel("stat", "Inbound requests/s", "reqps", [target(f"sum(rate({req(inb)}[{RATE}]))", "requests/s")], w=6, h=4),
+        panel("stat", "Inbound requests/s", "reqps",
+              [target(f"sum(rate({req(inb)}[{RATE}]))", "requests/s")], w=6, h=4),
         panel("stat", "Success rate (callers' view)", "percentunit", [target(
             f'sum(rate({req(outb, OK)}[{RATE}])) / sum(rate({req(outb)}[{RATE}]))', "success")],
             w=6, h=4, decimals=2,
             description="Share of outbound calls that did not answer 5xx (mesh-made or from the app)."),
         panel("stat", "p99 latency (inbound)", "s", [target(
-            f"histogram_quantile(0.99, sum by (le) (rate(shardmesh_request_duration_seconds_bucket{sel(inb)}[{RATE}])))",
+            "histogram_quantile(0.99, sum by (le) "
+            f"(rate(shardmesh_request_duration_seconds_bucket{sel(inb)}[{RATE}])))",
             "p99")], w=6, h=4),
         panel("stat", "Mesh-refused requests/s", "reqps", [target(
             f'sum(rate({req(outb, MESH)}[{RATE}]))', "refused/s")], w=6, h=4,
@@ -314,7 +316,7 @@ def operator():
     return dashboard("shardmesh-operator", "shardmesh / Operator",
                      "Reconciles, errors and their duration; operator replicas.", variables, [
         panel("stat", "Operator replicas up", "short", [target(
-            f'sum(up{{job="shardmesh-operator", namespace=~"$namespace", pod=~"$pod"}})', "up")], w=6, h=4),
+            'sum(up{job="shardmesh-operator", namespace=~"$namespace", pod=~"$pod"})', "up")], w=6, h=4),
         panel("stat", "Reconciles/s", "ops", [target(
             f"sum(rate(shardmesh_reconciliations_total{osel}[{RATE}]))", "reconciles/s")], w=6, h=4),
         panel("stat", "Reconcile errors/s", "ops", [target(

@@ -8,9 +8,12 @@ cd "${SHARDMESH_ROOT:-$(dirname "$0")/../..}"
 export SHARDMESH_ROOT="$PWD"
 source scripts/lib/common.sh
 apt_install prometheus
-pip_install pyyaml
+pip_install pyyaml ruff
 py=$(venv_python)
 rules=charts/shardmesh/files/rules/shardmesh.rules.yaml
+
+# The Python of these checks themselves: pyflakes, pycodestyle, bugbear.
+"$(dirname "$py")/ruff" check --isolated --quiet --select E,F,W,B --line-length 120 scripts/monitoring
 
 promtool check rules "$rules"
 promtool test rules monitoring/tests/alerts.test.yaml
