@@ -329,11 +329,14 @@ def operator():
             target(f"sum by (pod) (rate(shardmesh_reconciliations_total{osel}[{RATE}]))", "reconciles {{pod}}"),
             target(f"sum by (pod) (rate(shardmesh_reconcile_errors_total{osel}[{RATE}]))", "errors {{pod}}")],
             description="Only the leader reconciles; the standby shows 0."),
+        panel("timeseries", "Reconcile errors/s by kind", "ops", [target(
+            f"sum by (error) (rate(shardmesh_reconcile_errors_total{osel}[{RATE}]))", "{{error}}")],
+            description="Kinds: conflict, api, missing-field, render, invalid-spec, serialize, random, lease, io."),
         panel("timeseries", "Reconcile error ratio", "percentunit", [target(
             f"sum(rate(shardmesh_reconcile_errors_total{osel}[{RATE}])) / "
             f"sum(rate(shardmesh_reconciliations_total{osel}[{RATE}]))", "errors / reconciles")]),
         panel("timeseries", "Reconcile duration p50/p95/p99", "s", quantiles(
-            "shardmesh_reconcile_duration_seconds", "", osel, ""), w=24),
+            "shardmesh_reconcile_duration_seconds", "", osel, "")),
     ])
 
 

@@ -82,9 +82,11 @@ def openmetrics_backfill(start, end, step=15):
         for i, t in enumerate(range(start, end + 1, step)):
             lines.append(f"shardmesh_reconciliations_total{labels(pod)} {3 * i if leader else 0} {t}")
     lines.append("# TYPE shardmesh_reconcile_errors counter")
-    for pod, leader in pods:
+    for error, every in (("conflict", 4), ("invalid-spec", 20)):
+        # Only the leader reconciles, so only it has errors.
+        series = "shardmesh_reconcile_errors_total" + labels(pods[0][0], 'error="' + error + '"')
         for i, t in enumerate(range(start, end + 1, step)):
-            lines.append(f"shardmesh_reconcile_errors_total{labels(pod)} {i // 4 if leader else 0} {t}")
+            lines.append(f"{series} {i // every} {t}")
     lines.append("# TYPE shardmesh_reconcile_duration_seconds histogram")
     for pod, leader in pods:
         for i, t in enumerate(range(start, end + 1, step)):

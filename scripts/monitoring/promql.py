@@ -29,7 +29,8 @@ SIDECAR_METRICS = {
 }
 OPERATOR_METRICS = {
     "shardmesh_reconciliations_total": set(),
-    "shardmesh_reconcile_errors_total": set(),
+    # error: Error::metric_label() of the operator (conflict, api, invalid-spec, ...).
+    "shardmesh_reconcile_errors_total": {"error"},
     "shardmesh_reconcile_duration_seconds": set(),
 }
 HISTOGRAMS = {
