@@ -8,8 +8,13 @@
 //! | `--outbound URL` | `SHARDMESH_OUTBOUND` | `http://127.0.0.1:7400` |
 //! | `--standalone N` | `BANK_STANDALONE` | off (mesh mode) |
 //!
-//! Hidden: `--fault lose-every-nth-deposit=N` makes the app lose deposits on
-//! purpose, to prove that `bank-load` catches it.
+//! Hidden, for tests and fault drills:
+//! - `--fault lose-every-nth-deposit=N` makes the app lose deposits on
+//!   purpose, to prove that `bank-load` catches it;
+//! - `--fault delay-ms=N` delays every account and transfer request by N ms
+//!   (a slow replica: the machine has no netem, so delay is simulated here);
+//! - `--debug-api` enables `PUT /debug/delay-ms {"ms": N}` to change that
+//!   delay at run time (a replica that slows down and recovers).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,8 +37,12 @@ pub struct AppConfig {
     pub outbound: String,
     /// Mesh or standalone.
     pub mode: Mode,
-    /// Injected fault.
+    /// Injected bank fault.
     pub fault: Option<Fault>,
+    /// Delay added to every account and transfer request, in milliseconds.
+    pub delay_ms: u64,
+    /// Serve `PUT /debug/delay-ms`.
+    pub debug_api: bool,
 }
 
 // === impl AppConfig ===
@@ -48,6 +57,8 @@ impl AppConfig {
             env("SHARDMESH_OUTBOUND").unwrap_or_else(|| "http://127.0.0.1:7400".to_string());
         let mut standalone = env("BANK_STANDALONE");
         let mut fault = None;
+        let mut delay_ms = 0;
+        let mut debug_api = false;
         let mut it = args.iter();
         while let Some(flag) = it.next() {
             let mut value = || {
@@ -61,7 +72,11 @@ impl AppConfig {
                 "--pod" => pod = value()?,
                 "--outbound" => outbound = value()?,
                 "--standalone" => standalone = Some(value()?),
-                "--fault" => fault = Some(parse_fault(&value()?)?),
+                "--fault" => match parse_fault(&value()?)? {
+                    FaultFlag::Bank(f) => fault = Some(f),
+                    FaultFlag::DelayMs(ms) => delay_ms = ms,
+                },
+                "--debug-api" => debug_api = true,
                 "-h" | "--help" => return Err(USAGE.to_string()),
                 other => return Err(format!("unknown flag {other}\n{USAGE}")),
             }
@@ -93,6 +108,8 @@ impl AppConfig {
             outbound,
             mode,
             fault,
+            delay_ms,
+            debug_api,
         })
     }
 }
@@ -101,11 +118,24 @@ impl AppConfig {
 pub const USAGE: &str =
     "usage: bank [--listen ADDR] [--data DIR] [--pod NAME] [--outbound URL] [--standalone SHARDS]";
 
-fn parse_fault(s: &str) -> Result<Fault, String> {
+/// Longest injectable delay.
+pub const MAX_DELAY_MS: u64 = 60_000;
+
+/// One `--fault` flag.
+enum FaultFlag {
+    Bank(Fault),
+    DelayMs(u64),
+}
+
+fn parse_fault(s: &str) -> Result<FaultFlag, String> {
     match s.split_once('=') {
         Some(("lose-every-nth-deposit", n)) => match n.parse::<u64>() {
-            Ok(n) if n > 0 => Ok(Fault::LoseEveryNthDeposit(n)),
+            Ok(n) if n > 0 => Ok(FaultFlag::Bank(Fault::LoseEveryNthDeposit(n))),
             _ => Err("lose-every-nth-deposit needs N > 0".to_string()),
+        },
+        Some(("delay-ms", n)) => match n.parse::<u64>() {
+            Ok(n) if n <= MAX_DELAY_MS => Ok(FaultFlag::DelayMs(n)),
+            _ => Err(format!("delay-ms needs N in 0..={MAX_DELAY_MS}")),
         },
         _ => Err(format!("unknown fault {s}")),
     }
@@ -141,6 +171,8 @@ mod tests {
         let c = AppConfig::parse(&args("--fault lose-every-nth-deposit=5"), &|_| None).unwrap();
         assert_eq!(c.fault, Some(Fault::LoseEveryNthDeposit(5)));
         assert_eq!(c.mode, Mode::Mesh);
+        let c = AppConfig::parse(&args("--fault delay-ms=2000 --debug-api"), &|_| None).unwrap();
+        assert_eq!((c.delay_ms, c.debug_api), (2000, true));
     }
 
     #[test]
@@ -151,6 +183,7 @@ mod tests {
             "--bogus",
             "--listen",
             "--fault x=1",
+            "--fault delay-ms=999999",
         ] {
             assert!(AppConfig::parse(&args(bad), &|_| None).is_err(), "{bad}");
         }

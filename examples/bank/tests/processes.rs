@@ -251,3 +251,50 @@ async fn mesh_mode_callbacks_and_fencing_over_http() {
     assert_eq!(s, 400);
     assert_eq!(call(base, Method::GET, "/ready", &[], None).await.0, 200);
 }
+
+#[tokio::test]
+async fn injected_delay_slows_requests_and_can_be_lifted() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(
+        &dir.path().join("data"),
+        &[
+            "--standalone",
+            "2",
+            "--fault",
+            "delay-ms=1000",
+            "--debug-api",
+        ],
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(
+        call(&app.base, Method::GET, "/accounts/a", &[], None)
+            .await
+            .0,
+        200
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1000));
+    let (s, _) = call(
+        &app.base,
+        Method::PUT,
+        "/debug/delay-ms",
+        &[],
+        Some(json!({"ms": 0})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let started = std::time::Instant::now();
+    assert_eq!(
+        call(&app.base, Method::GET, "/accounts/a", &[], None)
+            .await
+            .0,
+        200
+    );
+    assert!(started.elapsed() < std::time::Duration::from_millis(1000));
+    let bad = Some(json!({"ms": 10_000_000}));
+    assert_eq!(
+        call(&app.base, Method::PUT, "/debug/delay-ms", &[], bad)
+            .await
+            .0,
+        400
+    );
+}

@@ -1,5 +1,6 @@
 //! `bank`: the sample sharded, event-sourced bank service (see examples/README.md).
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,7 +54,12 @@ async fn run(config: AppConfig) -> Result<(), String> {
         config.data.display(),
         config.mode
     );
-    let app = Arc::new(App { bank, accounts });
+    let app = Arc::new(App {
+        bank,
+        accounts,
+        delay_ms: AtomicU64::new(config.delay_ms),
+        debug_api: config.debug_api,
+    });
     server::serve(listener, app, shutdown()).await;
     Ok(())
 }

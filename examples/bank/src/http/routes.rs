@@ -1,6 +1,8 @@
 //! Routing of the app's API: parse, validate, call the bank, answer.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -21,6 +23,10 @@ pub struct App {
     pub bank: Arc<Bank>,
     /// How transfers reach accounts.
     pub accounts: Accounts,
+    /// Injected delay of account and transfer requests, in ms (fault drills).
+    pub delay_ms: AtomicU64,
+    /// Serve `PUT /debug/delay-ms` (off unless `--debug-api`).
+    pub debug_api: bool,
 }
 
 /// Answers one request; never fails (errors become JSON answers).
@@ -40,7 +46,14 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         }
         Err(e) => return respond::error(400, "bad-request", &format!("reading body: {e}")),
     };
+    if matches!(segments.first(), Some(&"accounts" | &"transfers")) {
+        let delay = app.delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+    }
     match (&parts.method, segments.as_slice()) {
+        (&Method::PUT, ["debug", "delay-ms"]) if app.debug_api => set_delay(&app, &body),
         (&Method::GET, ["live"]) | (&Method::GET, ["ready"]) => {
             respond::json(200, &serde_json::json!({ "status": "ok" }))
         }
@@ -151,6 +164,22 @@ async fn callback(app: &App, id: &str, action: &str, body: &Bytes) -> Response<B
     match result {
         Ok(()) => respond::json(200, &serde_json::json!({ "shard": id, "epoch": req.epoch })),
         Err(e) => respond::bank_error(&e),
+    }
+}
+
+fn set_delay(app: &App, body: &Bytes) -> Response<Body> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Delay {
+        ms: u64,
+    }
+    match parse::<Delay>(body) {
+        Ok(d) if d.ms <= crate::app::MAX_DELAY_MS => {
+            app.delay_ms.store(d.ms, Ordering::Relaxed);
+            respond::json(200, &serde_json::json!({ "delay_ms": d.ms }))
+        }
+        Ok(_) => respond::error(400, "bad-request", "ms out of range"),
+        Err(msg) => respond::error(400, "bad-request", &msg),
     }
 }
 
