@@ -254,7 +254,7 @@ impl Task {
                     Some(cmd) => left |= self.on_command(cmd),
                 },
                 Some((state, reply)) = pp_in.recv() => {
-                    let _ = reply.send(self.core.push_pull_state());
+                    let _ = reply.send(self.core.push_pull_answer(&state));
                     let now = self.now();
                     let _ = self.core.apply_push_pull(now, state);
                 }

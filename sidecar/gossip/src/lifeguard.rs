@@ -74,15 +74,18 @@ impl SuspicionTimeout {
     /// Bounds for a cluster of `n` members.
     ///
     /// `max = multiplier × max(1, log10 n) × interval` (memberlist's suspicion
-    /// timeout, used when nobody confirms), `min = max / (2·max(1, log10 n))`
-    /// (reached after `k` independent confirmations).
+    /// timeout), used while nobody confirms; `min = ¾ × multiplier × interval`
+    /// (3 s at the defaults), reached after `k` independent confirmations.
+    /// The floor is chosen so a member frozen for 3 s (a GC pause) is back
+    /// and refuting before any suspicion of it can expire; see
+    /// docs/benchmarks/gossip.md for the trade-off against detection time.
     pub fn for_cluster(n: usize, interval: Duration, multiplier: u32, k: u32) -> Self {
         let log_n = (n.max(1) as f64).log10().max(1.0);
         let max = interval.mul_f64(f64::from(multiplier) * log_n);
-        let min = max.div_f64(2.0 * log_n).max(interval);
+        let min = interval.mul_f64(0.75 * f64::from(multiplier)).max(interval);
         Self {
-            min,
-            max: max.max(min),
+            min: min.min(max),
+            max,
             k: k.max(1),
         }
     }

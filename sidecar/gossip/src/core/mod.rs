@@ -29,7 +29,7 @@ use crate::meta::{MemberMeta, MembershipView, MetaError};
 use crate::observer::GossipObserver;
 use crate::settings::Timing;
 use crate::wire::{
-    self, Item, MetaRecord, PushPull, Wire, ENVELOPE_ROOM, MAX_APP_BROADCAST, MAX_PLAIN,
+    self, Item, MetaDigest, MetaRecord, PushPull, Wire, ENVELOPE_ROOM, MAX_APP_BROADCAST, MAX_PLAIN,
 };
 
 use effects::{Effects, Entry, ProbeState, Suspicion};
@@ -194,7 +194,13 @@ impl Core {
             observer,
         };
         core.announce_meta();
-        let first = core.push_pull_period();
+        // Spread members' exchanges over the period instead of aligning them.
+        let first = {
+            use rand::RngExt;
+            core.timing
+                .push_pull_interval
+                .mul_f64(core.rng.random::<f64>())
+        };
         core.schedule(first, CoreTimer::PushPull);
         Ok(core)
     }
@@ -301,15 +307,49 @@ impl Core {
         self.out.pop_front()
     }
 
-    /// Our full state for a push-pull exchange.
+    /// Our side of a push-pull we start: member states and metadata digests.
     pub fn push_pull_state(&self) -> PushPull {
+        let mut state = self.full_state();
+        state.metas.clear();
+        state
+    }
+
+    /// Our answer to a peer's push-pull: member states, digests, and the
+    /// metadata records the peer lacks or has older.
+    pub fn push_pull_answer(&self, request: &PushPull) -> PushPull {
+        let theirs: HashMap<SocketAddr, (u64, u64)> = request
+            .digests
+            .iter()
+            .map(|d| (d.addr, (d.generation, d.version)))
+            .collect();
+        let mut state = self.full_state();
+        state.metas.retain(|m| {
+            theirs
+                .get(&m.id.addr)
+                .is_none_or(|have| *have < (m.id.generation, m.version))
+        });
+        state
+    }
+
+    /// Everything we know, metadata included (bootstrap, tests).
+    pub fn full_state(&self) -> PushPull {
         let mut members: Vec<_> = self.foca.iter_membership_state().cloned().collect();
         let own_state = if self.left { State::Down } else { State::Alive };
         members.push(foca::Member::new(self.id, self.self_incarnation, own_state));
-        let metas = self.tables.lock().metas.values().cloned().collect();
+        let t = self.tables.lock();
+        let metas: Vec<MetaRecord> = t.metas.values().cloned().collect();
+        let digests = metas
+            .iter()
+            .map(|m| MetaDigest {
+                addr: m.id.addr,
+                generation: m.id.generation,
+                version: m.version,
+            })
+            .collect();
         PushPull {
             from: self.id,
             members,
+            digests,
             metas,
         }
     }
@@ -332,7 +372,10 @@ impl Core {
         spread: bool,
     ) -> Result<(), BadPacket> {
         self.advance(now);
-        if state.members.len() > MAX_MEMBERS || state.metas.len() > MAX_MEMBERS {
+        if state.members.len() > MAX_MEMBERS
+            || state.metas.len() > MAX_MEMBERS
+            || state.digests.len() > MAX_MEMBERS
+        {
             self.observer.bad_packet(BadPacket::Oversized);
             return Err(BadPacket::Oversized);
         }

@@ -40,6 +40,7 @@ fn roster(members: &[foca::Member<NodeId>]) -> PushPull {
     PushPull {
         from: id(99),
         members: members.to_vec(),
+        digests: Vec::new(),
         metas: Vec::new(),
     }
 }
@@ -220,10 +221,8 @@ fn incarnation_ordering_old_news_never_overrides_new() {
 fn graceful_leave_shows_left_with_metadata() {
     let mut a = core(0, Arc::new(Count::default()));
     let mut b = core(1, Arc::new(Count::default()));
-    a.apply_push_pull(Duration::ZERO, b.push_pull_state())
-        .unwrap();
-    b.apply_push_pull(Duration::ZERO, a.push_pull_state())
-        .unwrap();
+    a.apply_push_pull(Duration::ZERO, b.full_state()).unwrap();
+    b.apply_push_pull(Duration::ZERO, a.full_state()).unwrap();
     assert_eq!(
         a.take_view().unwrap().get("sim-00001").unwrap().health,
         Health::Alive
@@ -233,7 +232,11 @@ fn graceful_leave_shows_left_with_metadata() {
         b.take_view().unwrap().get("sim-00001").unwrap().health,
         Health::Left
     );
-    a.apply_push_pull(secs(1.0), b.push_pull_state()).unwrap();
+    let request = a.push_pull_state();
+    assert!(request.metas.is_empty(), "requests carry digests only");
+    let answer = b.push_pull_answer(&request);
+    assert_eq!(answer.metas.len(), 1, "only b's changed record travels");
+    a.apply_push_pull(secs(1.0), answer).unwrap();
     let view = a.take_view().unwrap();
     assert_eq!(view.get("sim-00001").unwrap().health, Health::Left);
     assert_eq!(view.get("sim-00001").unwrap().meta, meta(1));

@@ -24,7 +24,7 @@ fn failed_probe_delta_counts_missing_nacks() {
 fn suspicion_timeout_shrinks_with_confirmations() {
     let t = SuspicionTimeout::for_cluster(1000, Duration::from_secs(1), 4, 3);
     assert_eq!(t.max, Duration::from_secs(12));
-    assert_eq!(t.min, Duration::from_secs(2));
+    assert_eq!(t.min, Duration::from_secs(3));
     let seq: Vec<_> = (0..5).map(|c| t.timeout(c)).collect();
     assert_eq!(seq[0], t.max);
     assert!(seq[1] < seq[0] && seq[2] < seq[1] && seq[3] < seq[2]);
@@ -33,8 +33,8 @@ fn suspicion_timeout_shrinks_with_confirmations() {
 }
 
 #[test]
-fn small_clusters_use_the_probe_interval_as_floor() {
+fn small_clusters_keep_min_below_max() {
     let t = SuspicionTimeout::for_cluster(5, Duration::from_millis(100), 4, 3);
     assert_eq!(t.max, Duration::from_millis(400));
-    assert_eq!(t.min, Duration::from_millis(200));
+    assert_eq!(t.min, Duration::from_millis(300));
 }

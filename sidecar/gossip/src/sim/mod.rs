@@ -6,6 +6,7 @@
 //! Packets are counted at their sealed size plus 28 bytes of IPv4/UDP
 //! header; sealing itself is skipped (it does not change behaviour).
 
+pub mod bench;
 pub mod net;
 
 use std::cmp::Reverse;
@@ -146,7 +147,7 @@ impl Sim {
             sim.nodes[i].core = sim.new_core(i, 1);
         }
         let roster: Vec<_> = (0..n)
-            .filter_map(|i| sim.nodes[i].core.as_ref().map(|c| c.push_pull_state()))
+            .filter_map(|i| sim.nodes[i].core.as_ref().map(|c| c.full_state()))
             .collect();
         let all = PushPull {
             from: NodeId {
@@ -157,14 +158,18 @@ impl Sim {
                 .iter()
                 .flat_map(|r| r.members.iter().cloned())
                 .collect(),
+            digests: Vec::new(),
             metas: roster
                 .iter()
                 .flat_map(|r| r.metas.iter().cloned())
                 .collect(),
         };
         for i in 0..n {
+            // Members start out of phase, as real ones do; aligned timers would
+            // make every member probe and gossip at the same instants.
+            let offset = sim.timing.probe_interval.mul_f64(sim.rng.random::<f64>());
             if let Some(core) = sim.nodes[i].core.as_mut() {
-                let _ = core.preload(Duration::ZERO, all.clone());
+                let _ = core.preload(offset, all.clone());
                 while core.poll_output().is_some() {}
                 let _ = core.take_downs();
             }
@@ -326,7 +331,7 @@ impl Sim {
                 }
             }
             Kind::PushPullReq { from, state } => {
-                let mine = Box::new(core.push_pull_state());
+                let mine = Box::new(core.push_pull_answer(&state));
                 let _ = core.apply_push_pull(now, *state);
                 if let Some(lat) = self.net.reliable(&mut self.rng, i, from) {
                     self.count_tcp(i, &mine);

@@ -22,6 +22,11 @@ fn push_pull_round_trips() {
     let pp = PushPull {
         from: id(1),
         members: vec![foca::Member::alive(id(2))],
+        digests: vec![MetaDigest {
+            addr: id(2).addr,
+            generation: 7,
+            version: 4,
+        }],
         metas: vec![MetaRecord {
             id: id(2),
             version: 4,
