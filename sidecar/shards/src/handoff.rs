@@ -259,3 +259,6 @@ impl ShardTable {
 
 mod queries;
 mod recompute;
+
+#[cfg(test)]
+mod tests;

@@ -2,114 +2,158 @@
 //! last stable membership stops serving, so a clean partition never has two
 //! serving owners of one shard.
 //!
-//! Rules (see `docs/sharding.md` for the trade-off):
-//! - The *candidate* membership is the set of alive and suspect members.
-//! - It becomes the *stable* membership once unchanged for `stable_after`
-//!   and, when a stable membership exists, only while this member reaches a
-//!   majority of it: a minority never adopts its own side as stable.
-//! - Members that *left* gracefully leave the stable membership at once
-//!   (they released their shards; they are not across a partition).
-//! - This member has a majority when more than half of the stable members
-//!   are alive in its view (suspect and dead do not count).
-//! - Bootstrap: the first candidate with more than one member is adopted at
-//!   once (a member that sees others has joined the cluster); a lone member
-//!   waits `stable_after` like any change, so a restarting pod that has not
-//!   joined yet does not take every shard. Before any stable membership
-//!   there is no majority.
+//! The membership counted against (*the stable membership*) is tracked so
+//! that both sides of a partition count the same members:
+//! - Members seen alive or suspect join it at once, but only while this
+//!   member has a majority (a minority cannot grow itself a majority).
+//! - Dead members stay in it until they have been dead for `stable_after`
+//!   while this member had a majority; a minority never drops the other
+//!   side. Members missing from the view count as dead.
+//! - Members that *left* gracefully leave it at once (they released their
+//!   shards; they are not across a partition).
+//! - A member has a majority when more than half of the stable membership
+//!   is alive in its view (suspect and dead do not count).
+//! - Bootstrap: the first view that knows other members is adopted at once,
+//!   dead ones included, so a member joining the small side of a partition
+//!   (its view says the others are dead) is no majority. A lone member that
+//!   knows nobody waits `stable_after`, so a restarting pod that has not
+//!   joined yet does not take every shard. Before that there is no majority.
+//!
+//! Known limit: members that *join* the small side during a partition and
+//! see only it (see `docs/sharding.md`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::{Health, MemberId, Peer};
 
-/// Remembers the last stable membership and answers "do I reach a majority?".
+/// Remembers the stable membership and answers "do I reach a majority?".
 #[derive(Clone, Debug)]
 pub struct KeepMajority {
-    /// How long the candidate membership must stay unchanged to be stable.
+    /// How long a member must stay dead before it stops counting, and how
+    /// long a lone member waits before it counts itself a majority.
     stable_after: Duration,
-    /// The last stable membership; empty before the first one.
-    stable: BTreeSet<MemberId>,
-    /// The current candidate and since when it has been unchanged.
-    candidate: BTreeSet<MemberId>,
-    candidate_since: Option<Instant>,
+    /// The stable membership: each member, with when it was last seen dead
+    /// (None while alive or suspect).
+    members: BTreeMap<MemberId, Option<Instant>>,
     /// Members alive in the last view.
     alive: BTreeSet<MemberId>,
+    /// Whether the stable membership was set up.
+    bootstrapped: bool,
+    /// A lone member's view: itself, and since when it has been alone.
+    lone: Option<(MemberId, Instant)>,
 }
 
 impl KeepMajority {
-    /// A tracker that adopts a membership after `stable_after` unchanged.
+    /// A tracker whose dead members stop counting after `stable_after`.
     pub fn new(stable_after: Duration) -> Self {
         Self {
             stable_after,
-            stable: BTreeSet::new(),
-            candidate: BTreeSet::new(),
-            candidate_since: None,
+            members: BTreeMap::new(),
             alive: BTreeSet::new(),
+            bootstrapped: false,
+            lone: None,
         }
     }
 
     /// Feeds the current view of the service (including this member).
     pub fn observe(&mut self, now: Instant, peers: &[Peer]) {
         for p in peers.iter().filter(|p| p.health == Health::Left) {
-            self.stable.remove(&p.id);
+            self.members.remove(&p.id);
         }
         self.alive = peers
             .iter()
             .filter(|p| p.health == Health::Alive)
             .map(|p| p.id.clone())
             .collect();
-        let candidate: BTreeSet<MemberId> = peers
-            .iter()
-            .filter(|p| p.health.owns_shards())
-            .map(|p| p.id.clone())
-            .collect();
-        if candidate != self.candidate || self.candidate_since.is_none() {
-            self.candidate = candidate;
-            self.candidate_since = Some(now);
+        if !self.bootstrapped {
+            self.bootstrap(now, peers);
+        } else {
+            let majority = self.has_majority();
+            let mut seen = BTreeSet::new();
+            for p in peers.iter().filter(|p| p.health.owns_shards()) {
+                seen.insert(&p.id);
+                match self.members.get_mut(&p.id) {
+                    Some(dead_since) => *dead_since = None,
+                    None if majority => {
+                        self.members.insert(p.id.clone(), None);
+                    }
+                    None => {}
+                }
+            }
+            for (id, dead_since) in self.members.iter_mut() {
+                if !seen.contains(id) && dead_since.is_none() {
+                    *dead_since = Some(now);
+                }
+            }
         }
         self.tick(now);
     }
 
-    /// Advances time: adopts the candidate once it has been stable long enough.
+    fn bootstrap(&mut self, now: Instant, peers: &[Peer]) {
+        let known: Vec<&Peer> = peers.iter().filter(|p| p.health != Health::Left).collect();
+        match known.as_slice() {
+            [] => {}
+            [me] => {
+                if self.lone.as_ref().is_none_or(|(id, _)| *id != me.id) {
+                    self.lone = Some((me.id.clone(), now));
+                }
+            }
+            _ => {
+                self.members = known
+                    .iter()
+                    .map(|p| (p.id.clone(), (!p.health.owns_shards()).then_some(now)))
+                    .collect();
+                self.bootstrapped = true;
+                self.lone = None;
+            }
+        }
+    }
+
+    /// Advances time: a lone member adopts itself; long-dead members are
+    /// dropped while a majority is reached.
     pub fn tick(&mut self, now: Instant) {
-        let Some(since) = self.candidate_since else {
-            return;
-        };
-        let settled = now.saturating_duration_since(since) >= self.stable_after
-            || (self.stable.is_empty() && self.candidate.len() > 1);
-        if settled
-            && !self.candidate.is_empty()
-            && self.candidate != self.stable
-            && (self.stable.is_empty() || self.has_majority())
-        {
-            self.stable = self.candidate.clone();
+        if let Some((me, since)) = &self.lone {
+            if !self.bootstrapped && now >= *since + self.stable_after {
+                self.members = BTreeMap::from([(me.clone(), None)]);
+                self.bootstrapped = true;
+                self.lone = None;
+            }
+        }
+        if self.has_majority() {
+            let after = self.stable_after;
+            self.members
+                .retain(|_, dead_since| dead_since.is_none_or(|t| now < t + after));
         }
     }
 
     /// Whether more than half of the stable membership is alive in our view.
     pub fn has_majority(&self) -> bool {
-        if self.stable.is_empty() {
+        if !self.bootstrapped || self.members.is_empty() {
             return false;
         }
         let reached = self
-            .stable
-            .iter()
+            .members
+            .keys()
             .filter(|m| self.alive.contains(*m))
             .count();
-        2 * reached > self.stable.len()
+        2 * reached > self.members.len()
     }
 
-    /// The last stable membership, for `/debug/shards`.
-    pub fn stable(&self) -> &BTreeSet<MemberId> {
-        &self.stable
+    /// The stable membership, for `/debug/shards`.
+    pub fn members(&self) -> impl Iterator<Item = &MemberId> {
+        self.members.keys()
     }
 
-    /// When the candidate membership would become stable, for timers.
+    /// When [`Self::tick`] may next change something, for timers.
     pub fn next_deadline(&self) -> Option<Instant> {
-        (self.candidate != self.stable)
-            .then_some(self.candidate_since)
+        let lone = self.lone.as_ref().map(|(_, t)| *t + self.stable_after);
+        let dead = self
+            .members
+            .values()
             .flatten()
-            .map(|t| t + self.stable_after)
+            .map(|t| *t + self.stable_after);
+        lone.into_iter().chain(dead).min()
     }
 }
 

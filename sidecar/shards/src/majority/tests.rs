@@ -20,7 +20,6 @@ fn view(alive: &[&str], suspect: &[&str], dead: &[&str], left: &[&str]) -> Vec<P
 fn stable_five(t0: Instant) -> KeepMajority {
     let mut k = KeepMajority::new(STABLE);
     k.observe(t0, &view(&["a", "b", "c", "d", "e"], &[], &[], &[]));
-    k.tick(t0 + STABLE);
     assert!(k.has_majority());
     k
 }
@@ -56,8 +55,8 @@ fn minority_of_two_in_five_loses_majority_and_never_adopts_itself() {
         &view(&["a", "b"], &[], &["c", "d", "e"], &[]),
     );
     k.tick(t0 + 10 * STABLE);
-    assert!(!k.has_majority(), "a minority must not adopt its side");
-    assert_eq!(k.stable().len(), 5);
+    assert!(!k.has_majority(), "a minority must not drop the other side");
+    assert_eq!(k.members().count(), 5);
 }
 
 #[test]
@@ -67,7 +66,7 @@ fn majority_of_three_in_five_keeps_serving_and_adopts_its_side() {
     k.observe(t0 + STABLE, &view(&["c", "d", "e"], &[], &["a", "b"], &[]));
     assert!(k.has_majority());
     k.tick(t0 + 3 * STABLE);
-    assert_eq!(k.stable().len(), 3);
+    assert_eq!(k.members().count(), 3);
     // A further loss of one of three still leaves a majority of the new set.
     k.observe(
         t0 + 3 * STABLE,
@@ -105,4 +104,34 @@ fn two_members_cannot_survive_one_failure() {
     k.tick(t0 + STABLE);
     k.observe(t0 + STABLE, &view(&["a"], &[], &["b"], &[]));
     assert!(!k.has_majority());
+}
+
+#[test]
+fn a_joiner_that_sees_the_others_dead_never_takes_the_majority() {
+    let t0 = Instant::now();
+    let mut k = KeepMajority::new(STABLE);
+    k.observe(t0, &view(&["d"], &[], &["a", "b", "c"], &[]));
+    assert!(!k.has_majority());
+    k.tick(t0 + 10 * STABLE);
+    assert!(!k.has_majority(), "its lone side must not become stable");
+}
+
+#[test]
+fn members_that_joined_recently_count_at_once() {
+    // Joins just before a partition: the old three must not be the yardstick.
+    let t0 = Instant::now();
+    let mut k = KeepMajority::new(STABLE);
+    k.observe(t0, &view(&["a", "b", "c"], &[], &[], &[]));
+    k.observe(t0, &view(&["a", "b", "c", "d", "e"], &[], &[], &[]));
+    k.observe(t0, &view(&["a", "b"], &[], &["c", "d", "e"], &[]));
+    assert!(!k.has_majority(), "2 of 5");
+}
+
+#[test]
+fn a_minority_does_not_grow_itself_a_majority_with_joiners() {
+    let t0 = Instant::now();
+    let mut k = stable_five(t0);
+    k.observe(t0, &view(&["a", "b", "f", "g"], &[], &["c", "d", "e"], &[]));
+    assert!(!k.has_majority());
+    assert_eq!(k.members().count(), 5);
 }

@@ -92,7 +92,8 @@ impl Sim {
             .iter()
             .map(|(id, &h)| {
                 let reachable = self.side.get(id).copied().unwrap_or(0) == my_side;
-                let health = if reachable || h != Health::Alive {
+                // Nothing crosses a partition, not even a graceful leave.
+                let health = if reachable || h == Health::Dead {
                     h
                 } else {
                     self.across

@@ -1,0 +1,268 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::{Health, Peer};
+
+const SHARDS: u32 = 6;
+
+fn cfg() -> HandoffConfig {
+    let mut c = HandoffConfig::new("bank", SHARDS);
+    c.max_held = 2;
+    c
+}
+
+fn peer(id: &str, epoch: u64) -> Peer {
+    let mut p = Peer::new(id, Health::Alive);
+    p.epoch = epoch;
+    p
+}
+
+/// `b` joins `a` (which held every shard at epochs up to 7).
+fn joiner(t0: Instant) -> (ShardTable, Vec<Action>, Vec<u32>) {
+    let mut b = ShardTable::new(MemberId::new("b"), cfg());
+    let out = b.on_membership(t0, &[peer("a", 7), peer("b", 0)]);
+    let mine: Vec<u32> = (0..SHARDS)
+        .filter(|&s| b.owner(s) == Some(&MemberId::new("b")))
+        .collect();
+    assert!(!mine.is_empty());
+    (b, out, mine)
+}
+
+fn notice(shard: u32, epoch: u64, from: &str) -> ReleaseNotice {
+    ReleaseNotice {
+        service: "bank".into(),
+        shard,
+        epoch,
+        from: MemberId::new(from),
+    }
+}
+
+fn acquires(out: &[Action]) -> Vec<(u32, u64)> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::CallAcquire { shard, epoch } => Some((*shard, *epoch)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn joiner_waits_for_the_alive_previous_owner() {
+    let t0 = Instant::now();
+    let (b, out, mine) = joiner(t0);
+    assert!(acquires(&out).is_empty(), "{out:?}");
+    for s in &mine {
+        assert_eq!(
+            b.state(*s),
+            ShardState::Acquiring {
+                since: t0,
+                epoch: None
+            }
+        );
+    }
+    assert!(!b.is_ready());
+}
+
+#[test]
+fn held_requests_are_bounded_and_time_out() {
+    let t0 = Instant::now();
+    let (mut b, _, mine) = joiner(t0);
+    let s = mine[0];
+    assert_eq!(b.route(t0, s), Route::Hold);
+    assert_eq!(b.route(t0, s), Route::Hold);
+    assert_eq!(b.route(t0, s), Route::NoOwner, "max_held is 2");
+    let late = t0 + cfg().hold_timeout;
+    assert_eq!(b.next_deadline(), Some(late));
+    assert!(!b
+        .tick(late - Duration::from_millis(1))
+        .contains(&Action::RejectHeld { shard: s }));
+    assert!(b.tick(late).contains(&Action::RejectHeld { shard: s }));
+    assert_eq!(b.route(late, s), Route::NoOwner);
+}
+
+#[test]
+fn release_notice_from_previous_owner_starts_acquire_above_every_epoch() {
+    let t0 = Instant::now();
+    let (mut b, _, mine) = joiner(t0);
+    let s = mine[0];
+    assert_eq!(b.route(t0, s), Route::Hold);
+    let out = b.on_release_notice(t0, &notice(s, 5, "a"));
+    let calls = acquires(&out);
+    assert_eq!(calls.len(), 1, "{out:?}");
+    let epoch = calls[0].1;
+    assert!(epoch > 7, "above a's epoch tag, got {epoch}");
+    let t1 = t0 + Duration::from_millis(30);
+    let out = b.callback_done(t1, Callback::Acquire, s, epoch, Outcome::Ok);
+    assert!(out.contains(&Action::ServeHeld { shard: s, epoch }));
+    assert!(out.contains(&Action::Acquired {
+        shard: s,
+        epoch,
+        took: Duration::from_millis(30)
+    }));
+    assert_eq!(b.route(t1, s), Route::Local { epoch });
+    assert_eq!(b.owned(), 1);
+}
+
+#[test]
+fn notices_from_others_services_or_self_are_ignored() {
+    let t0 = Instant::now();
+    let (mut b, _, mine) = joiner(t0);
+    let mut other = notice(mine[0], 5, "a");
+    other.service = "ledger".into();
+    assert!(b.on_release_notice(t0, &other).is_empty());
+    assert!(b.on_release_notice(t0, &notice(mine[0], 5, "b")).is_empty());
+    assert!(b.on_release_notice(t0, &notice(99, 5, "a")).is_empty());
+}
+
+#[test]
+fn dead_previous_owner_means_acquire_at_once() {
+    let t0 = Instant::now();
+    let mut b = ShardTable::new(MemberId::new("b"), cfg());
+    b.on_membership(t0, &[peer("a", 7), peer("b", 0), peer("c", 0)]);
+    let mut a = peer("a", 7);
+    a.health = Health::Dead;
+    let out = b.on_membership(t0, &[a, peer("b", 0), peer("c", 0)]);
+    let ids = |v: &[&str]| v.iter().map(|&i| MemberId::new(i)).collect::<Vec<_>>();
+    let before = crate::assign(SHARDS, &ids(&["a", "b", "c"]));
+    let after = crate::assign(SHARDS, &ids(&["b", "c"]));
+    let inherited: Vec<u32> = (0..SHARDS)
+        .filter(|&s| {
+            before.owner(s).map(MemberId::as_str) == Some("a")
+                && after.owner(s).map(MemberId::as_str) == Some("b")
+        })
+        .collect();
+    assert!(!inherited.is_empty());
+    let acquired: Vec<u32> = acquires(&out).into_iter().map(|(s, _)| s).collect();
+    for s in inherited {
+        assert!(acquired.contains(&s), "shard {s} of dead a: {out:?}");
+    }
+}
+
+#[test]
+fn app_without_callbacks_is_stateless() {
+    let t0 = Instant::now();
+    let (mut b, _, mine) = joiner(t0);
+    let s = mine[0];
+    let (_, epoch) = acquires(&b.on_release_notice(t0, &notice(s, 1, "a")))[0];
+    b.callback_done(t0, Callback::Acquire, s, epoch, Outcome::NotImplemented);
+    assert_eq!(b.state(s), ShardState::Serving { epoch });
+}
+
+#[test]
+fn failed_acquire_is_retried_after_the_pause_with_the_same_epoch() {
+    let t0 = Instant::now();
+    let (mut b, _, mine) = joiner(t0);
+    let s = mine[0];
+    let (_, epoch) = acquires(&b.on_release_notice(t0, &notice(s, 1, "a")))[0];
+    assert!(b
+        .callback_done(t0, Callback::Acquire, s, epoch, Outcome::Failed)
+        .is_empty());
+    let retry = t0 + cfg().retry_after;
+    assert_eq!(b.next_deadline(), Some(retry));
+    assert!(acquires(&b.tick(retry - Duration::from_millis(1))).is_empty());
+    assert_eq!(acquires(&b.tick(retry)), vec![(s, epoch)]);
+}
+
+#[test]
+fn stale_callbacks_are_ignored() {
+    let t0 = Instant::now();
+    let (mut b, _, mine) = joiner(t0);
+    let s = mine[0];
+    let (_, epoch) = acquires(&b.on_release_notice(t0, &notice(s, 1, "a")))[0];
+    assert!(b
+        .callback_done(t0, Callback::Acquire, s, epoch + 1, Outcome::Ok)
+        .is_empty());
+    assert!(b
+        .callback_done(t0, Callback::Release, s, epoch, Outcome::Ok)
+        .is_empty());
+    assert!(b
+        .callback_done(t0, Callback::Acquire, 99, epoch, Outcome::Ok)
+        .is_empty());
+    assert!(matches!(b.state(s), ShardState::Acquiring { .. }));
+}
+
+#[test]
+fn shards_of_others_are_forwarded_to_their_owner() {
+    let t0 = Instant::now();
+    let (mut b, _, mine) = joiner(t0);
+    let theirs = (0..SHARDS).find(|s| !mine.contains(s)).unwrap();
+    assert_eq!(b.route(t0, theirs), Route::Forward(MemberId::new("a")));
+    assert_eq!(b.route(t0, 99), Route::NoOwner);
+}
+
+/// A lone member (after `stable_after`) that serves every shard.
+fn alone(t0: Instant) -> ShardTable {
+    let mut a = ShardTable::new(MemberId::new("a"), cfg());
+    assert!(a.on_membership(t0, &[peer("a", 0)]).is_empty());
+    assert_eq!(a.route(t0, 0), Route::NoOwner, "no majority before stable");
+    let t1 = t0 + cfg().stable_after;
+    let out = a.tick(t1);
+    let calls = acquires(&out);
+    assert_eq!(calls.len(), SHARDS as usize);
+    for (s, e) in calls {
+        a.callback_done(t1, Callback::Acquire, s, e, Outcome::Ok);
+    }
+    assert!(a.is_ready());
+    a
+}
+
+#[test]
+fn losing_a_shard_drains_releases_then_gossips() {
+    let t0 = Instant::now();
+    let mut a = alone(t0);
+    let out = a.on_membership(t0, &[peer("a", 0), peer("b", 0)]);
+    let drains: Vec<u32> = out
+        .iter()
+        .filter_map(|x| match x {
+            Action::Drain { shard } => Some(*shard),
+            _ => None,
+        })
+        .collect();
+    assert!(!drains.is_empty());
+    let s = drains[0];
+    let ShardState::Releasing { epoch } = a.state(s) else {
+        panic!("{:?}", a.state(s));
+    };
+    assert_eq!(a.route(t0, s), Route::Forward(MemberId::new("b")));
+    assert_eq!(a.settled_tag(), None, "releasing: not settled");
+    assert_eq!(
+        a.drained(t0, s),
+        vec![Action::CallRelease { shard: s, epoch }]
+    );
+    // A failed release is retried; the shard is not gossiped as free.
+    assert!(a
+        .callback_done(t0, Callback::Release, s, epoch, Outcome::Failed)
+        .is_empty());
+    let retry = t0 + cfg().retry_after;
+    assert!(a
+        .tick(retry)
+        .contains(&Action::CallRelease { shard: s, epoch }));
+    let out = a.callback_done(retry, Callback::Release, s, epoch, Outcome::Ok);
+    assert!(out.contains(&Action::Broadcast(notice(s, epoch, "a"))));
+    assert_eq!(a.state(s), ShardState::NotOwned);
+}
+
+#[test]
+fn settled_tag_appears_once_nothing_is_released() {
+    let t0 = Instant::now();
+    let a = alone(t0);
+    assert!(a.settled_tag().is_some());
+    assert_eq!(a.epoch_tag(), SHARDS.to_string());
+}
+
+#[test]
+fn leave_releases_everything() {
+    let t0 = Instant::now();
+    let mut a = alone(t0);
+    let out = a.leave(t0);
+    assert_eq!(out.len(), SHARDS as usize, "one drain per shard: {out:?}");
+    for s in 0..SHARDS {
+        let ShardState::Releasing { epoch } = a.state(s) else {
+            panic!();
+        };
+        a.drained(t0, s);
+        a.callback_done(t0, Callback::Release, s, epoch, Outcome::Ok);
+    }
+    assert!(a.is_released());
+    assert_eq!(a.owned(), 0);
+}
