@@ -207,7 +207,11 @@ async fn replay(
             async move {
                 let (again, _) = definite(&client, &p, attempts, deadline).await;
                 match again {
-                    Some((_, status, body)) if (status, &body) == (first.0, &first.1) => None,
+                    Some((_, status, body))
+                        if (status, decision(&body)) == (first.0, decision(&first.1)) =>
+                    {
+                        None
+                    }
                     Some((_, status, body)) => Some(format!(
                         "op {} ({}) re-sent: first answer {} {}, now {} {}",
                         client.op_id(p.index),
@@ -225,6 +229,16 @@ async fn replay(
     })
     .await;
     (count, results.into_iter().flatten().flatten().collect())
+}
+
+/// The part of an answer that must not change when an op is re-sent: all of
+/// it but the free-text `message` (a resumed saga may explain itself differently).
+fn decision(body: &serde_json::Value) -> serde_json::Value {
+    let mut body = body.clone();
+    if let Some(map) = body.as_object_mut() {
+        map.remove("message");
+    }
+    body
 }
 
 /// Reads every account's balance, re-trying failures within the resolve budget.
@@ -288,4 +302,39 @@ where
         }
     }
     slots
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn re_sent_answers_are_compared_without_their_message() {
+        let a =
+            serde_json::json!({"error": "transfer-failed", "message": "deposit failed: timeout"});
+        let b = serde_json::json!({"error": "transfer-failed", "message": "deposit refused: Cancelled"});
+        assert_eq!(decision(&a), decision(&b));
+        let c = serde_json::json!({"balance": 5});
+        assert_ne!(decision(&c), decision(&serde_json::json!({"balance": 6})));
+    }
+
+    #[tokio::test]
+    async fn parallel_keeps_order_and_bounds_workers() {
+        let running = Arc::new(AtomicU64::new(0));
+        let peak = Arc::new(AtomicU64::new(0));
+        let (r, p) = (Arc::clone(&running), Arc::clone(&peak));
+        let out = parallel((0..50u64).collect(), 4, move |i| {
+            let (r, p) = (Arc::clone(&r), Arc::clone(&p));
+            async move {
+                let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                r.fetch_sub(1, Ordering::SeqCst);
+                i * 2
+            }
+        })
+        .await;
+        assert_eq!(out, (0..50u64).map(|i| Some(i * 2)).collect::<Vec<_>>());
+        assert!(peak.load(Ordering::SeqCst) <= 4);
+    }
 }
