@@ -16,6 +16,7 @@
 //! - [`routing`]: service/key extraction, the routing table, balancing.
 //! - [`gate`]: whether this pod may serve a shard now.
 //! - [`membership`]: gossip membership feeding the routing table.
+//! - [`sharding`]: the shard handoff driver and the managed gate.
 //! - [`client`]: pooled HTTP clients to peers and to the app.
 //! - [`reason`], [`rescue`]: the error contract and the one mapping to it.
 //! - [`metrics`]: prometheus families.
@@ -37,6 +38,7 @@ pub mod rescue;
 pub mod resilience;
 pub mod routing;
 pub mod server;
+pub mod sharding;
 pub mod sidecar;
 pub mod telemetry;
 

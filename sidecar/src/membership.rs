@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use shardmesh_config::{PathTemplate, RoutingConfig, ServiceConfig, SidecarConfig};
 use shardmesh_gossip::{
-    BadPacket, GossipObserver, Health, HealthCounts, MemberMeta, MemberStatus, MembershipView,
-    ProbeResult,
+    BadPacket, GossipHandle, GossipObserver, Health, HealthCounts, MemberMeta, MemberStatus,
+    MembershipView, ProbeResult,
 };
 use tokio::sync::watch;
 
@@ -151,12 +151,55 @@ fn service_from_tags(meta: &MemberMeta) -> Option<ServiceConfig> {
     })
 }
 
+/// This pod's gossip member and the metadata it announces. The lifecycle
+/// state and the shard tags are changed by different parts of the sidecar,
+/// so the current metadata lives here and every change re-announces all of it.
+pub struct LocalMember {
+    handle: Arc<GossipHandle>,
+    meta: tokio::sync::Mutex<MemberMeta>,
+}
+
+impl LocalMember {
+    /// Wraps a started gossip member announcing `meta`.
+    pub fn new(handle: Arc<GossipHandle>, meta: MemberMeta) -> Self {
+        Self {
+            handle,
+            meta: tokio::sync::Mutex::new(meta),
+        }
+    }
+
+    /// The gossip handle.
+    pub fn handle(&self) -> &Arc<GossipHandle> {
+        &self.handle
+    }
+
+    /// Announces a lifecycle state.
+    pub async fn set_state(&self, state: MemberStatus) -> Result<(), shardmesh_gossip::Error> {
+        let mut meta = self.meta.lock().await;
+        if meta.state == state {
+            return Ok(());
+        }
+        meta.state = state;
+        self.handle.update_meta(meta.clone()).await
+    }
+
+    /// Changes tags and announces them.
+    pub async fn update_tags(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<String, String>),
+    ) -> Result<(), shardmesh_gossip::Error> {
+        let mut meta = self.meta.lock().await;
+        f(&mut meta.tags);
+        self.handle.update_meta(meta.clone()).await
+    }
+}
+
 /// Republishes the table on every view change until the view channel closes.
 pub async fn feed(
     config: Arc<SidecarConfig>,
     mut view: watch::Receiver<MembershipView>,
     table: watch::Sender<Arc<RoutingTable>>,
-    ready: watch::Sender<bool>,
+    ready: Option<watch::Sender<bool>>,
 ) {
     let mut version = table.borrow().version;
     loop {
@@ -165,7 +208,9 @@ pub async fn feed(
             version += 1;
             let next = table_from_view(&config, &current, version);
             let _ = table.send(Arc::new(next));
-            let _ = ready.send(true);
+            if let Some(ready) = &ready {
+                let _ = ready.send(true);
+            }
         }
         if view.changed().await.is_err() {
             return;

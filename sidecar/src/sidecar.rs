@@ -1,5 +1,6 @@
-//! Starting and stopping a sidecar: binds the listeners, publishes the
-//! routing table, serves until shutdown, then drains.
+//! Starting and stopping a sidecar: binds the listeners, starts gossip and
+//! the shard manager, publishes the routing table, serves until shutdown,
+//! then hands its shards off and drains.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,17 +8,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardmesh_config::SidecarConfig;
+use shardmesh_gossip::{Gossip, GossipSettings, Keyring, MemberStatus};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
-use crate::gate::TableGate;
+use crate::client::HttpClient;
+use crate::gate::{ShardGate, TableGate};
+use crate::membership::{self, LocalMember};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::routing::RoutingTable;
 use crate::server::{self, Protocols, ServerLimits};
-use crate::{inbound, membership, outbound};
-use shardmesh_gossip::{Gossip, GossipHandle, GossipSettings, Keyring, MemberStatus};
+use crate::sharding::ShardManager;
+use crate::{inbound, outbound};
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,10 +60,12 @@ pub struct Sidecar {
     gossip: Option<GossipMember>,
 }
 
-/// The running gossip member of a sidecar.
+/// The running gossip member of a sidecar and its shard manager.
 struct GossipMember {
-    handle: Arc<GossipHandle>,
-    /// Resolved after draining, so the member leaves gracefully last.
+    member: Arc<LocalMember>,
+    shards: Option<ShardManager>,
+    /// Resolved last in shutdown, so the member leaves gossip after its
+    /// shards are handed off and its requests drained.
     leave: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -77,36 +83,57 @@ pub struct BoundAddrs {
 }
 
 impl Sidecar {
-    /// Binds every listener and loads the static routing table.
+    /// Binds every listener, starts gossip when enabled, and loads the
+    /// routing table (static, or fed by gossip).
     pub async fn bind(config: SidecarConfig) -> Result<Self, StartError> {
         let metrics = Metrics::new()?;
         let table = RoutingTable::from_static_config(&config)
             .map_err(|e| StartError::Table(e.to_string()))?;
         let (table_tx, table_rx) = watch::channel(Arc::new(table));
-        let gate = Arc::new(TableGate::new(table_rx.clone()));
-        let proxy = Proxy::new(&config, table_rx, gate, metrics)
-            .map_err(|e| StartError::Table(e.to_string()))?;
         let outbound = bind("outbound", &config.listeners.outbound).await?;
         let inbound = bind("inbound", &config.listeners.inbound).await?;
         let admin = bind("admin", &config.listeners.admin).await?;
-        let gossip = if config.membership.gossip.enabled {
-            let inbound_addr = local_addr(&inbound);
-            let admin_addr = local_addr(&admin);
-            Some(start_gossip(&config, inbound_addr, admin_addr, proxy.metrics().clone()).await?)
-        } else {
-            None
-        };
-        // Static membership: the table is complete as soon as it is built.
-        // Gossip: ready once the member sees itself in the view.
-        let (ready_tx, ready_rx) = watch::channel(gossip.is_none());
-        if let Some(g) = &gossip {
-            tokio::spawn(membership::feed(
-                Arc::new(config.clone()),
-                g.handle.view(),
-                table_tx.clone(),
-                ready_tx.clone(),
-            ));
-        }
+        // Static membership: ready as soon as the table is built. Gossip:
+        // ready once joined and this pod's shards are acquired.
+        let (ready_tx, ready_rx) = watch::channel(!config.membership.gossip.enabled);
+        let (gossip, gate): (Option<GossipMember>, Arc<dyn ShardGate>) =
+            if config.membership.gossip.enabled {
+                let (member, leave) = start_gossip(
+                    &config,
+                    local_addr(&inbound),
+                    local_addr(&admin),
+                    metrics.clone(),
+                )
+                .await?;
+                let shards = ShardManager::start(
+                    &config,
+                    member.clone(),
+                    table_rx.clone(),
+                    HttpClient::http1(),
+                    metrics.clone(),
+                    ready_tx.clone(),
+                );
+                tokio::spawn(membership::feed(
+                    Arc::new(config.clone()),
+                    member.handle().view(),
+                    table_tx.clone(),
+                    shards.is_none().then(|| ready_tx.clone()),
+                ));
+                let gate: Arc<dyn ShardGate> = match &shards {
+                    Some(m) => Arc::new(m.gate()),
+                    None => Arc::new(TableGate::new(table_rx.clone())),
+                };
+                let g = GossipMember {
+                    member,
+                    shards,
+                    leave,
+                };
+                (Some(g), gate)
+            } else {
+                (None, Arc::new(TableGate::new(table_rx.clone())))
+            };
+        let proxy = Proxy::new(&config, table_rx, gate, metrics)
+            .map_err(|e| StartError::Table(e.to_string()))?;
         Ok(Self {
             config,
             proxy,
@@ -126,7 +153,7 @@ impl Sidecar {
             outbound: local_addr(&self.outbound),
             inbound: local_addr(&self.inbound),
             admin: local_addr(&self.admin),
-            gossip: self.gossip.as_ref().map(|g| g.handle.local_addr()),
+            gossip: self.gossip.as_ref().map(|g| g.member.handle().local_addr()),
         }
     }
 
@@ -136,8 +163,9 @@ impl Sidecar {
         self.table_tx.clone()
     }
 
-    /// Serves until `shutdown` resolves; then turns not-ready, stops
-    /// accepting, and gives in-flight requests the grace period to finish.
+    /// Serves until `shutdown` resolves; then turns not-ready, hands its
+    /// shards to their next owners, stops accepting, and gives in-flight
+    /// requests the grace period to finish.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let limits = ServerLimits {
             max_header_bytes: self.config.limits.max_header_bytes as usize,
@@ -145,7 +173,6 @@ impl Sidecar {
             max_connections: self.config.limits.max_connections as usize,
         };
         let grace = Duration::from_millis(self.config.shutdown_grace_ms);
-        let addrs = self.addrs();
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -174,8 +201,15 @@ impl Sidecar {
             members: self
                 .gossip
                 .as_ref()
-                .map(|g| membership::debug_source(g.handle.view())),
-            shards: None,
+                .map(|g| membership::debug_source(g.member.handle().view())),
+            shards: self
+                .gossip
+                .as_ref()
+                .and_then(|g| g.shards.clone())
+                .map(|m| {
+                    let source: admin::DebugSource = Arc::new(move || m.debug());
+                    source
+                }),
         };
         let adm = tokio::spawn(server::serve(
             self.admin,
@@ -186,25 +220,37 @@ impl Sidecar {
             grace,
         ));
         if let Some(g) = &self.gossip {
-            let handle = g.handle.clone();
+            let member = g.member.clone();
             let mut ready = self.ready_rx.clone();
-            let config = self.config.clone();
             tokio::spawn(async move {
                 if ready.wait_for(|r| *r).await.is_ok() {
-                    announce(&handle, &config, addrs, MemberStatus::Serving).await;
+                    if let Err(e) = member.set_state(MemberStatus::Serving).await {
+                        tracing::warn!(error = %e, "cannot announce serving");
+                    }
                 }
             });
         }
         shutdown.await;
-        tracing::info!(?grace, "shutting down: draining in-flight requests");
+        tracing::info!(
+            ?grace,
+            "shutting down: handing off shards, draining requests"
+        );
         let _ = self.ready_tx.send(false);
         if let Some(g) = &self.gossip {
-            announce(&g.handle, &self.config, addrs, MemberStatus::Leaving).await;
+            if let Err(e) = g.member.set_state(MemberStatus::Leaving).await {
+                tracing::debug!(error = %e, "cannot announce leaving");
+            }
+            if let Some(shards) = &g.shards {
+                // Keep serving (and forwarding) while the shards move.
+                if tokio::time::timeout(grace, shards.leave()).await.is_err() {
+                    tracing::warn!(?grace, "shards not all released within the grace period");
+                }
+            }
         }
         let _ = stop_tx.send(true);
         let _ = tokio::join!(out, inb);
         if let Some(g) = self.gossip {
-            if let Err(e) = g.handle.leave().await {
+            if let Err(e) = g.member.handle().leave().await {
                 tracing::debug!(error = %e, "gossip leave");
             }
             let _ = g.leave.send(());
@@ -234,7 +280,7 @@ async fn start_gossip(
     inbound: SocketAddr,
     admin: SocketAddr,
     metrics: Metrics,
-) -> Result<GossipMember, StartError> {
+) -> Result<(Arc<LocalMember>, tokio::sync::oneshot::Sender<()>), StartError> {
     let err = |e: String| StartError::Gossip(e);
     let tuning = &config.membership.gossip;
     let listen: SocketAddr = config.listeners.gossip.parse().map_err(|_| {
@@ -262,7 +308,7 @@ async fn start_gossip(
     let (leave, left) = tokio::sync::oneshot::channel::<()>();
     let handle = Gossip::start(
         settings,
-        meta,
+        meta.clone(),
         keyring,
         Arc::new(membership::GossipMetrics(metrics)),
         async move {
@@ -271,24 +317,5 @@ async fn start_gossip(
     )
     .await
     .map_err(|e| err(e.to_string()))?;
-    Ok(GossipMember {
-        handle: Arc::new(handle),
-        leave,
-    })
-}
-
-/// Announces this member's lifecycle state through gossip.
-async fn announce(
-    handle: &GossipHandle,
-    config: &SidecarConfig,
-    addrs: BoundAddrs,
-    state: MemberStatus,
-) {
-    let inbound = membership::advertised(config, addrs.inbound).unwrap_or(addrs.inbound);
-    let admin = membership::advertised(config, addrs.admin).unwrap_or(addrs.admin);
-    let mut meta = membership::local_meta(config, inbound, admin);
-    meta.state = state;
-    if let Err(e) = handle.update_meta(meta).await {
-        tracing::warn!(error = %e, "cannot announce member state");
-    }
+    Ok((Arc::new(LocalMember::new(Arc::new(handle), meta)), leave))
 }

@@ -1,0 +1,120 @@
+//! The managed shard gate: serve, hold during acquisition, forward, or
+//! refuse, as the handoff state machine says.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use shardmesh_shards::Route;
+use tokio::sync::oneshot;
+
+use super::{Event, Shared};
+use crate::gate::{Admission, ShardGate};
+
+/// Asks the shard table before a request reaches the app.
+pub struct ManagedGate {
+    shared: Arc<Shared>,
+}
+
+/// Counts a request against its shard until dropped, so a releasing owner
+/// knows when the shard has drained.
+struct ShardInflight {
+    shared: Arc<Shared>,
+    shard: u32,
+}
+
+impl ManagedGate {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    fn serve(&self, shard: u32, epoch: u64) -> Admission {
+        if let Some(c) = self.shared.inflight.get(shard as usize) {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+        Admission::Serve {
+            epoch,
+            guard: Some(Box::new(ShardInflight {
+                shared: self.shared.clone(),
+                shard,
+            })),
+        }
+    }
+
+    fn forward(&self, shard: u32, owner: &str) -> Admission {
+        let table = self.shared.table.borrow().clone();
+        let inbound = table
+            .service(&self.shared.service)
+            .and_then(|r| r.endpoints.iter().find(|e| &*e.name == owner))
+            .map(|e| e.inbound.clone());
+        match inbound {
+            Some(inbound) => Admission::Forward {
+                owner: Arc::from(owner),
+                inbound,
+            },
+            None => Admission::NoOwner(format!(
+                "shard {shard} belongs to {owner}, which is not reachable from here"
+            )),
+        }
+    }
+}
+
+impl ShardGate for ManagedGate {
+    fn admit<'a>(
+        &'a self,
+        service: &'a str,
+        shard: u32,
+    ) -> Pin<Box<dyn Future<Output = Admission> + Send + 'a>> {
+        Box::pin(async move {
+            if service != self.shared.service {
+                return Admission::NoOwner(format!("this pod owns no shards of {service}"));
+            }
+            let waiter = {
+                let mut state = self.shared.lock();
+                match state.table.route(Instant::now(), shard) {
+                    Route::Local { epoch } => return self.serve(shard, epoch),
+                    Route::Forward(owner) => return self.forward(shard, owner.as_str()),
+                    Route::NoOwner if !state.table.has_majority() => {
+                        return Admission::NoOwner(
+                            "this member cannot reach a majority of its service".into(),
+                        )
+                    }
+                    Route::NoOwner => {
+                        return Admission::NoOwner(format!("shard {shard} has no serving owner"))
+                    }
+                    Route::Hold => {
+                        // Registered under the same lock that routed, so the
+                        // action that wakes held requests cannot slip between.
+                        let (tx, rx) = oneshot::channel();
+                        state.held.entry(shard).or_default().push(tx);
+                        rx
+                    }
+                }
+            };
+            let timeout = self.shared.hold_timeout + std::time::Duration::from_secs(1);
+            match tokio::time::timeout(timeout, waiter).await {
+                Ok(Ok(Admission::Serve { epoch, .. })) => self.serve(shard, epoch),
+                Ok(Ok(other)) => other,
+                _ => Admission::NoOwner(format!("shard {shard} is being handed off; try again")),
+            }
+        })
+    }
+}
+
+impl Drop for ShardInflight {
+    fn drop(&mut self) {
+        let i = self.shard as usize;
+        let Some(count) = self.shared.inflight.get(i) else {
+            return;
+        };
+        if count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if let Some(flag) = self.shared.draining.get(i) {
+                if flag.swap(false, Ordering::SeqCst) {
+                    let _ = self.shared.events.send(Event::Drained(self.shard));
+                }
+            }
+        }
+    }
+}
