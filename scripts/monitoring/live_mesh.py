@@ -7,6 +7,7 @@ for fault injection, /accounts/{key}/slow (300 ms) and /accounts/{key}/fail
 target/release/shardmesh-sidecar with a config file of static members.
 """
 
+import base64
 import http.client
 import json
 import os
@@ -167,6 +168,7 @@ class Mesh:
                     "gossip": free_port(), "app": free_port(),
                 })
         self.servers = []
+        self.keyring = self.dir / "gossip.keyring"
 
     def config(self, pod):
         services = []
@@ -190,11 +192,13 @@ class Mesh:
             cfg["membership"] = {
                 "seeds": {"static": [f"127.0.0.1:{p['gossip']}" for p in self.pods]},
                 "gossip": {"enabled": True, "probeIntervalMs": 200, "probeTimeoutMs": 100,
-                           "pushPullIntervalMs": 2000},
+                           "pushPullIntervalMs": 2000, "keyringFile": str(self.keyring)},
             }
         return cfg
 
     def start(self):
+        # Gossip is always encrypted: one base64 32-byte key, the primary.
+        self.keyring.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
         for pod in self.pods:
             srv = QuietServer(("127.0.0.1", pod["app"]), Upstream)
             srv.pod = pod["name"]
