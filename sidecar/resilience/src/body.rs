@@ -65,17 +65,49 @@ pub fn full(data: impl Into<Bytes>) -> BoxBody {
     boxed(http_body_util::Full::new(data.into()))
 }
 
+/// What [`prepare_now`] could decide without reading the body.
+#[derive(Debug)]
+pub enum Decided {
+    /// Decided: an empty body (replayable) or a declared length over the
+    /// limit (streaming).
+    Now(Prepared),
+    /// The body must be read: hand the request to [`prepare`].
+    NeedsRead(Request<BoxBody>),
+}
+
+/// The cases [`prepare`] can decide without reading, so callers can skip an
+/// await (and a large future) for the common bodiless request.
+pub fn prepare_now(req: Request<BoxBody>, limit: usize) -> Decided {
+    if req.body().is_end_stream() {
+        let (parts, _) = req.into_parts();
+        return Decided::Now(Prepared::Replayable(ReplayableRequest {
+            parts,
+            data: Bytes::new(),
+            trailers: None,
+        }));
+    }
+    if too_large(&req, limit as u64) {
+        let (mut parts, body) = req.into_parts();
+        parts.extensions.insert(NotRetryable);
+        return Decided::Now(Prepared::Streaming(Request::from_parts(parts, body)));
+    }
+    Decided::NeedsRead(req)
+}
+
+fn too_large(req: &Request<BoxBody>, limit: u64) -> bool {
+    req.body().size_hint().lower() > limit || declared_length(req.headers()) > Some(limit)
+}
+
 /// Buffers `req`'s body if it fits in `limit` bytes so it can be replayed;
 /// otherwise returns a request that streams the prefix already read followed
 /// by the rest of the body. A declared length (size hint or
 /// `Content-Length`) over the limit skips reading altogether.
 pub async fn prepare(req: Request<BoxBody>, limit: usize) -> Result<Prepared, BoxError> {
+    let req = match prepare_now(req, limit) {
+        Decided::Now(prepared) => return Ok(prepared),
+        Decided::NeedsRead(req) => req,
+    };
     let (mut parts, mut body) = req.into_parts();
-    let limit_u64 = limit as u64;
-    if body.size_hint().lower() > limit_u64 || declared_length(&parts.headers) > Some(limit_u64) {
-        parts.extensions.insert(NotRetryable);
-        return Ok(Prepared::Streaming(Request::from_parts(parts, body)));
-    }
 
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut len = 0usize;

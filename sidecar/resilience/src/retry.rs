@@ -20,7 +20,7 @@ use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, Service};
 
 use crate::backoff::{full_jitter, Jitter};
-use crate::body::{self, BoxBody, NotRetryable, Prepared};
+use crate::body::{self, BoxBody, Decided, NotRetryable, Prepared, ReplayableRequest};
 use crate::deadline::{later, stamp_remaining, Deadline, TryDeadline};
 use crate::errors::{BoxError, DeadlineExceeded, RetryBudgetExhausted, TryTimeout};
 use crate::observer::SharedObserver;
@@ -230,24 +230,44 @@ where
     let s = &shared.settings;
     let deadline = Deadline::of(&req);
     shared.budget.deposit();
-    if s.attempts <= 1 || req.extensions().get::<NotRetryable>().is_some() {
-        return try_once(&mut inner, req, s.per_try, deadline).await;
-    }
-    let replay = match body::prepare(req, s.max_replay_body_bytes).await? {
-        Prepared::Replayable(r) => r,
-        Prepared::Streaming(req) => return try_once(&mut inner, req, s.per_try, deadline).await,
+    let mut source = if s.attempts <= 1 || req.extensions().get::<NotRetryable>().is_some() {
+        Source::Once(Some(req))
+    } else {
+        // Bodiless requests (most) are decided without an await; the reading
+        // path is boxed so its large future does not inflate every request's.
+        let prepared = match body::prepare_now(req, s.max_replay_body_bytes) {
+            Decided::Now(prepared) => prepared,
+            Decided::NeedsRead(req) => {
+                Box::pin(body::prepare(req, s.max_replay_body_bytes)).await?
+            }
+        };
+        match prepared {
+            Prepared::Replayable(r) => Source::Replay(r),
+            Prepared::Streaming(req) => Source::Once(Some(req)),
+        }
     };
-    let idempotent = is_idempotent(&replay.parts().method, &replay.parts().headers);
 
+    let idempotent = match &source {
+        Source::Replay(r) => is_idempotent(&r.parts().method, &r.parts().headers),
+        Source::Once(_) => false,
+    };
     let mut tries = 0;
     loop {
-        let mut req = replay.request();
+        // One await site for every kind of try keeps this future small.
+        let mut req = match &mut source {
+            Source::Once(req) => match req.take() {
+                Some(req) => req,
+                None => return Err("retry loop ran a one-shot request twice".into()),
+            },
+            Source::Replay(r) => r.request(),
+        };
         if let Some(d) = deadline {
             stamp_remaining(req.headers_mut(), d)?;
         }
         let outcome = try_once(&mut inner, req, s.per_try, deadline).await;
         tries += 1;
         let retryable = match classify(&outcome) {
+            _ if matches!(source, Source::Once(_)) => false,
             Verdict::Final => false,
             Verdict::RetryAlways => true,
             Verdict::RetryIfIdempotent => idempotent,
@@ -274,7 +294,17 @@ where
     }
 }
 
-/// One try, bounded by the per-try timeout and the deadline, whichever is sooner.
+/// Where each try's request comes from.
+enum Source {
+    /// A request that may be sent once only (streamed body, retries off).
+    Once(Option<Request<BoxBody>>),
+    /// A buffered request, copied for every try.
+    Replay(ReplayableRequest),
+}
+
+/// One try, bounded by the per-try timeout and the deadline, whichever is
+/// sooner. The try itself is boxed by [`send`] so the request is not copied
+/// into every level of nested futures (they hold their arguments apart).
 async fn try_once<S, RB>(
     inner: &mut S,
     mut req: Request<BoxBody>,
@@ -286,17 +316,15 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send,
 {
-    let now = Instant::now();
-    let try_end = per_try.map(|t| later(now, t));
+    let try_end = per_try.map(|t| later(Instant::now(), t));
     let (end, by_deadline) = match (try_end, deadline) {
         (Some(t), Some(d)) if d.0 <= t => (d.0, true),
         (Some(t), _) => (t, false),
         (None, Some(d)) => (d.0, true),
-        (None, None) => return call(inner, req).await,
+        (None, None) => return send(inner, req).await,
     };
     req.extensions_mut().insert(TryDeadline(end));
-    let attempt = call(inner, req);
-    match tokio::time::timeout_at(end, attempt).await {
+    match tokio::time::timeout_at(end, send(inner, req)).await {
         Ok(result) => result,
         Err(_) if by_deadline => Err(DeadlineExceeded.into()),
         Err(_) => Err(TryTimeout {
@@ -306,21 +334,26 @@ where
     }
 }
 
-/// Waits for `inner` to be ready and sends `req`.
-async fn call<S, RB>(inner: &mut S, req: Request<BoxBody>) -> Result<Response<RB>, BoxError>
+/// Waits for `inner` to be ready and sends `req`, as one boxed future.
+fn send<'a, S, RB>(
+    inner: &'a mut S,
+    req: Request<BoxBody>,
+) -> SendFuture<'a, Result<Response<RB>, BoxError>>
 where
     S: Service<Request<BoxBody>, Response = Response<RB>> + Send,
     S::Error: Into<BoxError>,
-    S::Future: Send,
+    S::Future: Send + 'a,
 {
-    std::future::poll_fn(|cx| inner.poll_ready(cx))
-        .await
-        .map_err(Into::into)?;
-    // Boxing here proves `Send` on the concrete future; leaving it to the
-    // async fn's analysis trips rustc's higher-ranked `Send` check
-    // (rust-lang/rust#110338) because of the trait object in `BoxBody`.
-    let fut: SendFuture<'_, Result<Response<RB>, S::Error>> = Box::pin(inner.call(req));
-    fut.await.map_err(Into::into)
+    Box::pin(async move {
+        std::future::poll_fn(|cx| inner.poll_ready(cx))
+            .await
+            .map_err(Into::into)?;
+        // Boxing the inner future proves `Send` on its concrete type; holding
+        // it unboxed across the await trips rustc's higher-ranked `Send` check
+        // (rust-lang/rust#110338) because of the trait object in `BoxBody`.
+        let fut: SendFuture<'_, Result<Response<RB>, S::Error>> = Box::pin(inner.call(req));
+        fut.await.map_err(Into::into)
+    })
 }
 
 #[cfg(test)]

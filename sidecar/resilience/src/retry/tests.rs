@@ -411,3 +411,14 @@ async fn absurd_timeouts_do_not_panic() {
     let rsp = send(&l, &up, req(Method::GET)).await.unwrap();
     assert_eq!(rsp.status(), StatusCode::OK);
 }
+
+#[test]
+fn the_per_request_future_stays_small() {
+    // Every request moves this future into a box; nesting async fns used to
+    // copy the request head into each level (2.8 KiB). Guard against regrowth.
+    let l = layer(settings(), Arc::default());
+    let mut svc = l.layer(Upstream::new(&[Step::Status(200)]));
+    let f = svc.call(req(Method::GET));
+    let size = std::mem::size_of_val(&*f);
+    assert!(size <= 2048, "retry future is {size} bytes");
+}
