@@ -4,7 +4,8 @@
 //! and paste the table into `docs/benchmarks/shards.md`.
 //!
 //! For each (members, shards) it reports the time of one `assign` (median
-//! of several runs), the max load against `ceil(shards / members)`, and the
+//! of several runs), the smallest and largest load against
+//! `floor(shards / members)` and `ceil(shards / members)`, and the
 //! moved-shards ratio (moved / minimum for a balanced result) over several
 //! single joins and single leaves of random members.
 
@@ -16,8 +17,8 @@ use shardmesh_shards::{assign, MemberId};
 const TRIALS: usize = 8;
 
 fn main() {
-    println!("| members | shards | assign time | max load / cap | join moved/min (mean, worst) | leave moved/min (mean, worst) |");
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| members | shards | assign time | load min–max (floor, cap) | join moved/min (mean, worst) | leave moved/min (mean, worst) |");
+    println!("| ---: | ---: | ---: | :---: | ---: | ---: |");
     for members in [3usize, 5, 10, 30, 100] {
         for shards in [30u32, 100, 1_000, 10_000] {
             row(members, shards);
@@ -28,6 +29,7 @@ fn main() {
 fn row(n: usize, shards: u32) {
     let mut times = Vec::new();
     let mut max_load = 0;
+    let mut min_load = u32::MAX;
     let (mut join, mut leave) = (Ratios::default(), Ratios::default());
     for trial in 0..TRIALS {
         let all: Vec<MemberId> = (0..=n)
@@ -38,6 +40,7 @@ fn row(n: usize, shards: u32) {
         let a = assign(shards, before);
         times.push(start.elapsed());
         max_load = max_load.max(a.loads().into_iter().max().unwrap_or(0));
+        min_load = min_load.min(a.loads().into_iter().min().unwrap_or(0));
         let joined = assign(shards, &all);
         join.add(joined.moved(&a), a.min_moves(&all));
         if n > 1 {
@@ -52,8 +55,9 @@ fn row(n: usize, shards: u32) {
         .copied()
         .unwrap_or(Duration::ZERO);
     let cap = shards.div_ceil(n as u32);
+    let floor = shards / n as u32;
     println!(
-        "| {n} | {shards} | {:.2} ms | {max_load} / {cap} | {} | {} |",
+        "| {n} | {shards} | {:.2} ms | {min_load}–{max_load} ({floor}, {cap}) | {} | {} |",
         median.as_secs_f64() * 1e3,
         join.show(),
         leave.show()

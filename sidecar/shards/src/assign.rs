@@ -1,4 +1,4 @@
-//! Shard ownership: rendezvous hashing with bounded load.
+//! Shard ownership: rendezvous hashing with bounded, balanced load.
 //!
 //! Every member computes the same [`Assignment`] from the same member list,
 //! so no coordination is needed to agree on owners. The algorithm:
@@ -6,16 +6,21 @@
 //! 1. Members are sorted by id and deduplicated (input order is irrelevant).
 //! 2. Each (member, shard) pair has a weight
 //!    `xxh3_64(shard as u32 little-endian, seed = xxh3_64(member id))`.
-//! 3. Each shard goes to its heaviest member (plain rendezvous).
-//! 4. A member holding more than `cap = ceil(shards / members)` keeps its
-//!    `cap` heaviest shards; the overflow is placed heaviest pair first
-//!    (ties: lower shard, then lower member id) on the heaviest member that
-//!    still has room.
+//! 3. Pairs are taken greedily, heaviest first (ties: lower shard, then lower
+//!    member id). A pair is accepted when its shard has no owner yet and its
+//!    member has room: fewer than `floor(shards / members)` shards, or exactly
+//!    that many while some of the `shards mod members` extra places are left
+//!    (each accepted extra uses one up).
 //!
-//! When rendezvous alone respects the cap, the result is plain rendezvous
-//! and a join or leave moves the minimum. Otherwise only the overflow is
-//! re-placed; `docs/benchmarks/shards.md` measures the extra movement.
-//! Cost: `shards × members` hashes plus a heap operation per overflow shard.
+//! So every load is `floor` or `ceil` of `shards / members`: the cap
+//! `ceil(shards / members)` holds and no member idles while others carry
+//! two loads. Step 3 is a capacitated stable matching: a shard goes to the
+//! member it weighs most with among those with room when its turn comes, so
+//! a join or leave mostly moves the shards it must
+//! (`docs/benchmarks/shards.md` measures how many more).
+//! It is computed with a heap holding each shard's best remaining
+//! candidate: about `shards × members` hashes plus a rescan of the members
+//! each time a candidate filled up.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -90,10 +95,10 @@ impl PartialOrd for Candidate {
 }
 
 /// The best member with room for `shard`, by weight then lower index.
-fn best(shard: u32, seeds: &[u64], load: &[u32], cap: u32) -> Option<Candidate> {
+fn best(shard: u32, seeds: &[u64], room: &Room) -> Option<Candidate> {
     let mut found: Option<Candidate> = None;
     for (i, &seed) in seeds.iter().enumerate() {
-        if load[i] >= cap {
+        if room.full(i) {
             continue;
         }
         let w = weight(seed, shard);
@@ -109,49 +114,54 @@ fn best(shard: u32, seeds: &[u64], load: &[u32], cap: u32) -> Option<Candidate> 
     found
 }
 
-/// Rendezvous owners, then the overflow of overloaded members re-placed.
+/// The room left on members, shared by all of them.
+struct Room {
+    /// `floor(shards / members)`: every member may take this many.
+    floor: u32,
+    /// Extra places (one shard above `floor`) still free.
+    extra: u32,
+    /// Shards per member so far.
+    load: Vec<u32>,
+}
+
+impl Room {
+    /// Whether `member` can take no more shards. Once true, stays true.
+    fn full(&self, member: usize) -> bool {
+        let load = self.load[member];
+        load > self.floor || (load == self.floor && self.extra == 0)
+    }
+
+    fn take(&mut self, member: usize) {
+        if self.load[member] == self.floor {
+            self.extra -= 1;
+        }
+        self.load[member] += 1;
+    }
+}
+
+/// Capacitated greedy matching in descending weight order.
 fn place(shards: u32, members: &[MemberId]) -> Vec<u32> {
-    let n = members.len();
-    let cap = shards.div_ceil(n as u32);
+    let n = members.len() as u32;
     let seeds: Vec<u64> = members
         .iter()
         .map(|m| xxh3_64(m.as_str().as_bytes()))
         .collect();
-    let mut load = vec![0u32; n];
-    // Phase 1: plain rendezvous; each member's shards with their weights.
-    let mut won: Vec<Vec<(u64, u32)>> = vec![Vec::new(); n];
-    for s in 0..shards {
-        if let Some(c) = best(s, &seeds, &load, u32::MAX) {
-            won[c.member as usize].push((c.weight, s));
-        }
-    }
-    // Phase 2: a member keeps its `cap` heaviest shards; the rest overflow.
+    let mut room = Room {
+        floor: shards / n,
+        extra: shards % n,
+        load: vec![0; members.len()],
+    };
     let mut owners = vec![u32::MAX; shards as usize];
-    let mut overflow = Vec::new();
-    for (m, list) in won.iter_mut().enumerate() {
-        list.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        for (rank, &(_, s)) in list.iter().enumerate() {
-            if rank < cap as usize {
-                owners[s as usize] = m as u32;
-                load[m] += 1;
-            } else {
-                overflow.push(s);
-            }
-        }
-    }
-    // Phase 3: overflow goes heaviest pair first to the best member with room.
-    let mut heap: BinaryHeap<Candidate> = overflow
-        .iter()
-        .filter_map(|&s| best(s, &seeds, &load, cap))
-        .collect();
+    let mut heap: BinaryHeap<Candidate> =
+        (0..shards).filter_map(|s| best(s, &seeds, &room)).collect();
     while let Some(c) = heap.pop() {
         let m = c.member as usize;
-        if load[m] < cap {
-            load[m] += 1;
+        if !room.full(m) {
+            room.take(m);
             owners[c.shard as usize] = c.member;
-        } else if let Some(next) = best(c.shard, &seeds, &load, cap) {
-            // Its member filled up meanwhile; members never empty again, so
-            // the best member with room now is its next pair in weight order.
+        } else if let Some(next) = best(c.shard, &seeds, &room) {
+            // Its member filled up meanwhile; full members stay full, so the
+            // best member with room now is its next pair in weight order.
             heap.push(next);
         }
     }

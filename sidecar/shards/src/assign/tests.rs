@@ -61,7 +61,7 @@ fn unknown_member_owns_nothing() {
 }
 
 #[test]
-fn more_members_than_shards_leaves_some_idle() {
+fn more_members_than_shards_gives_one_each_to_some() {
     let m = ids("bank", 5);
     let a = assign(3, &m);
     check_invariants(&a, 3);
@@ -78,6 +78,18 @@ fn ownership_is_pinned() {
         .map(|m| m.as_str())
         .collect();
     assert_eq!(owners, PINNED_OWNERS);
+    // With extra places (7 = 2 × 3 + 1) and with fewer shards than members.
+    let owners_of = |shards: u32| {
+        let a = assign(shards, &ids("bank", 3));
+        (0..shards)
+            .filter_map(|s| a.owner(s).map(|m| m.as_str().to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        owners_of(7),
+        ["bank-2", "bank-1", "bank-0", "bank-0", "bank-1", "bank-0", "bank-2"]
+    );
+    assert_eq!(owners_of(2), ["bank-2", "bank-0"]);
 }
 
 const PINNED_OWNERS: [&str; 12] = [
