@@ -182,3 +182,68 @@ async fn admin_endpoints_answer() {
     let doc: serde_json::Value = serde_json::from_str(&s.body).unwrap();
     assert_eq!(doc["services"][0]["shards"].as_array().unwrap().len(), 30);
 }
+
+/// Rewrites a member's view so that every shard of `bank` belongs to `owner`.
+fn stale_view(member: &Member, owner: &str) {
+    let mut table = (**member.table.borrow()).clone();
+    let routes = table.services.get_mut("bank").unwrap();
+    let owners: Vec<Option<&str>> = (0..routes.shards).map(|_| Some(owner)).collect();
+    routes.set_owners_by_name(&owners, 1);
+    table.version += 1;
+    member.table.send(std::sync::Arc::new(table)).unwrap();
+}
+
+#[tokio::test]
+async fn a_stale_caller_is_forwarded_once_to_the_owner() {
+    let (_apps, members) = three_bank_members().await;
+    // The true owner of the key, as bank-1 and bank-2 see it.
+    let truth = send(
+        members[1].addrs.outbound,
+        "GET",
+        "/accounts/zed",
+        &[("x-shardmesh-service", "bank")],
+        "",
+    )
+    .await;
+    let owner = truth.header("x-shardmesh-served-by").unwrap().to_string();
+    // bank-0 sends to a pod that is neither the owner nor itself.
+    let wrong = ["bank-1", "bank-2"]
+        .into_iter()
+        .find(|p| *p != owner)
+        .unwrap();
+    stale_view(&members[0], wrong);
+    let got = send(
+        members[0].addrs.outbound,
+        "GET",
+        "/accounts/zed",
+        &[("x-shardmesh-service", "bank")],
+        "",
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    assert_eq!(
+        got.header("x-shardmesh-served-by"),
+        Some(owner.as_str()),
+        "forwarded to the owner"
+    );
+}
+
+#[tokio::test]
+async fn forwarding_never_loops() {
+    let (_apps, members) = three_bank_members().await;
+    // bank-1 believes bank-2 owns everything and bank-2 believes bank-1 does.
+    stale_view(&members[0], "bank-1");
+    stale_view(&members[1], "bank-2");
+    stale_view(&members[2], "bank-1");
+    let got = send(
+        members[0].addrs.outbound,
+        "GET",
+        "/accounts/zed",
+        &[("x-shardmesh-service", "bank")],
+        "",
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE, "{}", got.body);
+    assert_eq!(got.header("x-shardmesh-error"), Some("no-owner"));
+    assert!(got.body.contains("already forwarded"), "{}", got.body);
+}

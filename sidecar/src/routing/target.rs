@@ -81,9 +81,21 @@ pub fn shard_key<B>(
     Ok(None)
 }
 
+/// The service named by an absolute-form request target
+/// (`GET http://bank.shardmesh/accounts/1`, what HTTP clients send when the
+/// sidecar is configured as their HTTP proxy).
+fn service_from_uri<B>(req: &Request<B>) -> Option<String> {
+    let host = req.uri().host()?;
+    let name = host.strip_suffix(".shardmesh")?;
+    (!name.is_empty() && name.len() <= 63 && !name.contains('.')).then(|| name.to_ascii_lowercase())
+}
+
 /// Resolves service and key against the current table.
 pub fn resolve<B>(req: &Request<B>, table: &RoutingTable) -> Result<Target, MeshFailure> {
-    let service = service_name(req.headers())?;
+    let service = match service_from_uri(req) {
+        Some(s) if !req.headers().contains_key(headers::SERVICE) => s,
+        _ => service_name(req.headers())?,
+    };
     let routes = table.service(&service).ok_or_else(|| {
         MeshFailure::new(
             Reason::UnknownService,
@@ -123,6 +135,19 @@ mod tests {
             Target {
                 service: "bank".into(),
                 key: Some(b"7".to_vec())
+            }
+        );
+    }
+
+    #[test]
+    fn absolute_form_target_names_the_service() {
+        let t = two_member_table();
+        let r = resolve(&req(&[], "http://bank.shardmesh/accounts/9"), &t).unwrap();
+        assert_eq!(
+            r,
+            Target {
+                service: "bank".into(),
+                key: Some(b"9".to_vec())
             }
         );
     }

@@ -93,6 +93,7 @@ pub struct Member {
     pub addrs: BoundAddrs,
     pub stop: Option<oneshot::Sender<()>>,
     pub done: tokio::task::JoinHandle<()>,
+    pub table: tokio::sync::watch::Sender<Arc<RoutingTable>>,
 }
 
 /// Specification of a member: pod name, service, app address.
@@ -156,7 +157,8 @@ pub async fn start_mesh(
         }
         let mut table = RoutingTable::from_static_config(&config).unwrap();
         table.version = 2;
-        sidecar.table_sender().send(Arc::new(table)).unwrap();
+        let table_tx = sidecar.table_sender();
+        table_tx.send(Arc::new(table)).unwrap();
         let addrs = sidecar.addrs();
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(sidecar.run(async move {
@@ -168,6 +170,7 @@ pub async fn start_mesh(
             addrs,
             stop: Some(stop),
             done,
+            table: table_tx,
         });
     }
     members
