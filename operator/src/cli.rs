@@ -65,6 +65,10 @@ pub struct RunArgs {
     /// Identity in the Lease (default: the pod name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Seconds a leader's Lease stays valid without renewal; a standby takes
+    /// over at most this long after the leader stops.
+    #[arg(long, default_value_t = crate::leader::LEASE_SECONDS, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub lease_seconds: u64,
     /// Run without leader election (one replica only).
     #[arg(long)]
     pub no_leader_election: bool,

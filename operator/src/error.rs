@@ -23,6 +23,9 @@ pub enum Error {
     /// The OS random source failed (gossip key generation).
     #[error("cannot generate the gossip key: {0}")]
     Random(String),
+    /// Leader election failed.
+    #[error("leader election: {0}")]
+    Lease(String),
     /// A file or socket failed (CLI and the metrics server).
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -39,6 +42,7 @@ impl Error {
             Error::Invalid(_) => "invalid-spec",
             Error::Json(_) => "serialize",
             Error::Random(_) => "random",
+            Error::Lease(_) => "lease",
             Error::Io(_) => "io",
         }
     }

@@ -18,10 +18,12 @@
 pub mod cli;
 pub mod crd;
 mod error;
+pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod render;
 pub mod run;
+pub mod server;
 pub mod testing;
 pub mod validate;
 

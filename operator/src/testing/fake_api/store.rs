@@ -160,8 +160,8 @@ pub fn matches(obj: &Value, selector: &[(String, String)]) -> bool {
         .all(|(k, v)| labels.get(k).and_then(Value::as_str) == Some(v.as_str()))
 }
 
-/// Deep-merges `patch` into `base`: objects merge key by key, anything else
-/// replaces. Close enough to server-side apply for one field manager: fields
+/// Deep-merges `patch` into `base`: objects merge key by key, null deletes,
+/// anything else replaces. Close enough to server-side apply for one field manager: fields
 /// other writers set survive; lists are replaced whole.
 pub fn merge(base: &mut Value, patch: &Value) {
     match (base, patch) {
@@ -172,6 +172,11 @@ pub fn merge(base: &mut Value, patch: &Value) {
 
 fn merge_maps(base: &mut Map<String, Value>, patch: &Map<String, Value>) {
     for (k, v) in patch {
+        if v.is_null() {
+            // JSON merge patch (RFC 7386): null deletes the field.
+            base.remove(k);
+            continue;
+        }
         match base.get_mut(k) {
             Some(existing) if existing.is_object() && v.is_object() => merge(existing, v),
             _ => {
