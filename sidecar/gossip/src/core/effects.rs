@@ -135,7 +135,7 @@ impl Core {
                 dirty,
             )
         };
-        self.dirty |= metas_dirty;
+        self.view_dirty |= metas_dirty;
         for (from, data) in apps {
             self.out.push_back(Output::App { from, data });
         }
@@ -148,7 +148,7 @@ impl Core {
     fn on_notification(&mut self, note: OwnedNotification<NodeId>) {
         match note {
             OwnedNotification::MemberDown(member) => {
-                self.dirty = true;
+                self.touched.push(member.addr);
                 if self.downs.len() >= super::MAX_DOWNS_KEPT {
                     self.downs.pop_front();
                 }
@@ -157,18 +157,15 @@ impl Core {
                     by_self: self.declaring,
                 });
             }
-            OwnedNotification::MemberUp(_) | OwnedNotification::Rename(..) => self.dirty = true,
+            OwnedNotification::MemberUp(member) => self.touched.push(member.addr),
+            OwnedNotification::Rename(..) => self.dirty = true,
             OwnedNotification::Active => {
                 self.joined = true;
-                self.dirty = true;
+                self.view_dirty = true;
             }
-            OwnedNotification::Idle => {
+            OwnedNotification::Idle | OwnedNotification::Defunct => {
                 self.joined = false;
-                self.dirty = true;
-            }
-            OwnedNotification::Defunct => {
-                self.joined = false;
-                self.dirty = true;
+                self.view_dirty = true;
             }
             OwnedNotification::Rejoin(new_id) => {
                 tracing::info!(
@@ -226,7 +223,7 @@ impl Core {
     fn track_outgoing(&mut self, header: &Header<NodeId>) {
         if header.src_incarnation != self.self_incarnation && header.src == self.id {
             self.self_incarnation = header.src_incarnation;
-            self.dirty = true;
+            self.view_dirty = true;
         }
         match &header.message {
             Message::Ping(number) => {
@@ -261,8 +258,13 @@ impl Core {
         updates: &[Member<NodeId>],
         buddy: Option<u16>,
     ) {
-        if !updates.is_empty() {
-            self.dirty = true;
+        self.touched.extend(updates.iter().map(|m| m.id().addr));
+        // foca applies "sender is alive at its header incarnation": only news
+        // if the mirror does not already say exactly that.
+        let known = matches!(self.states.get(&header.src.addr),
+            Some((id, State::Alive, inc)) if *id == header.src && *inc == header.src_incarnation);
+        if !known {
+            self.touched.push(header.src.addr);
         }
         let lifeguard = self.timing.lifeguard;
         match &header.message {
@@ -352,7 +354,10 @@ impl Core {
             };
             self.health.apply(delta);
         }
-        self.dirty = true;
+        match member {
+            Some(m) => self.touched.push(m.addr),
+            None => self.dirty = true,
+        }
     }
 
     fn on_probe_failed(&mut self, member: NodeId, incarnation: u16, token: foca::TimerToken) {
@@ -422,8 +427,17 @@ impl Core {
     pub(super) fn fire(&mut self, timer: CoreTimer) {
         match timer {
             CoreTimer::Foca(t) => {
-                let suspicion = matches!(t, Timer::ChangeSuspectToDown { .. });
-                self.dirty |= suspicion || matches!(t, Timer::RemoveDown(_));
+                let suspicion = match &t {
+                    Timer::ChangeSuspectToDown { member_id, .. } => {
+                        self.touched.push(member_id.addr);
+                        true
+                    }
+                    Timer::RemoveDown(id) => {
+                        self.touched.push(id.addr);
+                        false
+                    }
+                    _ => false,
+                };
                 self.declaring = suspicion;
                 if let Err(e) = self.foca.handle_timer(t, &mut self.fx) {
                     tracing::trace!(error = %e, "swim timer");
@@ -447,7 +461,7 @@ impl Core {
                     incarnation: s.incarnation,
                     token: s.token,
                 };
-                self.dirty = true;
+                self.touched.push(s.member.addr);
                 self.declaring = true;
                 if let Err(e) = self.foca.handle_timer(t, &mut self.fx) {
                     tracing::trace!(error = %e, "suspicion timer");

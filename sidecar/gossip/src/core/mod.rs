@@ -130,7 +130,12 @@ pub struct Core {
     nack_watch: HashMap<(SocketAddr, SocketAddr), ()>,
     /// Mirror of foca's membership: addr -> (identity, state, incarnation).
     states: HashMap<SocketAddr, (NodeId, State, u16)>,
+    /// The mirror needs a full rebuild.
     dirty: bool,
+    /// Members whose mirror entry may be stale.
+    touched: Vec<SocketAddr>,
+    /// The view must be rebuilt (mirror, metadata or self changed).
+    view_dirty: bool,
     last_view: Option<MembershipView>,
     joined: bool,
     /// Cluster size the foca config was last tuned for.
@@ -186,6 +191,8 @@ impl Core {
             nack_watch: HashMap::new(),
             states: HashMap::new(),
             dirty: true,
+            touched: Vec::new(),
+            view_dirty: true,
             last_view: None,
             joined: false,
             tuned_for: 1,
@@ -439,13 +446,16 @@ impl Core {
         if let Err(e) = self.foca.leave_cluster(&mut self.fx) {
             tracing::debug!(error = %e, "leave failed");
         }
-        self.dirty = true;
+        self.view_dirty = true;
         self.settle();
     }
 
     /// The view, if it changed since the last call.
     pub fn take_view(&mut self) -> Option<MembershipView> {
         self.refresh();
+        if !std::mem::take(&mut self.view_dirty) {
+            return None;
+        }
         let view = self.build_view();
         if self.last_view.as_ref() == Some(&view) {
             return None;
@@ -498,7 +508,7 @@ impl Core {
         {
             tracing::warn!(error = %e, "cannot announce member metadata");
         }
-        self.dirty = true;
+        self.view_dirty = true;
     }
 
     fn push_pull_period(&self) -> Duration {

@@ -36,17 +36,48 @@ pub(super) fn counts(view: &MembershipView) -> HealthCounts {
 }
 
 impl Core {
-    /// Rebuilds the state mirror from foca when something may have changed.
+    /// Brings the state mirror up to date with foca: a full rebuild after
+    /// bulk changes, otherwise only the members touched since the last call
+    /// (one pass over foca's list without hashing every member).
     pub(super) fn refresh(&mut self) {
-        if !self.dirty {
+        let changed = if std::mem::take(&mut self.dirty) {
+            self.touched.clear();
+            self.states.clear();
+            for m in self.foca.iter_membership_state() {
+                self.states
+                    .insert(m.id().addr, (*m.id(), m.state(), m.incarnation()));
+            }
+            true
+        } else if self.touched.is_empty() {
+            false
+        } else {
+            let mut touched = std::mem::take(&mut self.touched);
+            touched.sort_unstable();
+            touched.dedup();
+            let mut found = vec![false; touched.len()];
+            let mut changed = false;
+            for m in self.foca.iter_membership_state() {
+                let Ok(k) = touched.binary_search(&m.id().addr) else {
+                    continue;
+                };
+                found[k] = true;
+                let entry = (*m.id(), m.state(), m.incarnation());
+                if self.states.get(&m.id().addr) != Some(&entry) {
+                    self.states.insert(m.id().addr, entry);
+                    changed = true;
+                }
+            }
+            for (addr, _) in touched.iter().zip(&found).filter(|(_, f)| !**f) {
+                changed |= self.states.remove(addr).is_some();
+            }
+            touched.clear();
+            self.touched = touched;
+            changed
+        };
+        if !changed {
             return;
         }
-        self.dirty = false;
-        self.states.clear();
-        for m in self.foca.iter_membership_state() {
-            self.states
-                .insert(m.id().addr, (*m.id(), m.state(), m.incarnation()));
-        }
+        self.view_dirty = true;
         // Forget suspicions that were refuted or settled by someone else.
         let states = &self.states;
         self.suspicions.retain(|addr, s| {
