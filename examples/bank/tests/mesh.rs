@@ -32,7 +32,23 @@ const SHARDS: u32 = 4;
 /// Epoch the fake mesh acquires at.
 const EPOCH: u64 = 1;
 
+/// Which injected failure a request gets.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Refused without reaching the app.
+    Overloaded,
+    /// Forwarded, then answered `timeout`: the write happened.
+    LostAnswer,
+    /// Refused as `no-owner` without reaching the app.
+    NoOwner,
+}
+
+/// Picks the fault (if any) for request number `n` to `path` with op id `op`.
+type Policy = fn(u64, &str, Option<&str>) -> Option<Fault>;
+
 struct FakeMesh {
+    /// Fault policy.
+    policy: Policy,
     /// Base URL of the bank, set once it is up.
     app: OnceLock<String>,
     /// Counts requests, to pick which ones fail.
@@ -66,12 +82,16 @@ async fn route(mesh: Arc<FakeMesh>, req: Request<hyper::body::Incoming>) -> Resp
         path.strip_prefix("/accounts/")
             .map(|r| r.split('/').next().unwrap_or("").to_string())
     });
-    if n % 7 == 3 {
-        return mesh_error(503, "overloaded");
-    }
     let method = req.method().clone();
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let json: Option<Value> = serde_json::from_slice(&body).ok();
+    let op = json.as_ref().and_then(|j| j["op"].as_str());
+    let fault = (mesh.policy)(n, &path, op);
+    match fault {
+        Some(Fault::Overloaded) => return mesh_error(503, "overloaded"),
+        Some(Fault::NoOwner) => return mesh_error(503, "no-owner"),
+        _ => {}
+    }
     let mut headers = Vec::new();
     if let Some(key) = &key {
         headers.push((
@@ -89,7 +109,7 @@ async fn route(mesh: Arc<FakeMesh>, req: Request<hyper::body::Incoming>) -> Resp
         Ok(r) => r,
         Err(_) => return mesh_error(502, "unavailable"),
     };
-    if n % 11 == 5 {
+    if matches!(fault, Some(Fault::LostAnswer)) {
         return mesh_error(504, "timeout");
     }
     let mut resp = Response::new(Full::new(reply.body));
@@ -99,10 +119,11 @@ async fn route(mesh: Arc<FakeMesh>, req: Request<hyper::body::Incoming>) -> Resp
     resp
 }
 
-async fn start_fake_mesh() -> (Arc<FakeMesh>, String) {
+async fn start_fake_mesh(policy: Policy) -> (Arc<FakeMesh>, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mesh = Arc::new(FakeMesh {
+        policy,
         app: OnceLock::new(),
         seen: AtomicU64::new(0),
         client: HttpClient::new(Duration::from_secs(10)),
@@ -125,9 +146,10 @@ async fn start_fake_mesh() -> (Arc<FakeMesh>, String) {
     (mesh, format!("http://{addr}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn load_through_a_faulty_mesh_still_verifies() {
-    let (mesh, outbound) = start_fake_mesh().await;
+/// Starts the fake mesh and a mesh-mode bank behind it, acquires every shard,
+/// runs `bank-load` through the mesh, and returns (exit code, output, JSON summary).
+async fn run_through_mesh(policy: Policy, seed: &str, mix: &str) -> (i32, String, Value) {
+    let (mesh, outbound) = start_fake_mesh(policy).await;
     let dir = tempfile::tempdir().unwrap();
     let app = App::start(&dir.path().join("data"), &["--outbound", &outbound]);
     mesh.app.set(app.base.clone()).unwrap();
@@ -154,7 +176,9 @@ async fn load_through_a_faulty_mesh_still_verifies() {
         "--accounts",
         "16",
         "--seed",
-        "9",
+        seed,
+        "--mix",
+        mix,
         "--json",
         json_path.to_str().unwrap(),
     ]
@@ -168,8 +192,21 @@ async fn load_through_a_faulty_mesh_still_verifies() {
     .await
     .unwrap();
     println!("{out}");
+    let summary = serde_json::from_slice(&std::fs::read(&json_path).unwrap_or_default())
+        .unwrap_or(Value::Null);
+    (code, out, summary)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_through_a_faulty_mesh_still_verifies() {
+    let policy: Policy = |n, _, _| match (n % 7, n % 11) {
+        (3, _) => Some(Fault::Overloaded),
+        (_, 5) => Some(Fault::LostAnswer),
+        _ => None,
+    };
+    let (code, out, summary) =
+        run_through_mesh(policy, "9", "deposit=40,withdraw=20,transfer=20,balance=20").await;
     assert_eq!(code, 0, "{out}");
-    let summary: Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
     assert_eq!(summary["verification"]["passed"], json!(true), "{out}");
     assert!(
         summary["ambiguous"].as_u64().unwrap() > 0,
@@ -191,4 +228,37 @@ async fn load_through_a_faulty_mesh_still_verifies() {
             > 0,
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_whose_deposit_never_lands_are_compensated() {
+    // The saga's deposit step of every transfer numbered 0 mod 4 always meets `no-owner`.
+    let policy: Policy = |_, path, op| {
+        if !path.ends_with("/deposit") {
+            return None;
+        }
+        let index = op?
+            .strip_suffix(":d")?
+            .rsplit('-')
+            .next()?
+            .parse::<u64>()
+            .ok()?;
+        (index % 4 == 0).then_some(Fault::NoOwner)
+    };
+    let (code, out, summary) =
+        run_through_mesh(policy, "5", "deposit=2,transfer=2,balance=1").await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(summary["verification"]["passed"], json!(true), "{out}");
+    assert!(
+        summary["app_errors"]["transfer-failed"].as_u64().unwrap() > 0,
+        "{out}"
+    );
+    assert!(
+        summary["verification"]["transfers_applied"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{out}"
+    );
+    assert!(summary["replayed"].as_u64().unwrap() > 0, "{out}");
 }
