@@ -298,3 +298,72 @@ async fn injected_delay_slows_requests_and_can_be_lifted() {
         400
     );
 }
+
+#[tokio::test]
+async fn a_new_owner_takes_over_a_crashed_owners_shard_with_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("shared");
+    let acquire = |epoch: u64| Some(json!({"service": "bank", "shard": 1, "epoch": epoch}));
+    let old = App::start(&data, &[]);
+    assert_eq!(
+        call(
+            &old.base,
+            Method::POST,
+            "/shardmesh/shards/1/acquire",
+            &[],
+            acquire(1)
+        )
+        .await
+        .0,
+        200
+    );
+    let at1 = [("x-shardmesh-shard", "1"), ("x-shardmesh-epoch", "1")];
+    for (op, amount) in [("a", 100), ("b", 250)] {
+        let body = Some(json!({"amount": amount, "op": op}));
+        assert_eq!(
+            call(
+                &old.base,
+                Method::POST,
+                "/accounts/carol/deposit",
+                &at1,
+                body
+            )
+            .await
+            .0,
+            200
+        );
+    }
+    old.kill();
+
+    // The shard is declared dead and re-owned at a newer epoch by another pod on the same storage.
+    let new = App::start(&data, &[]);
+    assert_eq!(
+        call(
+            &new.base,
+            Method::POST,
+            "/shardmesh/shards/1/acquire",
+            &[],
+            acquire(2)
+        )
+        .await
+        .0,
+        200
+    );
+    let at2 = [("x-shardmesh-shard", "1"), ("x-shardmesh-epoch", "2")];
+    let (_, b) = call(&new.base, Method::GET, "/accounts/carol", &at2, None).await;
+    assert_eq!(b, json!({"balance": 350}));
+    let again = Some(json!({"amount": 100, "op": "a"}));
+    let (s, b) = call(
+        &new.base,
+        Method::POST,
+        "/accounts/carol/deposit",
+        &at2,
+        again,
+    )
+    .await;
+    assert_eq!(
+        (s, b),
+        (200, json!({"balance": 100})),
+        "the op keeps its first answer across the handoff"
+    );
+}
