@@ -51,6 +51,9 @@ pub struct ShardTable {
     max_epoch: u64,
     /// Set by [`Self::leave`]: own nothing, release everything.
     leaving: bool,
+    /// The view says the others declared this member dead (or left): they
+    /// are taking its shards, so it must own nothing until it is back.
+    declared_gone: bool,
 }
 
 // === impl ShardTable ===
@@ -68,6 +71,7 @@ impl ShardTable {
             assignment: None,
             max_epoch: 0,
             leaving: false,
+            declared_gone: false,
         }
     }
 
@@ -75,8 +79,13 @@ impl ShardTable {
     ///
     /// Feed the first view only once gossip has joined the cluster (or a
     /// first member found no seed): a view of just this member owns
-    /// everything. This member counts as alive whatever `peers` says.
+    /// everything. If `peers` says this member is dead or left (the others
+    /// declared it so and are taking its shards), it gives up every shard
+    /// until a view shows it alive again; otherwise it counts as alive.
     pub fn on_membership(&mut self, now: Instant, peers: &[Peer]) -> Vec<Action> {
+        self.declared_gone = peers
+            .iter()
+            .any(|p| p.id == self.me && !p.health.owns_shards());
         self.peers = peers.iter().map(|p| (p.id.clone(), p.clone())).collect();
         let me = Peer::new(self.me.clone(), crate::Health::Alive);
         self.peers.insert(self.me.clone(), me);

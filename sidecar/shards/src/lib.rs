@@ -1,13 +1,18 @@
-//! shardmesh-shards: the pure core of sharding.
+//! shardmesh-shards: the pure core of sharding. No I/O, no clocks: the
+//! sidecar feeds membership, notices, callbacks and time, and carries out
+//! the returned actions. See `docs/sharding.md`.
 //!
 //! # Layout
-//! - [`key`]: the fixed key → shard function ([`shard_for_key`]).
-//! - [`member`]: member ids ([`MemberId`]).
-//! - [`assign`]: shard ownership by bounded-load rendezvous hashing ([`assign()`]).
-//! - [`view`]: the membership input ([`Peer`], [`Health`]) and gossip tags.
-//! - [`majority`]: keep-majority ([`KeepMajority`]).
-//! - [`handoff`]: the per-member handoff state machine ([`ShardTable`]).
-//! - [`notice`]: release notices and their wire encoding ([`ReleaseNotice`]).
+//! - `key`: the fixed key → shard function ([`shard_for_key`]).
+//! - `member`: member ids ([`MemberId`]).
+//! - `assign`: shard ownership by bounded-load rendezvous hashing ([`assign()`]).
+//! - `view`: the membership input ([`Peer`], [`Health`]) and gossip tags.
+//! - `majority`: keep-majority ([`KeepMajority`]).
+//! - `handoff`: the per-member handoff state machine ([`ShardTable`]).
+//! - `notice`: release notices and their wire encoding ([`ReleaseNotice`]).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod assign;
 mod handoff;

@@ -84,3 +84,6 @@ pub fn view_id(owners: &[MemberId]) -> u64 {
 pub fn format_view_id(view: u64) -> String {
     format!("{view:016x}")
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,7 +12,10 @@ impl ShardTable {
         let owners: Vec<MemberId> = self
             .peers
             .values()
-            .filter(|p| p.health.owns_shards() && !(self.leaving && p.id == self.me))
+            .filter(|p| {
+                let gone = (self.leaving || self.declared_gone) && p.id == self.me;
+                p.health.owns_shards() && !gone
+            })
             .map(|p| p.id.clone())
             .collect();
         let next = assign(self.cfg.shards, &owners);

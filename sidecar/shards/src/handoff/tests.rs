@@ -266,3 +266,27 @@ fn leave_releases_everything() {
     assert!(a.is_released());
     assert_eq!(a.owned(), 0);
 }
+
+#[test]
+fn a_member_the_others_declared_dead_gives_up_its_shards() {
+    let t0 = Instant::now();
+    let mut a = ShardTable::new(MemberId::new("a"), cfg());
+    let three = [peer("a", 0), peer("b", 0), peer("c", 0)];
+    a.on_membership(t0, &three);
+    let mine: Vec<u32> = (0..SHARDS)
+        .filter(|&s| a.owner(s) == Some(&MemberId::new("a")))
+        .collect();
+    assert!(!mine.is_empty());
+    let mut dead_me = peer("a", 0);
+    dead_me.health = Health::Dead;
+    a.on_membership(t0, &[dead_me, peer("b", 0), peer("c", 0)]);
+    for s in 0..SHARDS {
+        assert_ne!(a.owner(s), Some(&MemberId::new("a")), "shard {s}");
+        assert!(!matches!(a.state(s), ShardState::Acquiring { .. }));
+    }
+    // Back alive (refuted): it owns shards again.
+    a.on_membership(t0, &three);
+    assert!(mine
+        .iter()
+        .all(|&s| a.owner(s) == Some(&MemberId::new("a"))));
+}
