@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::load::workload::Mix;
 
 /// Most requests one run may send (records stay in memory until verification).
-pub const MAX_REQUESTS_CAP: u64 = 5_000_000;
+pub const MAX_REQUESTS_CAP: u64 = 2_000_000;
 /// Most concurrent workers.
 const MAX_CONCURRENCY: usize = 1024;
 /// Most accounts.

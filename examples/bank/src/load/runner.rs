@@ -70,7 +70,7 @@ pub async fn run(cfg: &LoadConfig) -> Result<Summary, String> {
             } else {
                 State::NotApplied
             };
-            r.first = Some((status, body));
+            r.first = Some((status, body.to_string().into()));
         }
     }
 
@@ -123,7 +123,7 @@ async fn load(client: &Arc<LoadClient>, cfg: &LoadConfig) -> (Stats, Vec<Record>
                         } else {
                             State::NotApplied
                         },
-                        Some((status, body)),
+                        Some((status, body.to_string().into_boxed_str())),
                     ),
                     Answer::Ambiguous => (State::Ambiguous, None),
                 };
@@ -192,7 +192,7 @@ async fn replay(
         return (0, Vec::new());
     }
     let step = acked.len().div_ceil(cfg.replay).max(1);
-    let picked: Vec<(Planned, (u16, serde_json::Value))> = acked
+    let picked: Vec<(Planned, (u16, Box<str>))> = acked
         .iter()
         .step_by(step)
         .filter_map(|r| r.first.clone().map(|f| (r.plan.clone(), f)))
@@ -202,13 +202,13 @@ async fn replay(
     let results = parallel(picked, cfg.concurrency, {
         let client = Arc::clone(client);
         let attempts = cfg.resolve_attempts;
-        move |(p, first): (Planned, (u16, serde_json::Value))| {
+        move |(p, first): (Planned, (u16, Box<str>))| {
             let client = Arc::clone(&client);
             async move {
                 let (again, _) = definite(&client, &p, attempts, deadline).await;
                 match again {
                     Some((_, status, body))
-                        if (status, decision(&body)) == (first.0, decision(&first.1)) =>
+                        if (status, decision(&body)) == (first.0, decision(&parse(&first.1))) =>
                     {
                         None
                     }
@@ -239,6 +239,10 @@ fn decision(body: &serde_json::Value) -> serde_json::Value {
         map.remove("message");
     }
     body
+}
+
+fn parse(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
 }
 
 /// Reads every account's balance, re-trying failures within the resolve budget.

@@ -29,8 +29,9 @@ pub struct Record {
     pub plan: Planned,
     /// What we know about it.
     pub state: State,
-    /// First definite answer (status, body), to compare re-sends with.
-    pub first: Option<(u16, serde_json::Value)>,
+    /// First definite answer (status, compact JSON body), to compare re-sends with.
+    /// Kept as text: a few dozen bytes per write, bounded by `--max-requests`.
+    pub first: Option<(u16, Box<str>)>,
     /// Came back ambiguous during the load phase.
     pub was_ambiguous: bool,
 }
