@@ -1,6 +1,7 @@
 //! The breaker on the request path: reads the [`Peer`] extension, fails
-//! fast with [`CircuitOpen`] when that peer's breaker refuses, and reports
-//! each outcome (failure = any error or a 5xx response).
+//! fast with [`CircuitOpen`](crate::errors::CircuitOpen) when that peer's
+//! breaker refuses, and reports each outcome (failure = any error or a 5xx
+//! response).
 
 use std::future::Future;
 use std::pin::Pin;
