@@ -4,7 +4,8 @@ Everything binds 127.0.0.1 only. The upstream is a tiny HTTP app (threads in
 this process) standing in for the bank app: it answers /accounts/{key} and,
 for fault injection, /accounts/{key}/slow (300 ms) and /accounts/{key}/fail
 (503 from the app). Each sidecar runs as its own process from
-target/release/shardmesh-sidecar with a config file of static members.
+target/release/shardmesh-sidecar with its own config file: members found by
+gossip (static seeds, an encrypted keyring), or a static member list.
 """
 
 import base64
