@@ -2,6 +2,7 @@
 //! loopback, ports chosen by the OS.
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod process;
 
 use std::convert::Infallible;

@@ -21,7 +21,11 @@ pub struct SidecarProc {
 impl SidecarProc {
     /// Starts the binary with `config` and `env`, waiting for its startup line.
     pub fn spawn(config: &Path, env: &[(&str, String)]) -> Self {
-        let mut cmd = Command::new(BIN);
+        Self::spawn_with(Command::new(BIN), config, env)
+    }
+
+    /// Like [`Self::spawn`] with a prepared command (e.g. `ip netns exec NS BIN`).
+    pub fn spawn_with(mut cmd: Command, config: &Path, env: &[(&str, String)]) -> Self {
         cmd.arg("--config")
             .arg(config)
             .env("SHARDMESH_LOG_FORMAT", "json")
@@ -31,6 +35,7 @@ impl SidecarProc {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn sidecar");
+        let _ = &mut cmd;
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
         let started: serde_json::Value = loop {
             let line = match lines.next() {

@@ -133,7 +133,10 @@ where
             StateProj::Running { inner, ticket } => {
                 let result = std::task::ready!(inner.poll(cx)).map_err(Into::into);
                 if let Some(t) = ticket.take() {
-                    let success = matches!(&result, Ok(rsp) if !rsp.status().is_server_error());
+                    // A peer answering `no-owner` is healthy: it just does not
+                    // serve that shard now (handoff, minority side).
+                    let success = matches!(&result, Ok(rsp) if !rsp.status().is_server_error()
+                        || rsp.headers().get("x-shardmesh-error").is_some_and(|v| v == "no-owner"));
                     t.finish(success);
                 }
                 Poll::Ready(result)
