@@ -227,7 +227,9 @@ impl Task {
                         self.shared.lock().table.callback_done(Instant::now(), kind, shard, epoch, outcome)
                     }
                     Some(Event::Drained(shard)) => {
-                        self.shared.draining.get(shard as usize).map(|d| d.store(false, Ordering::SeqCst));
+                        if let Some(d) = self.shared.draining.get(shard as usize) {
+                            d.store(false, Ordering::SeqCst);
+                        }
                         self.shared.lock().table.drained(Instant::now(), shard)
                     }
                     Some(Event::Leave(done)) => {
