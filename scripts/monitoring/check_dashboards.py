@@ -3,7 +3,8 @@
 Usage: check_dashboards.py DIR [--rules-out FILE]
 
 For every DIR/*.json: unique uid across dashboards; unique panel ids (rows
-and nested panels included) and a gridPos on each; a `datasource` variable of
+and nested panels included) and a gridPos on each, inside the 24-column
+grid, no two panels overlapping; a `datasource` variable of
 type datasource for Prometheus; `namespace` and `pod` variables (and
 `service` on mesh dashboards) of type query that use it; every panel and
 query uses `${datasource}` (no data source hard-coded); every panel that
@@ -105,6 +106,19 @@ def check(path, problems, rules, uids):
                 "record": f"dashboard:{d.get('uid', 'x').replace('-', '_')}:panel{pid}_{t.get('refId')}",
                 "expr": promql.substitute_grafana(expr),
             })
+    # Layout: inside the 24-column grid, and no two top-level panels overlap.
+    boxes = []
+    for p in d.get("panels", []):
+        gp = p.get("gridPos", {})
+        if not all(k in gp for k in ("x", "y", "w", "h")):
+            continue
+        if gp["x"] < 0 or gp["x"] + gp["w"] > 24:
+            fail(f"panel '{p.get('title')}' leaves the 24-column grid: {gp}")
+        for title, other in boxes:
+            if (gp["x"] < other["x"] + other["w"] and other["x"] < gp["x"] + gp["w"]
+                    and gp["y"] < other["y"] + other["h"] and other["y"] < gp["y"] + gp["h"]):
+                fail(f"panel '{p.get('title')}' overlaps '{title}'")
+        boxes.append((p.get("title"), gp))
     queries = " ".join(exprs) + " " + " ".join(
         json.dumps(v.get("query", "")) for v in variables.values())
     for v in variables:
