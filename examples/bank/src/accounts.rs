@@ -104,7 +104,7 @@ pub fn classify(reply: Result<Reply, SendError>) -> StepReply {
     let reply = match reply {
         Ok(r) => r,
         Err(SendError::Timeout) => return StepReply::Unknown("timeout".to_string()),
-        Err(SendError::Transport(e)) => return StepReply::Unknown(e),
+        Err(SendError::Connect(e) | SendError::Transport(e)) => return StepReply::Unknown(e),
     };
     if let Some(reason) = reply.mesh_error() {
         return StepReply::Unknown(format!("mesh: {reason}"));

@@ -367,3 +367,37 @@ async fn a_new_owner_takes_over_a_crashed_owners_shard_with_its_history() {
         "the op keeps its first answer across the handoff"
     );
 }
+
+#[test]
+fn a_refusing_target_is_skipped_without_failing_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(&dir.path().join("data"), &["--standalone", "4"]);
+    // A port nobody listens on: bind, note, close.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dead = format!("http://{dead}");
+    let json_path = dir.path().join("summary.json");
+    let (code, out) = bank_load(&[
+        "--target",
+        &dead,
+        "--target",
+        &app.base,
+        "--max-requests",
+        "300",
+        "--duration",
+        "10",
+        "--concurrency",
+        "4",
+        "--accounts",
+        "8",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let summary: Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    assert_eq!(summary["failed_requests"], json!(0), "{out}");
+    assert!(summary["failovers"].as_u64().unwrap() > 0, "{out}");
+    assert_eq!(summary["verification"]["passed"], json!(true), "{out}");
+}

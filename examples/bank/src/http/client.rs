@@ -38,7 +38,9 @@ pub struct Reply {
 pub enum SendError {
     /// The deadline passed.
     Timeout,
-    /// Connecting or talking failed.
+    /// No connection could be made: the request was certainly not sent.
+    Connect(String),
+    /// The connection failed after the request may have been sent.
     Transport(String),
 }
 
@@ -79,11 +81,13 @@ impl HttpClient {
             .body(Full::new(body))
             .map_err(|e| SendError::Transport(format!("bad request: {e}")))?;
         let call = async {
-            let resp = self
-                .inner
-                .request(req)
-                .await
-                .map_err(|e| SendError::Transport(e.to_string()))?;
+            let resp = self.inner.request(req).await.map_err(|e| {
+                if e.is_connect() {
+                    SendError::Connect(e.to_string())
+                } else {
+                    SendError::Transport(e.to_string())
+                }
+            })?;
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, MAX_RESPONSE)
                 .collect()

@@ -37,7 +37,7 @@ pub enum Answer {
 pub struct Sent {
     /// Time from send to full answer.
     pub latency: Duration,
-    /// `"200"`, `"503"`, … or `"timeout"` / `"transport"`.
+    /// `"200"`, `"503"`, … or `"timeout"` / `"connect"` / `"transport"`.
     pub status: String,
     /// `x-shardmesh-error` reason, or `timeout` / `transport` for client-side failures.
     pub reason: Option<String>,
@@ -47,6 +47,8 @@ pub struct Sent {
     pub answer: Answer,
     /// Not a 200 and not an expected business refusal.
     pub failed: bool,
+    /// Targets skipped because they refused the connection.
+    pub failovers: u32,
 }
 
 /// The targets and how operations are named.
@@ -88,8 +90,9 @@ impl LoadClient {
         format!("{}-{index}", self.run_id)
     }
 
-    fn base(&self) -> &str {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len().max(1);
+    /// Target number `first + k`, round the list.
+    fn target(&self, first: usize, k: usize) -> &str {
+        let i = first.wrapping_add(k) % self.targets.len().max(1);
         self.targets.get(i).map(String::as_str).unwrap_or_default()
     }
 
@@ -113,10 +116,32 @@ impl LoadClient {
     }
 
     /// Sends planned operation `p` (writes with op id [`Self::op_id`]).
+    ///
+    /// A target that refuses the connection (its sidecar is down) certainly
+    /// got nothing, so the request moves on to the next target at once, as a
+    /// client with several ingress points would; such moves are counted.
     pub async fn send(&self, p: &Planned) -> Sent {
+        let start = Instant::now();
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut failovers = 0;
+        loop {
+            let sent = self
+                .send_once(p, self.target(first, failovers), start)
+                .await;
+            let refused = sent.status == "connect";
+            if !refused || failovers + 1 >= self.targets.len() {
+                return Sent {
+                    failovers: failovers as u32,
+                    ..sent
+                };
+            }
+            failovers += 1;
+        }
+    }
+
+    async fn send_once(&self, p: &Planned, base: &str, start: Instant) -> Sent {
         let account = self.account(p.account);
         let op = self.op_id(p.index);
-        let base = self.base();
         let mut hdrs = vec![(headers::SERVICE, headers::BANK_SERVICE.to_string())];
         let (method, uri, body) = match p.kind {
             Kind::Balance => (Method::GET, format!("{base}/accounts/{account}"), None),
@@ -139,7 +164,6 @@ impl LoadClient {
         if p.kind != Kind::Balance {
             hdrs.push((headers::IDEMPOTENT, "true".to_string()));
         }
-        let start = Instant::now();
         let reply = self.http.send(method, &uri, &hdrs, body.as_ref()).await;
         let latency = start.elapsed();
         let reply = match reply {
@@ -147,6 +171,7 @@ impl LoadClient {
             Err(e) => {
                 let label = match e {
                     SendError::Timeout => "timeout",
+                    SendError::Connect(_) => "connect",
                     SendError::Transport(_) => "transport",
                 };
                 return Sent {
@@ -156,6 +181,7 @@ impl LoadClient {
                     app_error: None,
                     answer: Answer::Ambiguous,
                     failed: true,
+                    failovers: 0,
                 };
             }
         };
@@ -180,6 +206,7 @@ impl LoadClient {
             app_error,
             answer,
             failed,
+            failovers: 0,
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct Summary {
     pub by_reason: BTreeMap<String, u64>,
     /// Count per app error of non-200 answers.
     pub app_errors: BTreeMap<String, u64>,
+    /// Requests moved to another target because one refused the connection.
+    pub failovers: u64,
     /// Writes whose load-phase answer was ambiguous.
     pub ambiguous: u64,
     /// Of those, how many stayed unresolved.
@@ -93,6 +95,7 @@ impl Summary {
             by_status: stats.by_status.clone(),
             by_reason: stats.by_reason.clone(),
             app_errors: stats.app_errors.clone(),
+            failovers: stats.failovers,
             ambiguous,
             unresolved,
             resend_requests,
@@ -129,9 +132,10 @@ impl Summary {
         );
         let _ = writeln!(
             s,
-            "failed requests: {} (success rate {:.3}%)",
+            "failed requests: {} (success rate {:.3}%); {} moved to another target after a refused connection",
             self.failed_requests,
-            self.success_rate * 100.0
+            self.success_rate * 100.0,
+            self.failovers
         );
         let v = &self.verification;
         let _ = writeln!(

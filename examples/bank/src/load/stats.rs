@@ -24,6 +24,8 @@ pub struct Stats {
     pub by_reason: BTreeMap<String, u64>,
     /// Count per app error of non-200 answers (e.g. `insufficient-funds`).
     pub app_errors: BTreeMap<String, u64>,
+    /// Requests moved to another target because one refused the connection.
+    pub failovers: u64,
 }
 
 /// Latency percentiles in milliseconds.
@@ -46,6 +48,7 @@ impl Stats {
     pub fn record(&mut self, kind: Kind, sent: &Sent) {
         self.requests += 1;
         self.failed += u64::from(sent.failed);
+        self.failovers += u64::from(sent.failovers);
         let us = u32::try_from(sent.latency.as_micros()).unwrap_or(u32::MAX);
         self.latencies_us.push(us);
         *self.by_kind.entry(kind.name().to_string()).or_default() += 1;
@@ -62,6 +65,7 @@ impl Stats {
     pub fn merge(&mut self, other: Stats) {
         self.requests += other.requests;
         self.failed += other.failed;
+        self.failovers += other.failovers;
         self.latencies_us.extend(other.latencies_us);
         for (mine, theirs) in [
             (&mut self.by_kind, other.by_kind),
@@ -110,6 +114,7 @@ mod tests {
             app_error: None,
             answer: Answer::Ambiguous,
             failed: reason.is_some(),
+            failovers: 0,
         }
     }
 
