@@ -39,11 +39,11 @@ pub enum Command {
         #[arg(long)]
         sidecar_image: Option<String>,
     },
-    /// Run a mesh locally without Kubernetes (not built yet).
+    /// Run ShardedServices as a local mesh of processes, without Kubernetes.
     Local {
-        /// Arguments of the local runner.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// `up`, `status` or `scale`.
+        #[command(subcommand)]
+        command: crate::local::LocalCommand,
     },
 }
 
@@ -98,10 +98,7 @@ pub fn main() -> ExitCode {
             file,
             sidecar_image,
         } => print_or_fail(render_file(&file, &settings(sidecar_image))),
-        Command::Local { .. } => {
-            eprintln!("shardmesh-operator local: not built yet");
-            ExitCode::from(2)
-        }
+        Command::Local { command } => crate::local::main(command),
         Command::Run(args) => crate::run::main(args),
     }
 }

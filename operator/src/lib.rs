@@ -11,6 +11,7 @@
 //! - [`leader`]: Lease-based leader election.
 //! - [`run`]: wires the controller, the server, the lease and shutdown.
 //! - [`cli`]: the `shardmesh-operator` command line.
+//! - [`local`]: the local runner (`local up | status | scale`).
 //! - [`fake_api`]: an in-memory API server for tests and the benchmark.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod crd;
 mod error;
 pub mod leader;
+pub mod local;
 pub mod metrics;
 pub mod reconcile;
 pub mod render;
