@@ -148,10 +148,13 @@ impl KeepMajority {
     /// When [`Self::tick`] may next change something, for timers.
     pub fn next_deadline(&self) -> Option<Instant> {
         let lone = self.lone.as_ref().map(|(_, t)| *t + self.stable_after);
+        // Dead members are only dropped while a majority is reached, so
+        // without one only a new view can change anything.
         let dead = self
             .members
             .values()
             .flatten()
+            .filter(|_| self.has_majority())
             .map(|t| *t + self.stable_after);
         lone.into_iter().chain(dead).min()
     }

@@ -37,8 +37,9 @@ fn running(sim: &Sim) -> Vec<String> {
     sim.tables.keys().cloned().collect()
 }
 
-fn run(ops: &[Op]) {
+fn run(ops: &[Op], fail_every: Option<usize>) {
     let mut sim = Sim::new(12);
+    sim.fail_every = fail_every;
     let mut next = 0;
     for _ in 0..3 {
         sim.start(&format!("m-{next}"));
@@ -124,7 +125,10 @@ proptest! {
     })]
 
     #[test]
-    fn random_membership_scripts_keep_one_owner(ops in prop::collection::vec(op(), 1..20)) {
-        run(&ops);
+    fn random_membership_scripts_keep_one_owner(
+        ops in prop::collection::vec(op(), 1..20),
+        fail_every in prop::option::of(2usize..7),
+    ) {
+        run(&ops, fail_every);
     }
 }

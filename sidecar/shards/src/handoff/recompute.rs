@@ -18,10 +18,16 @@ impl ShardTable {
             })
             .map(|p| p.id.clone())
             .collect();
-        let next = assign(self.cfg.shards, &owners);
         // Who held each shard before: our previous view, or on the first
         // view the owners without us (we hold nothing yet).
         let prev = match self.assignment.take() {
+            // Tags change far more often than members: skip the work.
+            Some(prev) if prev.members() == owners.as_slice() => {
+                self.reconcile_all(now, &prev, &prev, out);
+                self.assignment = Some(prev);
+                self.acquire_ready(now, out);
+                return;
+            }
             Some(prev) => prev,
             None => {
                 let others: Vec<MemberId> =
@@ -29,15 +35,27 @@ impl ShardTable {
                 assign(self.cfg.shards, &others)
             }
         };
+        let next = assign(self.cfg.shards, &owners);
         self.view = view_id(&owners);
+        self.reconcile_all(now, &prev, &next, out);
+        self.assignment = Some(next);
+        self.acquire_ready(now, out);
+    }
+
+    /// Moves every shard from `prev` ownership toward `next`.
+    fn reconcile_all(
+        &mut self,
+        now: Instant,
+        prev: &Assignment,
+        next: &Assignment,
+        out: &mut Vec<Action>,
+    ) {
         let active = self.majority.has_majority();
         for shard in 0..self.cfg.shards {
             let mine = active && next.owner(shard) == Some(&self.me);
             let prev_owner = prev.owner(shard).cloned();
             self.reconcile(now, shard, mine, prev_owner, out);
         }
-        self.assignment = Some(next);
-        self.acquire_ready(now, out);
     }
 
     /// Moves one shard toward the wanted ownership.

@@ -135,3 +135,18 @@ fn a_minority_does_not_grow_itself_a_majority_with_joiners() {
     assert!(!k.has_majority());
     assert_eq!(k.members().count(), 5);
 }
+
+#[test]
+fn deadlines_are_never_in_the_past_after_a_tick() {
+    let t0 = Instant::now();
+    let mut k = stable_five(t0);
+    // Minority: dead members cannot be dropped, so no timer is needed.
+    k.observe(t0, &view(&["a", "b"], &[], &["c", "d", "e"], &[]));
+    assert_eq!(k.next_deadline(), None);
+    // Majority: the dead are dropped at their deadline.
+    let mut k = stable_five(t0);
+    k.observe(t0, &view(&["a", "b", "c"], &[], &["d", "e"], &[]));
+    assert_eq!(k.next_deadline(), Some(t0 + STABLE));
+    k.tick(t0 + STABLE);
+    assert_eq!(k.next_deadline(), None);
+}

@@ -38,6 +38,10 @@ pub struct Sim {
     pub calls: Vec<(String, Callback, u32, u64)>,
     /// Actions other than callbacks, for scenario assertions.
     pub log: Vec<(String, Action)>,
+    /// Fail every n-th app callback (the state machine must retry).
+    pub fail_every: Option<usize>,
+    /// App callbacks answered so far.
+    answered: usize,
 }
 
 impl Sim {
@@ -56,6 +60,8 @@ impl Sim {
             epochs: BTreeMap::new(),
             calls: Vec::new(),
             log: Vec::new(),
+            fail_every: None,
+            answered: 0,
         }
     }
 
@@ -140,12 +146,23 @@ impl Sim {
                 let now = self.now;
                 if let Some(t) = self.tables.get_mut(&id) {
                     let actions = t.tick(now);
+                    // A timer never asks to fire again at once (no busy loop).
+                    let next = t.next_deadline();
+                    assert!(
+                        next.is_none_or(|d| d > now),
+                        "{id}: deadline {next:?} not after tick"
+                    );
                     self.handle(&id, actions);
                 }
                 self.deliver();
             }
             if self.queue.is_empty() && before == self.fingerprint() && round > 0 {
-                return round;
+                // Quiet: jump to a pending callback retry, if any.
+                let soon = self.now + self.cfg.retry_after;
+                match self.tables.values().filter_map(|t| t.next_deadline()).min() {
+                    Some(at) if at <= soon => self.now = self.now.max(at),
+                    _ => return round,
+                }
             }
         }
         panic!("simulation did not settle");
@@ -161,7 +178,16 @@ impl Sim {
             let actions = match msg {
                 Msg::Notice(n) => t.on_release_notice(now, &n),
                 Msg::Done(kind, shard, epoch) => {
-                    t.callback_done(now, kind, shard, epoch, Outcome::Ok)
+                    self.answered += 1;
+                    let fail = self.fail_every.is_some_and(|n| self.answered % n == 0);
+                    let outcome = if fail { Outcome::Failed } else { Outcome::Ok };
+                    if kind == Callback::Release
+                        && !fail
+                        && self.app_holder.get(&shard) == Some(&(to.clone(), epoch))
+                    {
+                        self.app_holder.remove(&shard);
+                    }
+                    t.callback_done(now, kind, shard, epoch, outcome)
                 }
                 Msg::Drained(shard) => t.drained(now, shard),
             };
@@ -173,14 +199,17 @@ impl Sim {
         for a in actions {
             match &a {
                 Action::CallAcquire { shard, epoch } => {
-                    if let Some((holder, e)) = self.app_holder.get(shard) {
+                    let retry = self.app_holder.get(shard) == Some(&(id.to_string(), *epoch));
+                    if let Some((holder, e)) = self.app_holder.get(shard).filter(|_| !retry) {
                         panic!("{id} acquires shard {shard}@{epoch} while {holder}@{e} holds it");
                     }
                     let seen = self.epochs.entry(*shard).or_default();
-                    if let Some(last) = seen.last() {
+                    if let Some(last) = seen.last().filter(|_| !retry) {
                         assert!(epoch > last, "shard {shard}: epoch {epoch} after {last}");
                     }
-                    seen.push(*epoch);
+                    if !retry {
+                        seen.push(*epoch);
+                    }
                     self.app_holder.insert(*shard, (id.to_string(), *epoch));
                     self.calls
                         .push((id.to_string(), Callback::Acquire, *shard, *epoch));
@@ -188,10 +217,6 @@ impl Sim {
                         .push_back((id.to_string(), Msg::Done(Callback::Acquire, *shard, *epoch)));
                 }
                 Action::CallRelease { shard, epoch } => {
-                    let held = self.app_holder.get(shard).cloned();
-                    if held == Some((id.to_string(), *epoch)) {
-                        self.app_holder.remove(shard);
-                    }
                     self.calls
                         .push((id.to_string(), Callback::Release, *shard, *epoch));
                     self.queue
