@@ -28,9 +28,9 @@ pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Deadline(pub Instant);
 
-/// When the current try must be finished (the sooner of the per-try
-/// timeout and the deadline), set by the retry layer on each try so inner
-/// layers such as the breaker can tell a timed-out try from a cancelled one.
+/// When the current try must be finished, set by the retry layer on each
+/// try whose per-try timeout ends before the [`Deadline`], so inner layers
+/// such as the breaker can tell a timed-out try from a cancelled one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TryDeadline(pub Instant);
 

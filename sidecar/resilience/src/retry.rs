@@ -323,7 +323,10 @@ where
         (None, Some(d)) => (d.0, true),
         (None, None) => return send(inner, req).await,
     };
-    req.extensions_mut().insert(TryDeadline(end));
+    if !by_deadline {
+        // Inner layers read the `Deadline` already; name the sooner end.
+        req.extensions_mut().insert(TryDeadline(end));
+    }
     match tokio::time::timeout_at(end, send(inner, req)).await {
         Ok(result) => result,
         Err(_) if by_deadline => Err(DeadlineExceeded.into()),

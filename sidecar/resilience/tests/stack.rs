@@ -28,6 +28,10 @@ struct Pod {
 }
 
 fn stack(pod: &Pod, breakers: Arc<Breakers>) -> Stack {
+    stack_with(pod, breakers, RetrySettings::default())
+}
+
+fn stack_with(pod: &Pod, breakers: Arc<Breakers>, retry: RetrySettings) -> Stack {
     let pod = pod.clone();
     let upstream = tower::service_fn(move |_req: Request<BoxBody>| {
         let pod = pod.clone();
@@ -46,10 +50,7 @@ fn stack(pod: &Pod, breakers: Arc<Breakers>) -> Stack {
         .layer(BulkheadLayer::new(
             bulkheads.get("bank", BulkheadSettings::default()),
         ))
-        .layer(
-            RetryLayer::new("bank", RetrySettings::default(), observer)
-                .with_jitter(Jitter::fixed(1.0)),
-        )
+        .layer(RetryLayer::new("bank", retry, observer).with_jitter(Jitter::fixed(1.0)))
         // The router's job in the sidecar: pick the owner and name it.
         .map_request(|mut req: Request<BoxBody>| {
             req.extensions_mut().insert(Peer("bank-0".into()));
@@ -135,4 +136,32 @@ async fn bad_timeout_header_is_refused_before_any_try() {
     let err = svc.oneshot(req).await.unwrap_err();
     assert!(boxed_cause::<shardmesh_resilience::BadTimeoutHeader>(&err).is_some());
     assert_eq!(pod.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_try_timeouts_count_against_the_breaker() {
+    // A pod that never answers in time: each cut try is a breaker failure,
+    // so the fifth trips it and the sixth try fails fast.
+    let pod = Pod::default();
+    pod.status.store(200, Ordering::SeqCst);
+    pod.delay_ms.store(30_000, Ordering::SeqCst);
+    let breakers = breakers();
+    let retry = RetrySettings {
+        per_try: Some(Duration::from_millis(100)),
+        ..RetrySettings::default()
+    };
+    let svc = stack_with(&pod, breakers.clone(), retry);
+    let start = Instant::now();
+    let err = svc.clone().oneshot(get(None)).await.unwrap_err();
+    // Three tries of 100 ms with 25 ms and 50 ms of backoff between them.
+    assert_eq!(start.elapsed(), Duration::from_millis(375));
+    assert!(
+        boxed_cause::<shardmesh_resilience::TryTimeout>(&err).is_some(),
+        "{err}"
+    );
+    assert_eq!(breakers.state("bank-0"), BreakerState::Closed);
+    let err = svc.clone().oneshot(get(None)).await.unwrap_err();
+    assert!(boxed_cause::<CircuitOpen>(&err).is_some(), "{err}");
+    assert_eq!(pod.calls.load(Ordering::SeqCst), 5);
+    assert_eq!(breakers.state("bank-0"), BreakerState::Open);
 }
