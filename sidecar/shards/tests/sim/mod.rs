@@ -179,7 +179,9 @@ impl Sim {
                 Msg::Notice(n) => t.on_release_notice(now, &n),
                 Msg::Done(kind, shard, epoch) => {
                     self.answered += 1;
-                    let fail = self.fail_every.is_some_and(|n| self.answered % n == 0);
+                    let fail = self
+                        .fail_every
+                        .is_some_and(|n| self.answered.is_multiple_of(n));
                     let outcome = if fail { Outcome::Failed } else { Outcome::Ok };
                     if kind == Callback::Release
                         && !fail
