@@ -43,13 +43,15 @@ pub struct LoadConfig {
     pub resolve_timeout: Duration,
     /// Acknowledged writes re-sent at the end to check they keep their first answer.
     pub replay: usize,
+    /// Print a progress line to stderr every second of the load phase.
+    pub progress: bool,
 }
 
 /// Usage text of `bank-load`.
 pub const USAGE: &str = "usage: bank-load --target URL [--target URL ...] [--duration SECS] \
 [--max-requests N] [--concurrency C] [--accounts K] [--account-prefix P] [--seed S] \
 [--mix deposit=40,withdraw=20,transfer=20,balance=20] [--json FILE] [--timeout-ms MS] \
-[--run-id ID] [--resolve-attempts N] [--resolve-timeout SECS] [--replay N]";
+[--run-id ID] [--resolve-attempts N] [--resolve-timeout SECS] [--replay N] [--progress]";
 
 // === impl LoadConfig ===
 
@@ -71,9 +73,14 @@ impl LoadConfig {
             resolve_attempts: 30,
             resolve_timeout: Duration::from_secs(60),
             replay: 100,
+            progress: false,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
+            if flag == "--progress" {
+                c.progress = true;
+                continue;
+            }
             let v = it
                 .next()
                 .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));

@@ -94,10 +94,30 @@ pub async fn run(cfg: &LoadConfig) -> Result<Summary, String> {
 /// until the time or the request budget runs out.
 async fn load(client: &Arc<LoadClient>, cfg: &LoadConfig) -> (Stats, Vec<Record>) {
     let next = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + cfg.duration;
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + cfg.duration;
+    let ticker = cfg.progress.then(|| {
+        let (next, failed, max) = (Arc::clone(&next), Arc::clone(&failed), cfg.max_requests);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let secs = started.elapsed().as_secs_f64();
+                let sent = next.load(Ordering::Relaxed).min(max);
+                let failed = failed.load(Ordering::Relaxed);
+                eprintln!(
+                    "bank-load: {secs:.0} s: {sent} requests ({:.0}/s), {failed} failed",
+                    sent as f64 / secs
+                );
+            }
+        })
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..cfg.concurrency {
         let (client, next, cfg) = (Arc::clone(client), Arc::clone(&next), cfg.clone());
+        let failed = Arc::clone(&failed);
         tasks.spawn(async move {
             let mut stats = Stats::default();
             let mut records = Vec::new();
@@ -108,6 +128,7 @@ async fn load(client: &Arc<LoadClient>, cfg: &LoadConfig) -> (Stats, Vec<Record>
                 }
                 let p = plan(cfg.seed, i, cfg.accounts, &cfg.mix);
                 let sent = client.send(&p).await;
+                failed.fetch_add(u64::from(sent.failed), Ordering::Relaxed);
                 stats.record(p.kind, &sent);
                 if p.kind == Kind::Balance {
                     continue;
@@ -145,6 +166,9 @@ async fn load(client: &Arc<LoadClient>, cfg: &LoadConfig) -> (Stats, Vec<Record>
             stats.merge(s);
             records.extend(r);
         }
+    }
+    if let Some(t) = ticker {
+        t.abort();
     }
     records.sort_by_key(|r| r.plan.index);
     (stats, records)
