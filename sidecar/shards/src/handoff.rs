@@ -21,13 +21,16 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use crate::notice::{MAX_MEMBER_LEN, MAX_SERVICE_LEN};
 use crate::{Assignment, KeepMajority, MemberId, Peer, ReleaseNotice};
 
 mod slot;
 mod types;
 
 use slot::{Call, Slot, State, Step, Wait};
-pub use types::{Action, Callback, HandoffConfig, Outcome, Route, ShardState};
+pub use types::{
+    Action, Callback, ConfigError, HandoffConfig, Outcome, Route, ShardState, MAX_SHARDS,
+};
 
 /// One member's shard table for its service: ownership, handoff and
 /// keep-majority, driven by the sidecar.
@@ -60,8 +63,21 @@ pub struct ShardTable {
 
 impl ShardTable {
     /// A table for member `me`, owning nothing until the first view.
-    pub fn new(me: MemberId, cfg: HandoffConfig) -> Self {
-        Self {
+    ///
+    /// Fails on a shard count outside `1..=MAX_SHARDS` or a member id or
+    /// service name too long for release notices, so memory stays bounded
+    /// and every notice can be sent.
+    pub fn new(me: MemberId, cfg: HandoffConfig) -> Result<Self, ConfigError> {
+        if cfg.shards == 0 || cfg.shards > MAX_SHARDS {
+            return Err(ConfigError::Shards(cfg.shards));
+        }
+        if cfg.service.is_empty() || cfg.service.len() > MAX_SERVICE_LEN {
+            return Err(ConfigError::Service);
+        }
+        if me.as_str().is_empty() || me.as_str().len() > MAX_MEMBER_LEN {
+            return Err(ConfigError::Member);
+        }
+        Ok(Self {
             majority: KeepMajority::new(cfg.stable_after),
             slots: vec![Slot::new(); cfg.shards as usize],
             cfg,
@@ -72,7 +88,7 @@ impl ShardTable {
             max_epoch: 0,
             leaving: false,
             declared_gone: false,
-        }
+        })
     }
 
     /// Input: the service's current membership (from gossip, with tags).

@@ -23,7 +23,10 @@ mod notice;
 mod view;
 
 pub use assign::{assign, Assignment};
-pub use handoff::{Action, Callback, HandoffConfig, Outcome, Route, ShardState, ShardTable};
+pub use handoff::{
+    Action, Callback, ConfigError, HandoffConfig, Outcome, Route, ShardState, ShardTable,
+    MAX_SHARDS,
+};
 pub use key::{key_hash, shard_for_key, KEY_HASH_SEED};
 pub use majority::KeepMajority;
 pub use member::MemberId;

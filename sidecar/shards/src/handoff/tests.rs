@@ -19,7 +19,7 @@ fn peer(id: &str, epoch: u64) -> Peer {
 
 /// `b` joins `a` (which held every shard at epochs up to 7).
 fn joiner(t0: Instant) -> (ShardTable, Vec<Action>, Vec<u32>) {
-    let mut b = ShardTable::new(MemberId::new("b"), cfg());
+    let mut b = ShardTable::new(MemberId::new("b"), cfg()).unwrap();
     let out = b.on_membership(t0, &[peer("a", 7), peer("b", 0)]);
     let mine: Vec<u32> = (0..SHARDS)
         .filter(|&s| b.owner(s) == Some(&MemberId::new("b")))
@@ -117,7 +117,7 @@ fn notices_from_others_services_or_self_are_ignored() {
 #[test]
 fn dead_previous_owner_means_acquire_at_once() {
     let t0 = Instant::now();
-    let mut b = ShardTable::new(MemberId::new("b"), cfg());
+    let mut b = ShardTable::new(MemberId::new("b"), cfg()).unwrap();
     b.on_membership(t0, &[peer("a", 7), peer("b", 0), peer("c", 0)]);
     let mut a = peer("a", 7);
     a.health = Health::Dead;
@@ -192,7 +192,7 @@ fn shards_of_others_are_forwarded_to_their_owner() {
 
 /// A lone member (after `stable_after`) that serves every shard.
 fn alone(t0: Instant) -> ShardTable {
-    let mut a = ShardTable::new(MemberId::new("a"), cfg());
+    let mut a = ShardTable::new(MemberId::new("a"), cfg()).unwrap();
     assert!(a.on_membership(t0, &[peer("a", 0)]).is_empty());
     assert_eq!(a.route(t0, 0), Route::NoOwner, "no majority before stable");
     let t1 = t0 + cfg().stable_after;
@@ -270,7 +270,7 @@ fn leave_releases_everything() {
 #[test]
 fn a_member_the_others_declared_dead_gives_up_its_shards() {
     let t0 = Instant::now();
-    let mut a = ShardTable::new(MemberId::new("a"), cfg());
+    let mut a = ShardTable::new(MemberId::new("a"), cfg()).unwrap();
     let three = [peer("a", 0), peer("b", 0), peer("c", 0)];
     a.on_membership(t0, &three);
     let mine: Vec<u32> = (0..SHARDS)
@@ -289,4 +289,25 @@ fn a_member_the_others_declared_dead_gives_up_its_shards() {
     assert!(mine
         .iter()
         .all(|&s| a.owner(s) == Some(&MemberId::new("a"))));
+}
+
+#[test]
+fn bad_settings_are_refused_with_a_reason() {
+    let me = || MemberId::new("a");
+    let mut c = cfg();
+    c.shards = 0;
+    assert_eq!(ShardTable::new(me(), c).err(), Some(ConfigError::Shards(0)));
+    let mut c = cfg();
+    c.shards = MAX_SHARDS + 1;
+    assert_eq!(
+        ShardTable::new(me(), c).err(),
+        Some(ConfigError::Shards(MAX_SHARDS + 1))
+    );
+    let mut c = cfg();
+    c.service = "s".repeat(64);
+    assert_eq!(ShardTable::new(me(), c).err(), Some(ConfigError::Service));
+    assert_eq!(
+        ShardTable::new(MemberId::new("m".repeat(254)), cfg()).err(),
+        Some(ConfigError::Member)
+    );
 }

@@ -5,6 +5,23 @@ use std::time::{Duration, Instant};
 
 use crate::{MemberId, ReleaseNotice};
 
+/// Largest shard count a table accepts (the config crate's limit too).
+pub const MAX_SHARDS: u32 = 65_536;
+
+/// Why a [`HandoffConfig`] or member id cannot make a shard table.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Shard count outside `1..=MAX_SHARDS`.
+    #[error("shards must be between 1 and {MAX_SHARDS}, got {0}")]
+    Shards(u32),
+    /// Service name empty or longer than 63 bytes.
+    #[error("service name must be 1 to 63 bytes")]
+    Service,
+    /// Member id empty or longer than 253 bytes.
+    #[error("member id must be 1 to 253 bytes")]
+    Member,
+}
+
 /// Settings of one service's shard table; plain values, validated by the
 /// config crate.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -67,7 +67,7 @@ impl Sim {
 
     /// Starts a member (it joins with the current view).
     pub fn start(&mut self, id: &str) {
-        let table = ShardTable::new(MemberId::new(id), self.cfg.clone());
+        let table = ShardTable::new(MemberId::new(id), self.cfg.clone()).unwrap();
         self.tables.insert(id.to_string(), table);
         self.health.insert(id.to_string(), Health::Alive);
         self.side.insert(id.to_string(), 0);
