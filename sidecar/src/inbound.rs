@@ -127,9 +127,7 @@ impl SendToApp {
 impl tower::Service<Request<BoxBody>> for SendToApp {
     type Response = Response<BoxBody>;
     type Error = BoxError;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Response<BoxBody>, BoxError>> + Send>,
-    >;
+    type Future = crate::proxy::ResponseFuture;
 
     fn poll_ready(
         &mut self,

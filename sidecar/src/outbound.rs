@@ -85,11 +85,10 @@ impl PickEndpoint {
 impl Service<Request<BoxBody>> for PickEndpoint {
     type Response = Response<BoxBody>;
     type Error = BoxError;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Response<BoxBody>, BoxError>> + Send>,
-    >;
+    type Future = crate::proxy::ResponseFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Always ready: the layers above shed load, this only sends.
         Poll::Ready(Ok(()))
     }
 
@@ -180,11 +179,10 @@ impl SendToPeer {
 impl Service<Request<BoxBody>> for SendToPeer {
     type Response = Response<BoxBody>;
     type Error = BoxError;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Response<BoxBody>, BoxError>> + Send>,
-    >;
+    type Future = crate::proxy::ResponseFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Always ready: the layers above shed load, this only sends.
         Poll::Ready(Ok(()))
     }
 

@@ -13,35 +13,13 @@ use support::process::{keyring_file, temp_dir, SidecarProc};
 use support::*;
 
 fn config(dir: &Path, pod: &str, app: std::net::SocketAddr, keyring: &Path) -> std::path::PathBuf {
-    let path = dir.join(format!("{pod}.yaml"));
-    std::fs::write(
-        &path,
-        format!(
-            "pod: {{ name: {pod}, service: bank }}\n\
-             app: {{ address: \"{app}\" }}\n\
-             listeners: {{ outbound: \"127.0.0.1:0\", inbound: \"127.0.0.1:0\", admin: \"127.0.0.1:0\", gossip: \"127.0.0.1:0\" }}\n\
-             shutdownGraceMs: 1000\n\
-             services:\n  - name: bank\n    shards: 20\n    routing: {{ keyFromPath: \"/accounts/{{key}}\" }}\n\
-             membership:\n  gossip:\n    enabled: true\n    probeIntervalMs: 100\n    probeTimeoutMs: 50\n    suspicionMultiplier: 2\n    pushPullIntervalMs: 1000\n    keyringFile: \"{}\"\n",
-            keyring.display()
-        ),
-    )
-    .unwrap();
-    path
+    support::process::gossip_config(dir, pod, app, keyring, 20, 1000)
 }
 
 async fn members(admin: std::net::SocketAddr) -> Vec<serde_json::Value> {
     let got = send(admin, "GET", "/debug/members", &[], "").await;
     let doc: serde_json::Value = serde_json::from_str(&got.body).unwrap();
     doc["members"].as_array().cloned().unwrap_or_default()
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn health_of(members: &[serde_json::Value], pod: &str) -> Option<String> {
@@ -77,10 +55,13 @@ async fn cluster_forms_drops_a_crashed_member_and_takes_it_back() {
     })
     .await;
     for p in &procs {
-        assert_eq!(
-            send(p.admin, "GET", "/ready", &[], "").await.status,
-            StatusCode::OK
-        );
+        let admin = p.admin;
+        wait_for(
+            "every member ready (shards acquired)",
+            Duration::from_secs(15),
+            async || send(admin, "GET", "/ready", &[], "").await.status == StatusCode::OK,
+        )
+        .await;
     }
     let incarnation_before = members(admin0)
         .await

@@ -98,33 +98,11 @@ async fn recording_app(pod: &str, log: Log) -> TestApp {
 }
 
 fn config(dir: &Path, pod: &str, app: std::net::SocketAddr, keyring: &Path) -> std::path::PathBuf {
-    let path = dir.join(format!("{pod}.yaml"));
-    std::fs::write(
-        &path,
-        format!(
-            "pod: {{ name: {pod}, service: bank }}\n\
-             app: {{ address: \"{app}\" }}\n\
-             listeners: {{ outbound: \"127.0.0.1:0\", inbound: \"127.0.0.1:0\", admin: \"127.0.0.1:0\", gossip: \"127.0.0.1:0\" }}\n\
-             shutdownGraceMs: 10000\n\
-             services:\n  - name: bank\n    shards: 12\n    routing: {{ keyFromPath: \"/accounts/{{key}}\" }}\n\
-             membership:\n  gossip:\n    enabled: true\n    probeIntervalMs: 100\n    probeTimeoutMs: 50\n    suspicionMultiplier: 2\n    pushPullIntervalMs: 1000\n    keyringFile: \"{}\"\n",
-            keyring.display()
-        ),
-    )
-    .unwrap();
-    path
+    support::process::gossip_config(dir, pod, app, keyring, 12, 10000)
 }
 
 async fn ready(admin: std::net::SocketAddr) -> bool {
     send(admin, "GET", "/ready", &[], "").await.status == StatusCode::OK
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn owners(admin: std::net::SocketAddr) -> BTreeMap<u64, String> {
