@@ -127,18 +127,19 @@ impl Bank {
         ids
     }
 
-    /// The sidecar's acquire callback: loads the shard's log (idempotent).
+    /// The sidecar's acquire callback: this pod now owns shard `id` at `epoch`.
+    ///
+    /// The sidecar acquires only once no one else can hold the shard, so its
+    /// word is final: the same epoch again is an idempotent retry; any other
+    /// epoch (a missed release, a restarted sidecar whose epochs start lower)
+    /// or a failed log means the held state may be stale, so it is dropped
+    /// and the log is replayed — it holds every acknowledged write of every owner.
     pub async fn acquire(&self, id: u32, epoch: u64) -> Result<(), BankError> {
         let _serial = self.callbacks.lock().await;
         if let Some(shard) = self.get(id) {
-            if epoch < shard.epoch() {
-                return Err(stale(&shard, epoch));
-            }
-            if !shard.is_failed() {
-                shard.raise_epoch(epoch);
+            if shard.epoch() == epoch && !shard.is_failed() {
                 return Ok(());
             }
-            // The log failed earlier: drop the state and reload it from disk.
             self.write_table().remove(&id);
             shard.close().await;
         }

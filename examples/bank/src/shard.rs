@@ -110,11 +110,6 @@ impl Shard {
         }
     }
 
-    /// Raises the held epoch (a re-acquire at a newer epoch keeps the state).
-    pub fn raise_epoch(&self, epoch: u64) {
-        self.epoch.fetch_max(epoch, Ordering::SeqCst);
-    }
-
     /// Runs a write; answers once its event (or the remembered one) is durable.
     pub async fn execute(&self, cmd: &Command) -> Result<Outcome, ShardError> {
         let committer = self.committer.read().await;
