@@ -75,9 +75,15 @@ async fn run(args: Args) -> Result<(), String> {
         admin: args.listen.to_string(),
         ..MemberMeta::default()
     };
-    let handle = Gossip::start(settings, meta, keyring, Arc::new(NoopObserver), std::future::pending())
-        .await
-        .map_err(|e| e.to_string())?;
+    let handle = Gossip::start(
+        settings,
+        meta,
+        keyring,
+        Arc::new(NoopObserver),
+        std::future::pending(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let mut view = handle.view();
     let tmp = args.status.with_extension("tmp");
     let mut dead: std::collections::HashSet<String> = Default::default();
@@ -85,7 +91,9 @@ async fn run(args: Args) -> Result<(), String> {
         let lines: String = {
             let v = view.borrow_and_update();
             for m in &v.members {
-                if m.health == Health::Dead && dead.insert(format!("{}/{}", m.meta.pod, m.incarnation)) {
+                if m.health == Health::Dead
+                    && dead.insert(format!("{}/{}", m.meta.pod, m.incarnation))
+                {
                     println!("DEAD {} {}", m.meta.pod, m.incarnation);
                 }
             }
@@ -112,7 +120,10 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gossip-node: {e}");
