@@ -133,15 +133,27 @@ where
             StateProj::Running { inner, ticket } => {
                 let result = std::task::ready!(inner.poll(cx)).map_err(Into::into);
                 if let Some(t) = ticket.take() {
-                    // A peer answering `no-owner` is healthy: it just does not
-                    // serve that shard now (handoff, minority side).
-                    let success = matches!(&result, Ok(rsp) if !rsp.status().is_server_error()
-                        || rsp.headers().get("x-shardmesh-error").is_some_and(|v| v == "no-owner"));
-                    t.finish(success);
+                    t.finish(is_success(&result));
                 }
                 Poll::Ready(result)
             }
         }
+    }
+}
+
+/// Whether an outcome speaks for the peer's health: any error or a 5xx is a
+/// failure, except a mesh `no-owner` answer. A peer answering `no-owner` is
+/// healthy; it just does not serve that shard now (handoff, minority side).
+fn is_success<RB>(result: &Result<Response<RB>, BoxError>) -> bool {
+    match result {
+        Ok(rsp) => {
+            !rsp.status().is_server_error()
+                || rsp
+                    .headers()
+                    .get(crate::retry::classify::ERROR_HEADER)
+                    .is_some_and(|v| v == "no-owner")
+        }
+        Err(_) => false,
     }
 }
 

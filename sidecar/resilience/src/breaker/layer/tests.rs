@@ -249,3 +249,22 @@ async fn registry_forgets_departed_peers() {
     assert_eq!(peers, ["a", "c"]);
     assert!(reg.is_available("never-seen", Instant::now()));
 }
+
+#[tokio::test(start_paused = true)]
+async fn no_owner_answers_do_not_count_as_failures() {
+    let reg = breakers(Arc::default());
+    let layer = BreakerLayer::new(reg.clone());
+    let no_owner = tower::service_fn(|_r: Request<()>| async {
+        let rsp = Response::builder()
+            .status(503)
+            .header("x-shardmesh-error", "no-owner")
+            .body(())
+            .unwrap();
+        Ok::<_, BoxError>(rsp)
+    });
+    for _ in 0..50 {
+        let rsp = layer.layer(no_owner).oneshot(to_peer("p")).await.unwrap();
+        assert_eq!(rsp.status(), 503);
+    }
+    assert_eq!(reg.state("p"), BreakerState::Closed);
+}
