@@ -112,7 +112,8 @@ impl Sidecar {
                     HttpClient::http1(),
                     metrics.clone(),
                     ready_tx.clone(),
-                );
+                )
+                .map_err(|e| StartError::Table(format!("shards: {e}")))?;
                 tokio::spawn(membership::feed(
                     Arc::new(config.clone()),
                     member.handle().view(),

@@ -78,7 +78,8 @@ pub struct ShardManager {
 }
 
 impl ShardManager {
-    /// Starts managing the shards of this pod's service.
+    /// Starts managing the shards of this pod's service; `Ok(None)` when
+    /// the config has no entry for it (the pod then owns no shards).
     pub fn start(
         config: &SidecarConfig,
         member: Arc<LocalMember>,
@@ -86,15 +87,17 @@ impl ShardManager {
         app: HttpClient,
         metrics: Metrics,
         ready: watch::Sender<bool>,
-    ) -> Option<Self> {
-        let own = config.service(&config.pod.service)?;
+    ) -> Result<Option<Self>, shardmesh_shards::ConfigError> {
+        let Some(own) = config.service(&config.pod.service) else {
+            return Ok(None);
+        };
         let handoff = HandoffConfig::new(own.name.clone(), own.shards);
         let hold_timeout = handoff.hold_timeout;
         let (events, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             service: own.name.clone(),
             state: Mutex::new(State {
-                table: ShardTable::new(MemberId::new(&config.pod.name), handoff),
+                table: ShardTable::new(MemberId::new(&config.pod.name), handoff)?,
                 held: HashMap::new(),
             }),
             inflight: (0..own.shards).map(|_| AtomicUsize::new(0)).collect(),
@@ -115,7 +118,7 @@ impl ShardManager {
             last_tags: None,
         };
         tokio::spawn(task.run(rx));
-        Some(Self { shared })
+        Ok(Some(Self { shared }))
     }
 
     /// The gate the inbound handler asks.
