@@ -177,7 +177,7 @@ impl Bank {
         let shard = self.shard_for(route, account)?;
         if let Some(Fault::LoseEveryNthDeposit(n)) = self.fault {
             let count = self.deposits.fetch_add(1, Ordering::SeqCst) + 1;
-            if count.is_multiple_of(n) {
+            if n > 0 && count % n == 0 {
                 let balance = shard.balance(account).await.map_err(|e| map(&shard, e))?;
                 return Ok(Outcome::Applied {
                     balance: balance.saturating_add(amount),
