@@ -109,15 +109,13 @@ pub async fn prepare(req: Request<BoxBody>, limit: usize) -> Result<Prepared, Bo
     };
     let (mut parts, mut body) = req.into_parts();
 
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut len = 0usize;
+    let mut buffered = Buffered::default();
     let mut trailers = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Box::new(RequestBodyError(e)) as BoxError)?;
         let frame = match frame.into_data() {
-            Ok(data) if len.saturating_add(data.len()) <= limit => {
-                len += data.len();
-                chunks.push(data);
+            Ok(data) if buffered.len.saturating_add(data.len()) <= limit => {
+                buffered.push(data);
                 continue;
             }
             Ok(data) => Frame::data(data),
@@ -132,7 +130,10 @@ pub async fn prepare(req: Request<BoxBody>, limit: usize) -> Result<Prepared, Bo
             },
         };
         // Over the limit: stop reading and stream what we have, then the rest.
-        let mut prefix: VecDeque<Frame<Bytes>> = chunks.into_iter().map(Frame::data).collect();
+        let mut prefix = VecDeque::with_capacity(2);
+        if buffered.len > 0 {
+            prefix.push_back(Frame::data(buffered.into_bytes()));
+        }
         prefix.push_back(frame);
         parts.extensions.insert(NotRetryable);
         let streaming = Prefixed { prefix, rest: body };
@@ -142,17 +143,7 @@ pub async fn prepare(req: Request<BoxBody>, limit: usize) -> Result<Prepared, Bo
         )));
     }
 
-    let data = match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut buf = BytesMut::with_capacity(len);
-            for c in &chunks {
-                buf.extend_from_slice(c);
-            }
-            buf.freeze()
-        }
-    };
+    let data = buffered.into_bytes();
     Ok(Prepared::Replayable(ReplayableRequest {
         parts,
         data,
@@ -165,6 +156,37 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// Body bytes read so far. One chunk is kept as it is (no copy); more are
+/// copied into one buffer, so many tiny frames cannot cost more memory than
+/// their bytes (a `Vec<Bytes>` would hold 32 bytes of handle per frame).
+#[derive(Default)]
+struct Buffered {
+    first: Option<Bytes>,
+    rest: BytesMut,
+    len: usize,
+}
+
+impl Buffered {
+    fn push(&mut self, data: Bytes) {
+        self.len += data.len();
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(data);
+            return;
+        }
+        if let Some(first) = self.first.take() {
+            self.rest.extend_from_slice(&first);
+        }
+        self.rest.extend_from_slice(&data);
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self.first {
+            Some(first) => first,
+            None => self.rest.freeze(),
+        }
+    }
 }
 
 // === impl Prepared ===

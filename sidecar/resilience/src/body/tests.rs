@@ -102,3 +102,23 @@ async fn body_error_is_typed() {
     let err = prepare(req, 1024).await.unwrap_err();
     assert!(crate::errors::boxed_cause::<RequestBodyError>(&err).is_some());
 }
+
+#[tokio::test]
+async fn many_tiny_frames_are_joined_into_one_buffer() {
+    // 5,000 one-byte frames: buffered as 5,000 bytes, replayed whole.
+    let req = Request::post("/x").body(chunked(5_000, 1)).unwrap();
+    let Prepared::Replayable(r) = prepare(req, 64 * 1024).await.unwrap() else {
+        panic!("expected replayable")
+    };
+    assert_eq!(r.body_len(), 5_000);
+    let body = collect(r.request().into_body()).await;
+    assert!(body.iter().enumerate().all(|(i, b)| *b == i as u8));
+    // Over a 1,000-byte limit the same frames stream, in order, intact.
+    let req = Request::post("/x").body(chunked(5_000, 1)).unwrap();
+    let Prepared::Streaming(req) = prepare(req, 1_000).await.unwrap() else {
+        panic!("expected streaming")
+    };
+    let body = collect(req.into_body()).await;
+    assert_eq!(body.len(), 5_000);
+    assert!(body.iter().enumerate().all(|(i, b)| *b == i as u8));
+}
