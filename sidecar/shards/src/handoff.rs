@@ -52,6 +52,8 @@ pub struct ShardTable {
     slots: Vec<Slot>,
     /// The largest epoch seen anywhere; new epochs exceed it.
     max_epoch: u64,
+    /// The first time an epoch was chosen, the base of the epoch floor clock.
+    clock_base: Option<Instant>,
     /// Set by [`Self::leave`]: own nothing, release everything.
     leaving: bool,
     /// The view says the others declared this member dead (or left): they
@@ -86,6 +88,7 @@ impl ShardTable {
             view: 0,
             assignment: None,
             max_epoch: 0,
+            clock_base: None,
             leaving: false,
             declared_gone: false,
         })

@@ -16,6 +16,8 @@ enum Op {
     Start,
     Leave(usize),
     Kill(usize),
+    /// kill -9 and restart under the same name before detection.
+    Restart(usize),
     /// Cut the members whose bit is set from the others.
     Partition(u8),
     Heal,
@@ -27,6 +29,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => Just(Op::Start),
         2 => (0usize..8).prop_map(Op::Leave),
         1 => (0usize..8).prop_map(Op::Kill),
+        1 => (0usize..8).prop_map(Op::Restart),
         2 => any::<u8>().prop_map(Op::Partition),
         2 => Just(Op::Heal),
         1 => Just(Op::Wait),
@@ -81,6 +84,11 @@ fn run(ops: &[Op], fail_every: Option<usize>) {
                     sim.kill(&ids[i % ids.len()].clone());
                 }
             }
+            Op::Restart(i) => {
+                let ids = running(&sim);
+                let id = ids[i % ids.len()].clone();
+                sim.restart(&id);
+            }
             Op::Partition(mask) => {
                 for (bit, id) in running(&sim).iter().enumerate() {
                     sim.side.insert(id.clone(), (mask >> bit) & 1);
@@ -110,6 +118,9 @@ fn run(ops: &[Op], fail_every: Option<usize>) {
         for side in sim.side.values_mut() {
             *side = 0;
         }
+        sim.settle();
+        // A lone (re)started member waits `stable_after` before serving.
+        sim.now += Duration::from_secs(11);
         sim.settle();
         let ids = running(&sim);
         let among: BTreeSet<&str> = ids.iter().map(String::as_str).collect();

@@ -148,3 +148,22 @@ fn partition_two_of_five_minority_stops_majority_serves_all_then_heals() {
     sim.servers(&set(&all));
     assert!(sim.tables.values().all(|t| t.is_ready()));
 }
+
+#[test]
+fn a_member_restarted_before_detection_takes_its_shards_back_with_higher_epochs() {
+    let all = ["bank-0", "bank-1", "bank-2"];
+    let mut sim = cluster(&all);
+    let before = sim.servers(&set(&all));
+    sim.restart("bank-1");
+    sim.settle();
+    let after = sim.servers(&set(&all));
+    assert_eq!(before, after, "same view, same owners");
+    // The sim asserted on every acquire that epochs grow per shard.
+    let reacquired = sim
+        .calls
+        .iter()
+        .filter(|c| c.0 == "bank-1" && c.1 == Callback::Acquire)
+        .count();
+    let owned = after.values().filter(|m| *m == "bank-1").count();
+    assert_eq!(reacquired, 2 * owned, "acquired once per life");
+}

@@ -92,7 +92,7 @@ impl ShardTable {
     }
 
     /// Calls the app acquire for every acquisition whose wait is over.
-    pub(super) fn acquire_ready(&mut self, _now: Instant, out: &mut Vec<Action>) {
+    pub(super) fn acquire_ready(&mut self, now: Instant, out: &mut Vec<Action>) {
         if !self.majority.has_majority() {
             return;
         }
@@ -112,8 +112,7 @@ impl ShardTable {
             if !ready {
                 continue;
             }
-            self.max_epoch += 1;
-            let epoch = self.max_epoch;
+            let epoch = self.next_epoch(now);
             if let Some(State::Acquiring { call, .. }) =
                 self.slots.get_mut(shard as usize).map(|s| &mut s.state)
             {
@@ -121,6 +120,22 @@ impl ShardTable {
                 out.push(Action::CallAcquire { shard, epoch });
             }
         }
+    }
+
+    /// One more than every epoch seen, and not below the wall-clock floor.
+    fn next_epoch(&mut self, now: Instant) -> u64 {
+        let mut epoch = self.max_epoch.saturating_add(1);
+        if self.cfg.epoch_floor > 0 {
+            let base = *self.clock_base.get_or_insert(now);
+            let since = now.saturating_duration_since(base).as_micros();
+            let wall = self
+                .cfg
+                .epoch_floor
+                .saturating_add(u64::try_from(since).unwrap_or(u64::MAX));
+            epoch = epoch.max(wall);
+        }
+        self.max_epoch = epoch;
+        epoch
     }
 
     /// Whether the previous owner released, died or left.

@@ -311,3 +311,31 @@ fn bad_settings_are_refused_with_a_reason() {
         Some(ConfigError::Member)
     );
 }
+
+#[test]
+fn epochs_follow_the_wall_clock_floor_so_a_restarted_cluster_never_reuses_them() {
+    let t0 = Instant::now();
+    let mut c = cfg();
+    c.epoch_floor = 5_000_000;
+    let mut a = ShardTable::new(MemberId::new("a"), c).unwrap();
+    a.on_membership(t0, &[peer("a", 0)]);
+    let t1 = t0 + cfg().stable_after;
+    let epochs: Vec<u64> = acquires(&a.tick(t1)).into_iter().map(|(_, e)| e).collect();
+    assert_eq!(epochs.len(), SHARDS as usize);
+    // The first uses the floor; the rest are one more each (same instant).
+    assert_eq!(epochs[0], 5_000_000);
+    assert!(epochs.windows(2).all(|w| w[1] == w[0] + 1), "{epochs:?}");
+    // A peer's larger epoch still wins over the clock.
+    let mut b = ShardTable::new(MemberId::new("b"), {
+        let mut c = cfg();
+        c.epoch_floor = 5_000_000;
+        c
+    })
+    .unwrap();
+    b.on_membership(t0, &[peer("a", 9_000_000), peer("b", 0), peer("c", 0)]);
+    let mut dead = peer("a", 9_000_000);
+    dead.health = Health::Dead;
+    let out = acquires(&b.on_membership(t0, &[dead, peer("b", 0), peer("c", 0)]));
+    assert!(!out.is_empty());
+    assert!(out.iter().all(|&(_, e)| e > 9_000_000), "{out:?}");
+}

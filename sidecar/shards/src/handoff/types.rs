@@ -37,14 +37,20 @@ pub struct HandoffConfig {
     pub max_held: u32,
     /// How long to wait before calling a failed app callback again.
     pub retry_after: Duration,
-    /// How long a membership must stay unchanged to become the stable
-    /// membership that keep-majority counts against.
+    /// How long a dead member keeps counting for keep-majority, and how long
+    /// a lone member waits before it counts itself a majority.
     pub stable_after: Duration,
+    /// Wall-clock time when the table starts, in microseconds since the Unix
+    /// epoch (0: off). New epochs are at least this plus the time since, so
+    /// they keep growing even after every member restarted and the epochs
+    /// gossiped so far are forgotten (assumes clocks within milliseconds).
+    pub epoch_floor: u64,
 }
 
 impl HandoffConfig {
     /// Defaults for `service` with `shards` shards: hold 5 s, 100 held
-    /// requests per shard, retry callbacks after 1 s, stable after 10 s.
+    /// requests per shard, retry callbacks after 1 s, stable after 10 s, no
+    /// epoch floor (set it from the wall clock at start).
     pub fn new(service: impl Into<String>, shards: u32) -> Self {
         Self {
             service: service.into(),
@@ -53,6 +59,7 @@ impl HandoffConfig {
             max_held: 100,
             retry_after: Duration::from_secs(1),
             stable_after: Duration::from_secs(10),
+            epoch_floor: 0,
         }
     }
 }

@@ -20,6 +20,8 @@ enum Msg {
 /// The simulated cluster of one service.
 pub struct Sim {
     pub now: Instant,
+    /// The simulated wall clock's zero.
+    t0: Instant,
     pub cfg: HandoffConfig,
     /// Running members' tables.
     pub tables: BTreeMap<String, ShardTable>,
@@ -48,8 +50,10 @@ impl Sim {
     pub fn new(shards: u32) -> Self {
         let mut cfg = HandoffConfig::new("bank", shards);
         cfg.stable_after = Duration::from_secs(10);
+        let now = Instant::now();
         Self {
-            now: Instant::now(),
+            now,
+            t0: now,
             cfg,
             tables: BTreeMap::new(),
             health: BTreeMap::new(),
@@ -67,7 +71,7 @@ impl Sim {
 
     /// Starts a member (it joins with the current view).
     pub fn start(&mut self, id: &str) {
-        let table = ShardTable::new(MemberId::new(id), self.cfg.clone()).unwrap();
+        let table = ShardTable::new(MemberId::new(id), self.cfg_now()).unwrap();
         self.tables.insert(id.to_string(), table);
         self.health.insert(id.to_string(), Health::Alive);
         self.side.insert(id.to_string(), 0);
@@ -78,6 +82,22 @@ impl Sim {
         self.tables.remove(id);
         self.health.insert(id.to_string(), Health::Dead);
         self.app_holder.retain(|_, (m, _)| m != id);
+    }
+
+    /// The settings a member starting now gets: the wall clock as floor.
+    fn cfg_now(&self) -> HandoffConfig {
+        let mut cfg = self.cfg.clone();
+        let wall = (self.now - self.t0).as_micros();
+        cfg.epoch_floor = 1_000_000 + u64::try_from(wall).unwrap_or(u64::MAX);
+        cfg
+    }
+
+    /// kill -9 and an immediate restart under the same name, faster than
+    /// failure detection: the others never see it dead.
+    pub fn restart(&mut self, id: &str) {
+        self.app_holder.retain(|_, (m, _)| m != id);
+        let table = ShardTable::new(MemberId::new(id), self.cfg_now()).unwrap();
+        self.tables.insert(id.to_string(), table);
     }
 
     /// Graceful shutdown: the member starts handing its shards off.
