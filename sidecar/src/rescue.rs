@@ -2,6 +2,7 @@
 //! chain for a typed leaf and maps it to a contract reason (Linkerd's
 //! "rescue" shape).
 
+use shardmesh_resilience::body::RequestBodyError;
 use shardmesh_resilience::{
     boxed_cause, BadTimeoutHeader, BoxError, CircuitOpen, ConnectError, DeadlineExceeded,
     Overloaded, RetryBudgetExhausted, TryTimeout,
@@ -36,6 +37,12 @@ pub fn rescue(err: &BoxError) -> MeshFailure {
     }
     if let Some(b) = boxed_cause::<BadTimeoutHeader>(err) {
         return MeshFailure::new(Reason::BadRequest, b.to_string());
+    }
+    if let Some(b) = boxed_cause::<RequestBodyError>(err) {
+        return MeshFailure::new(
+            Reason::BadRequest,
+            format!("reading the request body failed: {b}"),
+        );
     }
     if let Some(c) = boxed_cause::<ConnectError>(err) {
         return MeshFailure::new(Reason::Unavailable, c.to_string());

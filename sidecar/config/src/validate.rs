@@ -169,10 +169,11 @@ pub fn validate_resilience(errs: &mut Errors, at: &str, p: &ResiliencePolicy) {
             "must be at most 1000",
         );
     }
-    if !(1..=600).contains(&r.budget_window_seconds) {
+    // tower's retry budget accepts windows of 1 to 60 s.
+    if !(1..=60).contains(&r.budget_window_seconds) {
         errs.push(
             format!("{at}.retries.budgetWindowSeconds"),
-            "must be between 1 and 600",
+            "must be between 1 and 60",
         );
     }
     if r.max_replay_body_bytes > 16 * 1024 * 1024 {
