@@ -71,6 +71,19 @@ fn scale_three_to_four_to_three_hands_off_with_growing_epochs() {
     sim.settle();
     let back = sim.servers(&set(&["bank-0", "bank-1", "bank-2"]));
     assert_eq!(back.len(), SHARDS as usize);
+    for s in (0..SHARDS).filter(|s| after[s] == "bank-3") {
+        let calls: Vec<_> = sim.calls.iter().filter(|c| c.2 == s).collect();
+        let n = calls.len();
+        assert_eq!(
+            (calls[n - 2].0.as_str(), calls[n - 2].1),
+            ("bank-3", Callback::Release)
+        );
+        assert_eq!(
+            (calls[n - 1].0.as_str(), calls[n - 1].1),
+            (back[&s].as_str(), Callback::Acquire)
+        );
+        assert!(calls[n - 1].3 > calls[n - 2].3, "epoch grows on shard {s}");
+    }
     for (s, epochs) in &sim.epochs {
         assert!(
             epochs.windows(2).all(|w| w[0] < w[1]),
