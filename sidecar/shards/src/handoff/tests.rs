@@ -339,3 +339,58 @@ fn epochs_follow_the_wall_clock_floor_so_a_restarted_cluster_never_reuses_them()
     assert!(!out.is_empty());
     assert!(out.iter().all(|&(_, e)| e > 9_000_000), "{out:?}");
 }
+
+#[test]
+fn a_shard_that_comes_back_while_releasing_is_reacquired_after_the_barrier() {
+    let t0 = Instant::now();
+    let mut a = alone(t0);
+    let out = a.on_membership(t0, &[peer("a", 0), peer("b", 0)]);
+    let s = out
+        .iter()
+        .find_map(|x| match x {
+            Action::Drain { shard } => Some(*shard),
+            _ => None,
+        })
+        .unwrap();
+    let ShardState::Releasing { epoch } = a.state(s) else {
+        panic!();
+    };
+    // b vanishes again before the release finished: the shard is ours again.
+    let mut gone = peer("b", 0);
+    gone.health = Health::Left;
+    a.on_membership(t0, &[peer("a", 0), gone.clone()]);
+    assert_eq!(
+        a.state(s),
+        ShardState::Releasing { epoch },
+        "the release runs to its end"
+    );
+    a.drained(t0, s);
+    let out = a.callback_done(t0, Callback::Release, s, epoch, Outcome::Ok);
+    assert!(out.contains(&Action::Broadcast(notice(s, epoch, "a"))));
+    // Nobody else owns shards, so the barrier passes at once: a new epoch.
+    let again = acquires(&out);
+    assert_eq!(again.len(), 1, "{out:?}");
+    assert!(again[0].1 > epoch);
+}
+
+#[test]
+fn losing_the_majority_releases_everything_and_refuses_all_requests() {
+    let t0 = Instant::now();
+    let mut a = ShardTable::new(MemberId::new("a"), cfg()).unwrap();
+    let three = [peer("a", 0), peer("b", 0), peer("c", 0)];
+    a.on_membership(t0, &three);
+    let dead = |id: &str| {
+        let mut p = peer(id, 0);
+        p.health = Health::Dead;
+        p
+    };
+    // b and c die: a alone is 1 of 3, no majority.
+    let out = a.on_membership(t0, &[peer("a", 0), dead("b"), dead("c")]);
+    assert!(!a.has_majority());
+    assert!(acquires(&out).is_empty());
+    for s in 0..SHARDS {
+        assert_eq!(a.route(t0, s), Route::NoOwner);
+    }
+    assert!(!a.is_ready());
+    assert_eq!(a.settled_tag(), None);
+}
