@@ -230,3 +230,35 @@ async fn metadata_changes_and_app_broadcasts_spread() {
     let too_big = bytes::Bytes::from(vec![0u8; 4096]);
     assert!(b.broadcast(too_big).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_seed_is_re_resolved_and_a_lone_member_keeps_retrying() {
+    let obs = Arc::new(Counts::default());
+    // Reserve a port for the seed that does not exist yet.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let b = start(1, any, Seeds::Dns(format!("localhost:{port}")), obs.clone()).await;
+    // Not a wait for a result: let a few join attempts (50 ms backoff) fail
+    // against the missing seed before it appears, so the join below proves
+    // re-resolution and retrying rather than a lucky first attempt.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.view().borrow().alive().count(), 1);
+    let a = start(
+        0,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Seeds::None,
+        obs,
+    )
+    .await;
+    wait_all(
+        &[&a, &b],
+        Duration::from_secs(10),
+        "joined through DNS",
+        |v| v.alive().count() == 2,
+    )
+    .await;
+}
