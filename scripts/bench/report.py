@@ -1,0 +1,129 @@
+"""Summarises one run of scripts/bench/sidecar.sh as Markdown.
+
+Usage: python3 scripts/bench/report.py target/bench/RUN
+
+Reads RUN/results.tsv (one row per round and case) and RUN/extra.tsv (the
+idle, half-saturation and 1,000-connection figures) and prints the tables
+that docs/benchmarks/sidecar.md shows, with the issue's targets beside the
+measured figures. Ratios are taken within a round (the machine is shared and
+noisy, so a case is only compared with "direct" measured minutes apart).
+"""
+
+import csv
+import statistics
+import sys
+from pathlib import Path
+
+CASES = ["direct", "nginx", "haproxy", "envoy", "sidecar-hop", "full-path"]
+LABELS = {
+    "direct": "direct (wrk → app)",
+    "nginx": "nginx 1.22 (proxy_pass, keepalive)",
+    "haproxy": "HAProxy 2.6",
+    "envoy": "Envoy 1.40 (retries + breakers)",
+    "sidecar-hop": "shardmesh: one sidecar hop",
+    "full-path": "shardmesh: full path (A out → h2c → B in)",
+}
+
+
+def load(run: Path):
+    rows = list(csv.DictReader(open(run / "results.tsv"), delimiter="\t"))
+    extra = {}
+    for line in open(run / "extra.tsv"):
+        key, _, value = line.rstrip("\n").partition("\t")
+        extra[key] = value
+    return rows, extra
+
+
+def by_round(rows):
+    out = {}
+    for r in rows:
+        out.setdefault(r["round"], {})[r["case"]] = r
+    return out
+
+
+def mib(kb: float) -> str:
+    return f"{kb / 1024:.1f}"
+
+
+def ratio_range(values):
+    lo, hi = min(values), max(values)
+    return f"{lo:.2f}×" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}–{hi:.2f}×"
+
+
+def main():
+    run = Path(sys.argv[1])
+    rows, extra = load(run)
+    rounds = by_round(rows)
+    med = lambda case, key: statistics.median(  # noqa: E731
+        float(r[key]) for r in rows if r["case"] == case
+    )
+    ratios = {
+        case: [float(rd[case]["req_s"]) / float(rd["direct"]["req_s"]) for rd in rounds.values()]
+        for case in CASES
+    }
+
+    load_file = run / "load.txt"
+    load_avg = load_file.read_text().strip().replace("load ", "").replace("\n", "; ") if load_file.exists() else "?"
+    print(
+        f"Rounds: {len(rounds)}; medians over rounds, ratio ranges over rounds. "
+        f"Load average (1, 5, 15 min) {load_avg}.\n"
+    )
+    print("| path | req/s | × direct | p50 | p99 | proxy CPU µs/req | app CPU µs/req | RSS after run (MiB) | peak RSS (MiB) | idle RSS (MiB) | errors |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for case in CASES:
+        errors = sum(int(r["errors"]) for r in rows if r["case"] == case)
+        proxy = "—" if case == "direct" else f"{med(case, 'proxy_cpu_us'):.1f}"
+        rss = "—" if case == "direct" else mib(max(float(r["rss_kb"]) for r in rows if r["case"] == case))
+        hwm = "—" if case == "direct" else mib(max(float(r["hwm_kb"]) for r in rows if r["case"] == case))
+        idle = "—" if case == "direct" else mib(med(case, "idle_kb"))
+        print(
+            f"| {LABELS[case]} | {med(case, 'req_s'):,.0f} | {ratio_range(ratios[case])} "
+            f"| {med(case, 'p50_us') / 1000:.2f} ms | {med(case, 'p99_us') / 1000:.2f} ms "
+            f"| {proxy} | {med(case, 'app_cpu_us'):.1f} | {rss} | {hwm} | {idle} | {errors} |"
+        )
+
+    hop_vs_nginx = [float(rd["sidecar-hop"]["req_s"]) / float(rd["nginx"]["req_s"]) for rd in rounds.values()]
+    hop_vs_envoy = [float(rd["sidecar-hop"]["req_s"]) / float(rd["envoy"]["req_s"]) for rd in rounds.values()]
+    cpu = med("sidecar-hop", "proxy_cpu_us")
+    half = {}
+    for name in ("direct", "sidecar-hop"):
+        fields = extra.get(f"half_{name}", "").split("\t")
+        half[name] = {
+            "rate": float(fields[0].split()[0]),
+            "p50": float(fields[1].split()[1]),
+            "p99": float(fields[2].split()[1]),
+        }
+    added_p99 = (half["sidecar-hop"]["p99"] - half["direct"]["p99"]) / 1000
+    idle = float(extra["idle_sidecar_rss_kb"])
+    c1000 = max(float(extra["c1000_rss_mid_kb"]), float(extra["c1000_hwm_kb"]))
+    verdict = lambda ok: "**meets**" if ok else "**misses**"  # noqa: E731
+
+    print("\n| target (one sidecar hop, one worker thread) | measured | verdict |")
+    print("| --- | --- | --- |")
+    print(f"| throughput ≥ nginx's | {ratio_range(hop_vs_nginx)} nginx | {verdict(min(hop_vs_nginx) >= 1)} |")
+    print(f"| throughput ≥ 3× Envoy's | {ratio_range(hop_vs_envoy)} Envoy | {verdict(min(hop_vs_envoy) >= 3)} |")
+    print(f"| CPU per proxied request ≤ 10 µs | {cpu:.1f} µs | {verdict(cpu <= 10)} |")
+    print(
+        f"| added p99 ≤ 0.5 ms at half of saturation | {added_p99:+.2f} ms "
+        f"(p99 {half['sidecar-hop']['p99'] / 1000:.2f} ms vs direct {half['direct']['p99'] / 1000:.2f} ms "
+        f"at {half['sidecar-hop']['rate']:,.0f} req/s) | {verdict(added_p99 <= 0.5)} |"
+    )
+    print(f"| idle RSS ≤ 10 MiB | {mib(idle)} MiB | {verdict(idle <= 10 * 1024)} |")
+    print(
+        f"| RSS under 1,000 connections ≤ 64 MiB | {mib(c1000)} MiB "
+        f"(mid-run RSS {mib(float(extra['c1000_rss_mid_kb']))}, peak {mib(float(extra['c1000_hwm_kb']))}; "
+        f"{extra['c1000_fds_mid']} fds, {extra['c1000_req_s']} req/s, {extra['c1000_errors']} errors) "
+        f"| {verdict(c1000 <= 64 * 1024)} |"
+    )
+    conns = {n: extra[f"half_{n}"].split("conns ")[-1] for n in ("direct", "sidecar-hop")}
+    print(
+        f"\nHalf-saturation runs: target {extra['half_target_req_s']} req/s "
+        f"({conns['direct']} / {conns['sidecar-hop']} connections); direct p50 {half['direct']['p50'] / 1000:.2f} ms / "
+        f"p99 {half['direct']['p99'] / 1000:.2f} ms at {half['direct']['rate']:,.0f} req/s; "
+        f"hop p50 {half['sidecar-hop']['p50'] / 1000:.2f} ms / p99 {half['sidecar-hop']['p99'] / 1000:.2f} ms "
+        f"at {half['sidecar-hop']['rate']:,.0f} req/s."
+    )
+
+
+if __name__ == "__main__":
+    main()

