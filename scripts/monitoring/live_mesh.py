@@ -1,11 +1,19 @@
-"""A small local mesh for the live Prometheus test: upstream apps, sidecars, load.
+"""Local meshes for the live Prometheus test, their faults, and their load.
 
-Everything binds 127.0.0.1 only. The upstream is a tiny HTTP app (threads in
-this process) standing in for the bank app: it answers /accounts/{key} and,
-for fault injection, /accounts/{key}/slow (300 ms) and /accounts/{key}/fail
-(503 from the app). Each sidecar runs as its own process from
-target/release/shardmesh-sidecar with its own config file: members found by
-gossip (static seeds, an encrypted keyring), or a static member list.
+Everything binds loopback addresses only. Two ways to start a mesh:
+
+- RunnerMesh: `shardmesh-operator local up` (the local runner) runs the
+  sample bank app (examples/bank.yaml) plus two services of the stand-in app
+  (standin_app.py): `ledger`, whose breaker never opens so that its failing
+  answers are retried until the retry budget refuses, and `audit`, with tiny
+  backpressure limits and the default breaker, for shedding, timeouts and open
+  breakers. `bank-load` drives the bank.
+- SidecarMesh: the sidecars started directly (target/release/shardmesh-sidecar)
+  in front of in-process stand-in apps, bank and ledger only; members found by
+  gossip (static seeds, an encrypted keyring) or from a static member list.
+
+Pods are dicts: name, service, and (host, port) tuples for outbound, inbound,
+admin and gossip.
 """
 
 import base64
@@ -18,13 +26,23 @@ import socket
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
 
-NAMESPACE = "shardmesh-live"
+import standin_app
 
+NAMESPACE = "shardmesh-live"
+ROOT = Path(__file__).resolve().parents[2]
+
+# Resilience of the stand-in services (camelCase fields of the sidecar config
+# and of a ShardedService's spec.resilience).
+NEVER_OPENS = {"consecutiveFailures": 1000000, "failurePercent": 100, "minRequests": 1000000}
+LEDGER = {"breaker": NEVER_OPENS, "retries": {"attempts": 3, "budgetPercent": 1, "budgetMinPerSecond": 1}}
+SMALL = {
+    "backpressure": {"maxConcurrency": 2, "queueSize": 2, "maxQueueWaitMs": 50},
+    "breaker": {"consecutiveFailures": 5, "openMs": 1000, "maxOpenMs": 5000},
+}
 
 _TAKEN = set()
 
@@ -45,29 +63,20 @@ def free_port():
     raise RuntimeError("no free loopback port")
 
 
-class Upstream(BaseHTTPRequestHandler):
-    """The stand-in app: every request succeeds unless its path asks otherwise."""
+def hostport(text):
+    host, _, port = text.rpartition(":")
+    return host, int(port)
 
-    protocol_version = "HTTP/1.1"
 
-    def _answer(self):
-        length = int(self.headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
-        if "/slow" in self.path:
-            time.sleep(0.3)
-        status = 503 if "/fail" in self.path else 200
-        body = json.dumps({"balance": 0, "pod": self.server.pod}).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = do_DELETE = _answer
-
-    def log_message(self, *args):
-        pass
+def get(addr, path, timeout=1):
+    """(status, body text) of GET http://addr/path."""
+    c = http.client.HTTPConnection(*addr, timeout=timeout)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read().decode(errors="replace")
+    finally:
+        c.close()
 
 
 class Procs:
@@ -78,12 +87,12 @@ class Procs:
         self.procs = {}
         self.killed = set()
 
-    def start(self, name, argv, env=None):
-        log = open(self.logdir / f"{name}.log", "ab")
-        log.write(f"=== {' '.join(map(str, argv))}\n".encode())
-        log.flush()
-        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                             start_new_session=True)
+    def start(self, name, argv, env=None, cwd=None):
+        with open(self.logdir / f"{name}.log", "ab") as log:
+            log.write(f"=== {' '.join(map(str, argv))}\n".encode())
+            log.flush()
+            p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                 start_new_session=True, cwd=cwd)
         self.procs[name] = p
         return p
 
@@ -110,121 +119,41 @@ class Procs:
         path = self.logdir / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
-    def stop_all(self):
+    def stop_all(self, grace=5):
         for p in self.procs.values():
             if p.poll() is None:
                 p.terminate()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + grace
         for p in self.procs.values():
             try:
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                p.kill()
+                os.killpg(p.pid, signal.SIGKILL)
                 p.wait(timeout=5)
-
-
-class QuietServer(ThreadingHTTPServer):
-    """The upstream's server: a caller that gave up (a timeout) is not an error."""
-
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        pass
-
-
-# The services of the test mesh. `bank` keeps the default breaker so that
-# failing answers open it; `ledger`'s breaker never opens so that its failing
-# answers are retried until the retry budget refuses.
-SERVICES = {
-    "bank": {"pods": 3, "shards": 12, "resilience": {
-        # Small limits so the fault phase reaches them quickly.
-        "backpressure": {"maxConcurrency": 2, "queueSize": 2, "maxQueueWaitMs": 50},
-        "breaker": {"consecutiveFailures": 5, "openMs": 1000, "maxOpenMs": 5000},
-    }},
-    "ledger": {"pods": 2, "shards": 8, "resilience": {
-        "breaker": {"consecutiveFailures": 1000000, "failurePercent": 100, "minRequests": 1000000},
-        "retries": {"attempts": 3, "budgetPercent": 1, "budgetMinPerSecond": 1},
-    }},
-}
+        self.procs.clear()
+        self.killed.clear()
 
 
 class Mesh:
-    """Sidecars of the SERVICES, each in front of its own upstream.
+    """What both meshes share: pods, readiness, scrape targets, kills."""
 
-    mode "static": every sidecar gets the full member list in its config.
-    mode "gossip": members are discovered by gossip from static seeds.
-    """
+    mode = "?"
 
-    def __init__(self, sidecar_bin, workdir, procs, mode="static"):
-        self.bin = sidecar_bin
-        self.dir = Path(workdir)
+    def __init__(self, procs):
         self.procs = procs
-        self.mode = mode
         self.pods = []
-        for service, spec in SERVICES.items():
-            for i in range(spec["pods"]):
-                self.pods.append({
-                    "name": f"{service}-{i}", "service": service,
-                    "outbound": free_port(), "inbound": free_port(), "admin": free_port(),
-                    "gossip": free_port(), "app": free_port(),
-                })
-        self.servers = []
-        self.keyring = self.dir / "gossip.keyring"
-
-    def config(self, pod):
-        services = []
-        for name, spec in SERVICES.items():
-            members = [{"name": p["name"], "inbound": f"127.0.0.1:{p['inbound']}",
-                        "admin": f"127.0.0.1:{p['admin']}"} for p in self.pods if p["service"] == name]
-            entry = {"name": name, "shards": spec["shards"], "routing": {"keyFromPath": "/accounts/{key}"},
-                     "resilience": spec["resilience"]}
-            if self.mode == "static":
-                entry["members"] = members
-            services.append(entry)
-        cfg = {
-            "pod": {"name": pod["name"], "service": pod["service"]},
-            "listeners": {k: f"127.0.0.1:{pod[k]}" for k in ("outbound", "inbound", "admin", "gossip")},
-            "app": {"address": f"127.0.0.1:{pod['app']}"},
-            "services": services,
-            "log": {"level": "warn"},
-            "shutdownGraceMs": 1000,
-        }
-        if self.mode == "gossip":
-            cfg["membership"] = {
-                "seeds": {"static": [f"127.0.0.1:{p['gossip']}" for p in self.pods]},
-                "gossip": {"enabled": True, "probeIntervalMs": 200, "probeTimeoutMs": 100,
-                           "pushPullIntervalMs": 2000, "keyringFile": str(self.keyring)},
-            }
-        return cfg
-
-    def start(self):
-        # Gossip is always encrypted: one base64 32-byte key, the primary.
-        self.keyring.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
-        for pod in self.pods:
-            srv = QuietServer(("127.0.0.1", pod["app"]), Upstream)
-            srv.pod = pod["name"]
-            threading.Thread(target=srv.serve_forever, daemon=True).start()
-            self.servers.append(srv)
-            path = self.dir / f"{pod['name']}.yaml"
-            path.write_text(yaml.safe_dump(self.config(pod), sort_keys=False))
-            self.procs.start(pod["name"], [str(self.bin), "--config", str(path)])
+        self.down = set()
 
     def metrics(self, pod):
-        c = http.client.HTTPConnection("127.0.0.1", pod["admin"], timeout=1)
-        try:
-            c.request("GET", "/metrics")
-            r = c.getresponse()
-            return r.status, r.read().decode(errors="replace")
-        finally:
-            c.close()
+        return get(pod["admin"], "/metrics")
 
     def wait_ready(self, deadline):
         """Waits until every sidecar's admin /metrics answers, or raises."""
         pending = list(self.pods)
         while pending and time.monotonic() < deadline:
-            dead = [p["name"] for p in pending if p["name"] in self.procs.dead()]
-            if dead:
-                raise RuntimeError(f"sidecar {dead[0]} exited:\n{self.procs.log_tail(dead[0])}")
+            crashed = self.procs.crashed()
+            if crashed:
+                raise RuntimeError(f"{crashed[0]} exited:\n{self.procs.log_tail(crashed[0])}")
             try:
                 if self.metrics(pending[0])[0] == 200:
                     pending.pop(0)
@@ -248,13 +177,154 @@ class Mesh:
         return False
 
     def scrape_targets(self):
-        return [{"targets": [f"127.0.0.1:{p['admin']}"], "labels": {"namespace": NAMESPACE, "pod": p["name"]}}
+        return [{"targets": ["%s:%d" % p["admin"]], "labels": {"namespace": NAMESPACE, "pod": p["name"]}}
                 for p in self.pods]
+
+    def alive(self, service=None):
+        return [p for p in self.pods if p["name"] not in self.down and service in (None, p["service"])]
+
+
+class SidecarMesh(Mesh):
+    """Sidecars started directly, each in front of an in-process stand-in app.
+
+    mode "static": every sidecar gets the full member list in its config.
+    mode "gossip": members are discovered by gossip from static seeds.
+    """
+
+    SERVICES = {"bank": (3, 12, SMALL), "ledger": (2, 8, LEDGER)}
+
+    def __init__(self, sidecar_bin, workdir, procs, mode="static"):
+        super().__init__(procs)
+        self.bin = sidecar_bin
+        self.dir = Path(workdir)
+        self.mode = mode
+        self.fault_service = "bank"
+        for service, (count, _, _) in self.SERVICES.items():
+            for i in range(count):
+                pod = {"name": f"{service}-{i}", "service": service, "app": free_port()}
+                for k in ("outbound", "inbound", "admin", "gossip"):
+                    pod[k] = ("127.0.0.1", free_port())
+                self.pods.append(pod)
+        self.servers = []
+        self.keyring = self.dir / "gossip.keyring"
+
+    def config(self, pod):
+        services = []
+        for name, (_, shards, resilience) in self.SERVICES.items():
+            entry = {"name": name, "shards": shards, "routing": {"keyFromPath": "/accounts/{key}"},
+                     "resilience": resilience}
+            if self.mode == "static":
+                entry["members"] = [{"name": p["name"], "inbound": "%s:%d" % p["inbound"],
+                                     "admin": "%s:%d" % p["admin"]} for p in self.pods if p["service"] == name]
+            services.append(entry)
+        cfg = {
+            "pod": {"name": pod["name"], "service": pod["service"]},
+            "listeners": {k: "%s:%d" % pod[k] for k in ("outbound", "inbound", "admin", "gossip")},
+            "app": {"address": f"127.0.0.1:{pod['app']}"},
+            "services": services,
+            "log": {"level": "warn"},
+            "shutdownGraceMs": 1000,
+        }
+        if self.mode == "gossip":
+            cfg["membership"] = {
+                "seeds": {"static": ["%s:%d" % p["gossip"] for p in self.pods]},
+                "gossip": {"enabled": True, "probeIntervalMs": 200, "probeTimeoutMs": 100,
+                           "pushPullIntervalMs": 2000, "keyringFile": str(self.keyring)},
+            }
+        return cfg
+
+    def start(self, deadline):
+        # Gossip is always encrypted: one base64 32-byte key, the primary.
+        self.keyring.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+        for pod in self.pods:
+            self.servers.append(standin_app.serve("127.0.0.1", pod["app"], pod["name"]))
+            path = self.dir / f"{pod['name']}.yaml"
+            path.write_text(yaml.safe_dump(self.config(pod), sort_keys=False))
+            self.procs.start(pod["name"], [str(self.bin), "--config", str(path)])
+        self.wait_ready(deadline)
+
+    def kill(self, name):
+        self.down.add(name)
+        self.procs.kill(name)
 
     def stop(self):
         for s in self.servers:
             s.shutdown()
             s.server_close()
+
+
+class RunnerMesh(Mesh):
+    """`shardmesh-operator local up`: the bank app and two stand-in services."""
+
+    mode = "runner"
+    BLOCK = 107  # loopback block of the pod IPs (the e2e scenarios use 101-105)
+
+    def __init__(self, operator_bin, workdir, procs, python):
+        super().__init__(procs)
+        self.bin = operator_bin
+        self.dir = Path(workdir)
+        self.python = python
+        self.run_dir = self.dir / "runner"
+        self.fault_service = "audit"
+        self.state = {}
+
+    def manifests(self):
+        standin = f"{self.python} {ROOT / 'scripts/monitoring/standin_app.py'}"
+
+        def service(name, replicas, shards, resilience):
+            return {
+                "apiVersion": "shardmesh.io/v1alpha1", "kind": "ShardedService",
+                "metadata": {"name": name, "annotations": {"shardmesh.io/local-command": standin}},
+                "spec": {"replicas": replicas, "shards": shards, "appPort": 8080,
+                         "routing": {"keyFromPath": "/accounts/{key}"}, "resilience": resilience,
+                         "template": {"spec": {"containers": [{"name": name, "image": "example.invalid/standin:0"}]}}},
+            }
+        path = self.dir / "standins.yaml"
+        path.write_text(yaml.safe_dump_all([service("ledger", 2, 8, LEDGER), service("audit", 2, 8, SMALL)],
+                                           sort_keys=False))
+        return [str(ROOT / "examples/bank.yaml"), str(path)]
+
+    def read_state(self):
+        try:
+            self.state = json.loads((self.run_dir / "state.json").read_text())
+        except (OSError, ValueError):
+            return None
+        self.pods = []
+        for svc in self.state.get("services", []):
+            for p in svc["pods"]:
+                self.pods.append({"name": p["name"], "service": svc["name"], "app_pid": p.get("app_pid"),
+                                  "sidecar_pid": p.get("sidecar_pid"),
+                                  **{k: hostport(p[k]) for k in ("outbound", "inbound", "admin", "gossip")}})
+        return self.state
+
+    def start(self, deadline):
+        # A long restart backoff: a pod this test kills stays down for the run.
+        self.procs.start("runner", [str(self.bin), "local", "up", *self.manifests(), "--run-dir", str(self.run_dir),
+                                    "--loopback-block", str(self.BLOCK), "--restart-backoff-ms", "600000"],
+                         cwd=str(ROOT))
+        while time.monotonic() < deadline:
+            if "runner" in self.procs.dead():
+                raise RuntimeError(f"local runner exited:\n{self.procs.log_tail('runner')}")
+            state = self.read_state()
+            if state and state.get("ready"):
+                self.wait_ready(deadline)
+                return
+            time.sleep(0.25)
+        raise RuntimeError(f"local runner not ready in time:\n{self.procs.log_tail('runner')}")
+
+    def kill(self, name):
+        """SIGKILL of a pod's app and sidecar (a pod that dies without leaving)."""
+        self.down.add(name)
+        pod = next(p for p in self.pods if p["name"] == name)
+        for pid in (pod["app_pid"], pod["sidecar_pid"]):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, TypeError):
+                pass
+
+    def stop(self):
+        # SIGTERM to the runner stops every pod, bounded (docs/local.md).
+        self.procs.stop_all(grace=15)
 
 
 class Load:
@@ -265,9 +335,9 @@ class Load:
         self.counts = {}
         self.lock = threading.Lock()
 
-    def _one(self, port, method, path, headers, timeout=5):
+    def _one(self, addr, method, path, headers, timeout=5):
         try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+            c = http.client.HTTPConnection(*addr, timeout=timeout)
             c.request(method, path, body=b"{}" if method == "POST" else None, headers=headers)
             r = c.getresponse()
             r.read()
@@ -295,12 +365,13 @@ class Load:
             t.start()
         return ts
 
-    def alive_pod(self, rng):
-        return rng.choice([p for p in self.mesh.pods if p["name"] not in self.mesh.procs.dead()])
-
     def healthy(self, rng):
-        pod = self.alive_pod(rng)
-        service = rng.choice(list(SERVICES))
+        """Reads and idempotent writes to the stand-in services (bank-load drives a real bank)."""
+        pod = rng.choice(self.mesh.alive())
+        services = sorted({p["service"] for p in self.mesh.pods})
+        if self.mesh.mode == "runner":
+            services.remove("bank")
+        service = rng.choice(services)
         key = f"acct-{rng.randrange(200)}"
         method, path = ("POST", f"/accounts/{key}/deposit") if rng.random() < 0.3 else ("GET", f"/accounts/{key}")
         headers = {"x-shardmesh-service": service}
@@ -310,20 +381,20 @@ class Load:
 
     def faults(self, rng):
         """A mix that makes every mesh reason and resilience series appear."""
-        pod = self.alive_pod(rng)
+        pod = rng.choice(self.mesh.alive())
         key = f"acct-{rng.randrange(200)}"
         kind = rng.randrange(7)
-        base = {"x-shardmesh-service": "bank"}
+        target = {"x-shardmesh-service": self.mesh.fault_service}
         if kind == 0:
             return pod["outbound"], "GET", f"/accounts/{key}", {"x-shardmesh-service": "no-such-service"}
         if kind == 1:
             return pod["outbound"], "GET", "/accounts", {}
         if kind == 2:
-            return pod["outbound"], "GET", f"/accounts/{key}/slow", {**base, "x-shardmesh-timeout-ms": "100"}
+            return pod["outbound"], "GET", f"/accounts/{key}/slow", {**target, "x-shardmesh-timeout-ms": "100"}
         if kind == 3:
-            return pod["outbound"], "GET", f"/accounts/{key}/slow", base
+            return pod["outbound"], "GET", f"/accounts/{key}/slow", target
         if kind == 4:
-            return pod["outbound"], "GET", f"/accounts/{key}/fail", base
+            return pod["outbound"], "GET", f"/accounts/{key}/fail", target
         # Failing ledger answers, retried until the retry budget refuses.
         return pod["outbound"], "GET", f"/accounts/{key}/fail", {"x-shardmesh-service": "ledger"}
 
@@ -331,5 +402,5 @@ class Load:
         """Sends malformed UDP packets to every gossip port (counted as bad packets)."""
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for _ in range(count):
-                for p in self.mesh.pods:
-                    s.sendto(os.urandom(64), ("127.0.0.1", p["gossip"]))
+                for p in self.mesh.alive():
+                    s.sendto(os.urandom(64), p["gossip"])
