@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Every child manifest the operator renders for examples/*.yaml, and the CRD,
+# validates against the Kubernetes OpenAPI schemas offline (kubernetes-validate,
+# strict: unknown fields fail). A deliberately broken manifest must fail too,
+# so a validator that accepts everything cannot pass this stage.
+set -euo pipefail
+source scripts/lib/common.sh
+
+K8S_VERSION=1.34.0
+pip_install "kubernetes-validate==1.37.0"
+kv="$(dirname "$(venv_python)")/kubernetes-validate"
+
+cargo build --release --locked -q -p shardmesh-operator --bin shardmesh-operator
+bin=target/release/shardmesh-operator
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+"$bin" crd > "$out/crd.yaml"
+if ! cmp -s "$out/crd.yaml" crds/shardedservice.yaml; then
+    echo "crds/shardedservice.yaml is stale: run 'shardmesh-operator crd > crds/shardedservice.yaml'"
+    exit 1
+fi
+
+rendered=0
+for f in examples/*.yaml; do
+    grep -q '^kind: ShardedService' "$f" || continue
+    "$bin" render "$f" > "$out/children-$(basename "$f")"
+    rendered=$((rendered + 1))
+done
+[ "$rendered" -ge 2 ] || { echo "expected at least 2 example ShardedServices, rendered $rendered"; exit 1; }
+
+"$kv" -k "$K8S_VERSION" --strict --quiet "$out"/children-*.yaml crds/shardedservice.yaml
+echo "validated children of $rendered ShardedServices and the CRD against Kubernetes $K8S_VERSION"
+
+# Self-check: a field the schema does not know must be rejected.
+sed 's/^  podManagementPolicy: Parallel$/  podManagementPolicy: Parallel\n  notAField: 1/' \
+    "$out/children-bank.yaml" > "$out/broken.yaml"
+if "$kv" -k "$K8S_VERSION" --strict --quiet "$out/broken.yaml" >/dev/null 2>&1; then
+    echo "kubernetes-validate accepted a manifest with an unknown field"
+    exit 1
+fi
+echo "the validator rejects an unknown field, as it should"
