@@ -180,3 +180,15 @@ fn a_member_restarted_before_detection_takes_its_shards_back_with_higher_epochs(
     let owned = after.values().filter(|m| *m == "bank-1").count();
     assert_eq!(reacquired, 2 * owned, "acquired once per life");
 }
+
+#[test]
+fn lost_release_notices_are_covered_by_the_settled_barrier() {
+    let mut sim = cluster(&["bank-0", "bank-1", "bank-2"]);
+    sim.drop_notices = true;
+    sim.start("bank-3");
+    sim.settle();
+    let four = set(&["bank-0", "bank-1", "bank-2", "bank-3"]);
+    let servers = sim.servers(&four);
+    assert!(servers.values().any(|m| m == "bank-3"));
+    assert!(sim.tables.values().all(|t| t.is_ready()));
+}

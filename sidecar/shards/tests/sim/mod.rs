@@ -42,6 +42,8 @@ pub struct Sim {
     pub log: Vec<(String, Action)>,
     /// Fail every n-th app callback (the state machine must retry).
     pub fail_every: Option<usize>,
+    /// Lose every gossiped release notice (the barrier must cover).
+    pub drop_notices: bool,
     /// App callbacks answered so far.
     answered: usize,
 }
@@ -65,6 +67,7 @@ impl Sim {
             calls: Vec::new(),
             log: Vec::new(),
             fail_every: None,
+            drop_notices: false,
             answered: 0,
         }
     }
@@ -247,6 +250,7 @@ impl Sim {
                 Action::Drain { shard } => {
                     self.queue.push_back((id.to_string(), Msg::Drained(*shard)));
                 }
+                Action::Broadcast(_) if self.drop_notices => {}
                 Action::Broadcast(n) => {
                     let my_side = self.side.get(id).copied();
                     for to in self.tables.keys() {
