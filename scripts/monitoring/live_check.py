@@ -305,8 +305,13 @@ def main():
             except subprocess.TimeoutExpired:
                 procs.kill("bank-load")
                 code = "killed after 15 s more"
-            procs.killed.add("bank-load")  # its verdict on money is the e2e suite's business
-            print(f"bank-load exited {code}: {procs.log_tail('bank-load', 3)}")
+            procs.killed.add("bank-load")
+            # Its money check is the e2e suite's business: here its resolve
+            # phase gets 5 s, too little to settle every write made ambiguous
+            # by the kills, so its verdict is printed, not judged.
+            summary = [ln for ln in procs.log_tail("bank-load", 40).splitlines() if ln.startswith(("bank-load:",
+                                                                                                   "failed requests"))]
+            print(f"bank-load (load only, verdict not judged here) exited {code}: {' | '.join(summary)}")
         crashed = procs.crashed()
         if crashed:
             raise RuntimeError(f"process {crashed[0]} died under load:\n{procs.log_tail(crashed[0])}")
