@@ -42,17 +42,21 @@ fn main() -> ExitCode {
         eprintln!("shardmesh-sidecar: {e}");
         return ExitCode::from(2);
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    match worker_threads() {
+    // One worker: a current-thread runtime avoids the multi-thread
+    // scheduler's cross-thread wakeups on every request hop.
+    let mut builder = match worker_threads() {
+        Ok(Some(1)) => tokio::runtime::Builder::new_current_thread(),
         Ok(Some(n)) => {
-            builder.worker_threads(n);
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
         }
-        Ok(None) => {}
+        Ok(None) => tokio::runtime::Builder::new_multi_thread(),
         Err(e) => {
             eprintln!("shardmesh-sidecar: {e}");
             return ExitCode::from(2);
         }
-    }
+    };
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

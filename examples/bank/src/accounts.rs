@@ -41,8 +41,8 @@ pub enum Accounts {
     Mesh {
         /// Outbound sidecar base URL.
         base: String,
-        /// Pooled client.
-        client: HttpClient,
+        /// Pooled client (boxed: it is large next to the other variant).
+        client: Box<HttpClient>,
     },
     /// Straight into this process's bank (standalone mode).
     Local(Arc<Bank>),
@@ -55,7 +55,7 @@ impl Accounts {
     pub fn mesh(base: &str, timeout: Duration) -> Self {
         Accounts::Mesh {
             base: base.trim_end_matches('/').to_string(),
-            client: HttpClient::new(timeout),
+            client: Box::new(HttpClient::new(timeout)),
         }
     }
 

@@ -91,7 +91,12 @@ impl ShardManager {
         let Some(own) = config.service(&config.pod.service) else {
             return Ok(None);
         };
-        let handoff = HandoffConfig::new(own.name.clone(), own.shards);
+        let mut handoff = HandoffConfig::new(own.name.clone(), own.shards);
+        // Epochs start above the wall clock, so they keep growing even after
+        // every member restarted and forgot the epochs gossiped so far.
+        handoff.epoch_floor = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         let hold_timeout = handoff.hold_timeout;
         let (events, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
