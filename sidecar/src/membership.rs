@@ -244,6 +244,38 @@ pub fn debug_source(view: watch::Receiver<MembershipView>) -> crate::admin::Debu
 /// Reports gossip events into the sidecar's prometheus metrics.
 pub struct GossipMetrics(pub Metrics);
 
+impl GossipMetrics {
+    /// Creates every label combination at zero, so the first bad packet or
+    /// failed probe shows up in `rate()` instead of starting a new series.
+    pub fn new(metrics: Metrics) -> Self {
+        for reason in [
+            BadPacket::Oversized,
+            BadPacket::Truncated,
+            BadPacket::Version,
+            BadPacket::Auth,
+            BadPacket::Malformed,
+        ] {
+            metrics
+                .gossip_bad_packets
+                .with_label_values(&[reason.as_str()]);
+        }
+        for result in [
+            ProbeResult::Ack,
+            ProbeResult::IndirectAck,
+            ProbeResult::Failed,
+        ] {
+            metrics.gossip_probes.with_label_values(&[result.as_str()]);
+        }
+        for state in ["alive", "suspect", "dead", "left"] {
+            metrics.members.with_label_values(&[state]);
+        }
+        for direction in ["sent", "received"] {
+            metrics.gossip_bytes.with_label_values(&[direction]);
+        }
+        Self(metrics)
+    }
+}
+
 impl GossipObserver for GossipMetrics {
     fn members(&self, counts: HealthCounts) {
         let m = &self.0.members;

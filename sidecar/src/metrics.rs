@@ -176,6 +176,14 @@ impl Metrics {
         buf
     }
 
+    /// Creates a service's per-service counters at zero, so the first retry
+    /// or shed request is visible to `rate()`.
+    pub fn init_service(&self, service: &str) {
+        self.retries.with_label_values(&[service]);
+        self.retry_budget_exhausted.with_label_values(&[service]);
+        self.load_shed.with_label_values(&[service]);
+    }
+
     /// Records one finished request.
     pub fn record(&self, direction: &str, service: &str, code: u16, reason: &str, seconds: f64) {
         let code = code.to_string();

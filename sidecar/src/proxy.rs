@@ -87,6 +87,7 @@ impl Proxy {
             .service(&config.pod.service)
             .map(|s| s.resilience.clone())
             .unwrap_or_default();
+        metrics.init_service(&config.pod.service);
         let app = HttpClient::http1();
         let inbound = crate::resilience::inbound_stack(
             &own_policy,
@@ -175,6 +176,7 @@ impl Proxy {
                 return cached.stack.clone();
             }
         }
+        self.0.metrics.init_service(&routes.name);
         let breakers = Breakers::new(
             BreakerSettings::from(&routes.policy.breaker),
             self.0.observer.clone(),

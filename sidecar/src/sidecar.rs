@@ -311,7 +311,7 @@ async fn start_gossip(
         settings,
         meta.clone(),
         keyring,
-        Arc::new(membership::GossipMetrics(metrics)),
+        Arc::new(membership::GossipMetrics::new(metrics)),
         async move {
             let _ = left.await;
         },
