@@ -3,15 +3,13 @@
 //! to the owner it knows when not), then calls the local app behind the
 //! backpressure limit.
 
-use std::sync::Arc;
-
 use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use shardmesh_resilience::BoxError;
 use tokio::time::Instant;
 
+use crate::app_client::AppClient;
 use crate::body::{boxed, BoxBody};
-use crate::client::HttpClient;
 use crate::gate::Admission;
 use crate::headers;
 use crate::proxy::{Direction, Proxy};
@@ -113,14 +111,13 @@ async fn serve_locally(
 /// The innermost inbound service: the local app over pooled HTTP/1.1.
 #[derive(Clone)]
 pub struct SendToApp {
-    client: HttpClient,
-    address: Arc<str>,
+    client: AppClient,
 }
 
 impl SendToApp {
-    /// A sender to the app at `address`.
-    pub fn new(client: HttpClient, address: Arc<str>) -> Self {
-        Self { client, address }
+    /// A sender to the app behind `client`.
+    pub fn new(client: AppClient) -> Self {
+        Self { client }
     }
 }
 
@@ -133,12 +130,12 @@ impl tower::Service<Request<BoxBody>> for SendToApp {
         &mut self,
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), BoxError>> {
+        // Always ready: backpressure above bounds what reaches the app.
         std::task::Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
         let client = self.client.clone();
-        let address = self.address.clone();
-        Box::pin(async move { client.send(&address, req).await })
+        Box::pin(async move { client.send(req).await })
     }
 }

@@ -17,13 +17,14 @@
 //! - [`gate`]: whether this pod may serve a shard now.
 //! - [`membership`]: gossip membership feeding the routing table.
 //! - [`sharding`]: the shard handoff driver and the managed gate.
-//! - [`client`]: pooled HTTP clients to peers and to the app.
+//! - [`client`], [`app_client`]: pooled HTTP/2 to peers, HTTP/1.1 to the app.
 //! - [`reason`], [`rescue`]: the error contract and the one mapping to it.
 //! - [`metrics`]: prometheus families.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod app_client;
 pub mod body;
 pub mod client;
 pub mod gate;

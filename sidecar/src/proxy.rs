@@ -11,6 +11,7 @@ use shardmesh_resilience::{BoxError, BreakerSettings, Breakers, Bulkheads, Share
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 
+use crate::app_client::AppClient;
 use crate::body::BoxBody;
 use crate::client::HttpClient;
 use crate::gate::ShardGate;
@@ -61,7 +62,7 @@ struct Inner {
     service: Arc<str>,
     table: TableRx,
     peers: HttpClient,
-    app: HttpClient,
+    app: AppClient,
     loads: LoadTracker,
     metrics: Metrics,
     observer: SharedObserver,
@@ -88,12 +89,12 @@ impl Proxy {
             .map(|s| s.resilience.clone())
             .unwrap_or_default();
         metrics.init_service(&config.pod.service);
-        let app = HttpClient::http1();
+        let app = AppClient::new(&config.app.address)?;
         let inbound = crate::resilience::inbound_stack(
             &own_policy,
             &config.pod.service,
             observer.clone(),
-            SendToApp::new(app.clone(), Arc::from(config.app.address.as_str())),
+            SendToApp::new(app.clone()),
         );
         Ok(Self(Arc::new(Inner {
             local,
@@ -138,7 +139,7 @@ impl Proxy {
     }
 
     /// Pooled HTTP/1.1 client to the local app.
-    pub fn app_client(&self) -> &HttpClient {
+    pub fn app_client(&self) -> &AppClient {
         &self.0.app
     }
 

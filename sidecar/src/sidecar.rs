@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
-use crate::client::HttpClient;
+use crate::app_client::AppClient;
 use crate::gate::{ShardGate, TableGate};
 use crate::membership::{self, LocalMember};
 use crate::metrics::Metrics;
@@ -109,7 +109,8 @@ impl Sidecar {
                     &config,
                     member.clone(),
                     table_rx.clone(),
-                    HttpClient::http1(),
+                    AppClient::new(&config.app.address)
+                        .map_err(|e| StartError::Table(format!("app.address: {e}")))?,
                     metrics.clone(),
                     ready_tx.clone(),
                 )

@@ -6,8 +6,8 @@ use std::time::Duration;
 use http::{header, Method, Request};
 use shardmesh_shards::{Callback, Outcome};
 
+use crate::app_client::AppClient;
 use crate::body::full;
-use crate::client::HttpClient;
 
 /// How long the app gets to load or flush a shard before the call is
 /// retried; the state machine retries failed calls.
@@ -16,8 +16,7 @@ const CALLBACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Calls the app and classifies its answer: 2xx done, 404 stateless app
 /// (counts as done), anything else (or no answer) failed.
 pub async fn call(
-    app: &HttpClient,
-    address: &str,
+    app: &AppClient,
     service: &str,
     kind: Callback,
     shard: u32,
@@ -39,7 +38,7 @@ pub async fn call(
     let Ok(req) = req else {
         return Outcome::Failed;
     };
-    match tokio::time::timeout(CALLBACK_TIMEOUT, app.send(address, req)).await {
+    match tokio::time::timeout(CALLBACK_TIMEOUT, app.send(req)).await {
         Ok(Ok(rsp)) if rsp.status().is_success() => Outcome::Ok,
         Ok(Ok(rsp)) if rsp.status() == http::StatusCode::NOT_FOUND => Outcome::NotImplemented,
         Ok(Ok(rsp)) => {

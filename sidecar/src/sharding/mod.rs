@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use gate::ManagedGate;
 
-use crate::client::HttpClient;
+use crate::app_client::AppClient;
 use crate::gate::Admission;
 use crate::membership::LocalMember;
 use crate::metrics::Metrics;
@@ -84,7 +84,7 @@ impl ShardManager {
         config: &SidecarConfig,
         member: Arc<LocalMember>,
         table: watch::Receiver<Arc<crate::routing::RoutingTable>>,
-        app: HttpClient,
+        app: AppClient,
         metrics: Metrics,
         ready: watch::Sender<bool>,
     ) -> Result<Option<Self>, shardmesh_shards::ConfigError> {
@@ -115,7 +115,6 @@ impl ShardManager {
             shared: shared.clone(),
             member,
             app,
-            app_address: Arc::from(config.app.address.as_str()),
             metrics,
             ready,
             seeded: !config.membership.seeds.static_seeds.is_empty()
@@ -182,8 +181,7 @@ impl Shared {
 struct Task {
     shared: Arc<Shared>,
     member: Arc<LocalMember>,
-    app: HttpClient,
-    app_address: Arc<str>,
+    app: AppClient,
     metrics: Metrics,
     ready: watch::Sender<bool>,
     /// Whether seeds were configured (a lone member waits for them a little).
@@ -356,10 +354,9 @@ impl Task {
     fn callback(&self, kind: Callback, shard: u32, epoch: u64) {
         let events = self.shared.events.clone();
         let app = self.app.clone();
-        let address = self.app_address.clone();
         let service = self.shared.service.clone();
         tokio::spawn(async move {
-            let outcome = callbacks::call(&app, &address, &service, kind, shard, epoch).await;
+            let outcome = callbacks::call(&app, &service, kind, shard, epoch).await;
             let _ = events.send(Event::Callback {
                 kind,
                 shard,
