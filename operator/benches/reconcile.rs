@@ -51,6 +51,7 @@ async fn settle(api: &FakeApi, quiet: Duration, started: Instant) {
 }
 
 struct Pass {
+    by_kind: std::collections::BTreeMap<String, usize>,
     seconds: f64,
     writes: usize,
     reads: usize,
@@ -91,7 +92,18 @@ async fn pass(api: &FakeApi, n: usize, wait_ready: bool) -> Pass {
         .iter()
         .filter(|c| c.method != http::Method::GET)
         .count();
+    let mut by_kind = std::collections::BTreeMap::new();
+    for c in calls.iter().filter(|c| c.method != http::Method::GET) {
+        let parts: Vec<&str> = c.path.split('/').collect();
+        let kind = match parts.iter().position(|p| *p == "namespaces") {
+            Some(i) if parts.get(i + 4) == Some(&"status") => "status".to_string(),
+            Some(i) => parts.get(i + 2).copied().unwrap_or("?").to_string(),
+            None => "?".to_string(),
+        };
+        *by_kind.entry(format!("{} {kind}", c.method)).or_insert(0) += 1;
+    }
     Pass {
+        by_kind,
         seconds,
         writes,
         reads: calls.len() - writes,
@@ -127,6 +139,12 @@ async fn main() {
         first.writes as f64 / n as f64
     );
     println!("| first pass: API reads | {} |", first.reads);
+    let breakdown: Vec<String> = first
+        .by_kind
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    println!("| first pass: writes by kind | {} |", breakdown.join(", "));
     println!("| first pass: reconciles | {} |", first.reconciles);
     println!(
         "| second pass (restart, unchanged): time to reconcile all | {:.2} s |",
