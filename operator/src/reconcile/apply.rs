@@ -96,12 +96,17 @@ where
     Ok(true)
 }
 
-/// Creates `secret` unless one of that name exists; never overwrites it, so
-/// a rotated keyring survives. Returns whether it created.
-pub async fn create_if_absent(api: &Api<Secret>, secret: &Secret) -> Result<bool, Error> {
-    if api.get_opt(&secret.name_any()).await?.is_some() {
+/// Creates the Secret `name` from `make()` unless one of that name exists;
+/// never overwrites it, so a rotated keyring survives. Returns whether it created.
+pub async fn create_if_absent(
+    api: &Api<Secret>,
+    name: &str,
+    make: impl FnOnce() -> Result<Secret, Error>,
+) -> Result<bool, Error> {
+    if api.get_opt(name).await?.is_some() {
         return Ok(false);
     }
+    let secret = &make()?;
     let params = PostParams {
         dry_run: false,
         field_manager: Some(FIELD_MANAGER.into()),

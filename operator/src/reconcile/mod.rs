@@ -131,8 +131,8 @@ async fn reconcile_inner(svc: &ShardedService, ctx: &Context) -> Result<Action, 
     let children = render::desired(svc, &ctx.settings)?;
     let mut changes = Vec::new();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let secret = render::gossip_secret(&ns, &random_key()?);
-    if apply::create_if_absent(&secrets, &secret).await? {
+    let make = || Ok(render::gossip_secret(&ns, &random_key()?));
+    if apply::create_if_absent(&secrets, render::GOSSIP_SECRET, make).await? {
         changes.push(format!("created Secret {}", render::GOSSIP_SECRET));
     }
     note(
