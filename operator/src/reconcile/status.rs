@@ -156,3 +156,6 @@ fn condition(
 pub fn find<'a>(status: &'a ShardedServiceStatus, type_: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
 }
+
+#[cfg(test)]
+mod tests;
