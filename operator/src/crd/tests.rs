@@ -148,3 +148,44 @@ fn cel_keeps_shards_fixed_after_creation() {
         Vec::<String>::new()
     );
 }
+
+/// The API server accepts only structural schemas: every node has a type
+/// (or is int-or-string), and no anyOf/oneOf/allOf carries types.
+#[test]
+fn crd_schema_is_structural() {
+    fn walk(node: &serde_json::Value, path: String, bad: &mut Vec<String>) {
+        let Some(map) = node.as_object() else { return };
+        let typed = map.contains_key("type")
+            || map.get("x-kubernetes-int-or-string") == Some(&serde_json::Value::Bool(true))
+            || map.get("x-kubernetes-preserve-unknown-fields")
+                == Some(&serde_json::Value::Bool(true));
+        if !typed {
+            bad.push(path.clone());
+        }
+        for k in ["anyOf", "oneOf", "allOf"] {
+            if map.contains_key(k) {
+                bad.push(format!("{path}/{k}"));
+            }
+        }
+        if let Some(props) = map.get("properties").and_then(|p| p.as_object()) {
+            for (k, v) in props {
+                walk(v, format!("{path}.{k}"), bad);
+            }
+        }
+        if let Some(items) = map.get("items") {
+            walk(items, format!("{path}[]"), bad);
+        }
+        if let Some(extra) = map.get("additionalProperties") {
+            walk(extra, format!("{path}{{}}"), bad);
+        }
+    }
+    let crd = serde_json::to_value(crd().unwrap()).unwrap();
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let mut bad = Vec::new();
+    walk(schema, String::new(), &mut bad);
+    assert!(bad.is_empty(), "not structural at {bad:?}");
+    assert_eq!(
+        schema["properties"]["spec"]["properties"]["template"]["type"],
+        "object"
+    );
+}
