@@ -402,3 +402,27 @@ fn objects_without_uid_or_namespace_are_refused() {
         Err(Error::MissingField("metadata.namespace"))
     ));
 }
+
+/// What the sidecar does at start in a pod: read the ConfigMap file, apply
+/// the downward-API variables, validate. The rendered config must pass.
+#[test]
+fn sidecar_accepts_the_rendered_config_with_pod_env() {
+    let mut svc = sharded_service("shop", "bank");
+    svc.spec.routing.key_from_path = Some("/accounts/{key}".into());
+    let c = children(&svc);
+    let dir = std::env::temp_dir().join(format!("shardmesh-render-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(CONFIG_FILE);
+    std::fs::write(&file, &c.config_map.data.as_ref().unwrap()[CONFIG_FILE]).unwrap();
+    let env = [
+        ("SHARDMESH_POD_NAME", "bank-0"),
+        ("SHARDMESH_ADVERTISE_HOST", "10.1.2.3"),
+        ("SHARDMESH_SERVICE", "bank"),
+    ];
+    let loaded = shardmesh_config::SidecarConfig::load(&file, env);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let config = loaded.unwrap();
+    assert_eq!(config.pod.name, "bank-0");
+    assert_eq!(config.pod.advertise_host.as_deref(), Some("10.1.2.3"));
+    assert_eq!(config.service("bank").unwrap().shards, 30);
+}
