@@ -1,1 +1,42 @@
-//! Helpers shared by the e2e tests.
+//! Helpers shared by the e2e tests: the release binaries, a local mesh run by
+//! the real `shardmesh-operator local up` process, `bank-load`, and a tiny
+//! blocking HTTP client that reports latency and the mesh's headers.
+//!
+//! ## Layout
+//! - [`bins`]: builds (once per test binary) and locates the release binaries.
+//! - [`mesh`]: [`mesh::Mesh`], a `local up` process with its run directory, and
+//!   the manifests the scenarios use.
+//! - [`http`]: [`http::request`], and admin-endpoint helpers.
+//! - [`load`]: runs `bank-load` and reads its JSON summary.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod bins;
+pub mod http;
+pub mod load;
+pub mod mesh;
+
+use std::time::{Duration, Instant};
+
+/// Polls `check` every 50 ms until it returns `Some`, or `None` after `timeout`.
+pub fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// True when this process may create network namespaces (root).
+pub fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}

@@ -1,0 +1,105 @@
+//! `bank-load`: keyed traffic through the mesh, then the money check.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+use crate::bins;
+
+/// A finished `bank-load` run.
+#[derive(Debug)]
+pub struct LoadResult {
+    /// Exit code (0: verification passed).
+    pub code: i32,
+    /// The JSON summary (`report::Summary`).
+    pub summary: Value,
+    /// What it printed.
+    pub output: String,
+}
+
+impl LoadResult {
+    /// Requests that failed (neither 200 nor an expected business refusal).
+    pub fn failed(&self) -> u64 {
+        self.summary["failed_requests"].as_u64().unwrap_or(u64::MAX)
+    }
+
+    /// Success rate of the load phase.
+    pub fn success_rate(&self) -> f64 {
+        self.summary["success_rate"].as_f64().unwrap_or(0.0)
+    }
+
+    /// Requests of the load phase.
+    pub fn requests(&self) -> u64 {
+        self.summary["requests"].as_u64().unwrap_or(0)
+    }
+
+    /// True when the money check passed.
+    pub fn verified(&self) -> bool {
+        self.code == 0 && self.summary["verification"]["passed"] == true
+    }
+}
+
+/// A `bank-load` process running in the background.
+pub struct Load {
+    child: Option<Child>,
+    json: PathBuf,
+}
+
+impl Load {
+    /// Starts `bank-load` against `targets` (outbound listeners, `host:port`)
+    /// with `args`; the summary goes to `dir/NAME.json`.
+    pub fn start(dir: &Path, name: &str, targets: &[String], args: &[&str]) -> Self {
+        let json = dir.join(format!("{name}.json"));
+        let mut cmd = Command::new(bins::bin("bank-load"));
+        for t in targets {
+            cmd.arg("--target").arg(format!("http://{t}"));
+        }
+        cmd.args(args)
+            .arg("--json")
+            .arg(&json)
+            .arg("--run-id")
+            .arg(name)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().expect("start bank-load");
+        Self {
+            child: Some(child),
+            json,
+        }
+    }
+
+    /// Waits for the run to end (bank-load bounds its own phases).
+    pub fn finish(mut self) -> LoadResult {
+        let child = self.child.take().expect("running");
+        let out = child.wait_with_output().expect("wait for bank-load");
+        let output = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary = std::fs::read_to_string(&self.json)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null);
+        LoadResult {
+            code: out.status.code().unwrap_or(-1),
+            summary,
+            output,
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `bank-load` to the end.
+pub fn run(dir: &Path, name: &str, targets: &[String], args: &[&str]) -> LoadResult {
+    Load::start(dir, name, targets, args).finish()
+}

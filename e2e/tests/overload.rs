@@ -1,0 +1,138 @@
+//! Overload: 10× the configured concurrency at once. The mesh answers the
+//! excess `overloaded` at once (nothing piles up), the sidecars' memory stays
+//! bounded, nothing crashes, and service is normal within 1 s after the
+//! burst. bank-load's money check passes afterwards.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shardmesh_e2e::http::{self, Reply};
+use shardmesh_e2e::{load, mesh, poll};
+
+/// Concurrency limit in front of each app; the burst is 10× this.
+const LIMIT: usize = 10;
+const SPEC: &str = "  resilience:\n    backpressure:\n      maxConcurrency: 10\n      queueSize: 10\n      maxQueueWaitMs: 200\n";
+
+fn set_delay(app: &str, ms: u64) {
+    let r = http::request(
+        app,
+        "PUT",
+        "/debug/delay-ms",
+        &[],
+        &format!("{{\"ms\": {ms}}}"),
+        Duration::from_secs(5),
+    );
+    assert_eq!(r.status, 200, "set delay on {app}: {r:?}");
+}
+
+fn get(outbound: &str, key: usize) -> Reply {
+    http::request(
+        outbound,
+        "GET",
+        &format!("/accounts/burst-{key}"),
+        &[("x-shardmesh-service", "bank")],
+        "",
+        Duration::from_secs(15),
+    )
+}
+
+#[test]
+fn ten_times_the_concurrency_is_shed_at_once_and_recovers_within_a_second() {
+    let m = mesh::Mesh::up(
+        "overload",
+        &mesh::bank_manifest(3, "--debug-api", SPEC),
+        105,
+        &[],
+    );
+    m.wait_ready(Duration::from_secs(30));
+    let out0 = m.pod_field("bank-0", "outbound");
+    let pods = ["bank-0", "bank-1", "bank-2"];
+    // Every request holds an app slot for 100 ms, so the limit is reached.
+    for p in pods {
+        set_delay(&m.pod_field(p, "app"), 100);
+    }
+    let sidecars: Vec<u32> = pods.iter().map(|p| m.pid(p, "sidecar").unwrap()).collect();
+    let rss_before: Vec<u64> = sidecars.iter().map(|p| mesh::rss_kib(*p)).collect();
+
+    let replies = Arc::new(Mutex::new(Vec::new()));
+    let end = Instant::now() + Duration::from_secs(4);
+    let clients: Vec<_> = (0..10 * LIMIT)
+        .map(|t| {
+            let (out, replies) = (out0.clone(), replies.clone());
+            std::thread::spawn(move || {
+                let mut i = t;
+                while Instant::now() < end {
+                    let r = get(&out, i % 300);
+                    replies.lock().unwrap().push(r);
+                    i += 10 * LIMIT;
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let burst_end = Instant::now();
+    let replies = Arc::try_unwrap(replies).unwrap().into_inner().unwrap();
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    let mut shed: Vec<f64> = replies
+        .iter()
+        .filter(|r| r.reason() == Some("overloaded"))
+        .map(|r| r.took.as_secs_f64() * 1000.0)
+        .collect();
+    shed.sort_by(f64::total_cmp);
+    let other = replies.len() - ok - shed.len();
+    let p99 = shed.get(shed.len() * 99 / 100).copied().unwrap_or(0.0);
+    println!(
+        "burst of {} clients: {} requests, {ok} ok, {} overloaded (p50 {:.1} ms, p99 {p99:.1} ms), {other} other",
+        10 * LIMIT,
+        replies.len(),
+        shed.len(),
+        shed.get(shed.len() / 2).copied().unwrap_or(0.0)
+    );
+    assert!(ok > 0, "nothing served during the burst");
+    assert!(!shed.is_empty(), "nothing shed as overloaded");
+    assert!(p99 < 1500.0, "overloaded answers were not prompt");
+    assert!(
+        other * 100 <= replies.len(),
+        "{other} answers neither ok nor overloaded"
+    );
+
+    let first_ok = poll(Duration::from_secs(1), || {
+        (get(&out0, 1).status == 200).then(|| burst_end.elapsed())
+    })
+    .expect("normal service within 1 s after the burst");
+    println!(
+        "first normal answer {:.0} ms after the burst",
+        first_ok.as_secs_f64() * 1000.0
+    );
+    for k in 0..20 {
+        assert_eq!(get(&out0, k).status, 200, "request {k} after the burst");
+    }
+
+    let rss_after: Vec<u64> = sidecars.iter().map(|p| mesh::rss_kib(*p)).collect();
+    println!("sidecar RSS KiB before {rss_before:?} after {rss_after:?}");
+    for (b, a) in rss_before.iter().zip(&rss_after) {
+        assert!(
+            *a < b + 64 * 1024,
+            "sidecar memory grew from {b} to {a} KiB"
+        );
+    }
+    for (p, pid) in pods.iter().zip(&sidecars) {
+        assert_eq!(m.pid(p, "sidecar"), Some(*pid), "{p}'s sidecar restarted");
+        assert!(mesh::alive(*pid), "{p}'s sidecar died");
+    }
+
+    for p in pods {
+        set_delay(&m.pod_field(p, "app"), 0);
+    }
+    let targets: Vec<String> = pods.iter().map(|p| m.pod_field(p, "outbound")).collect();
+    let result = load::run(
+        &m.dir,
+        "overload",
+        &targets,
+        &["--duration", "4", "--concurrency", "8"],
+    );
+    println!("{}", result.output);
+    assert!(result.verified(), "{}", result.output);
+}
