@@ -8,6 +8,7 @@
 //!   the manifests the scenarios use.
 //! - [`http`]: [`http::request`], and admin-endpoint helpers.
 //! - [`load`]: runs `bank-load` and reads its JSON summary.
+//! - [`netns`]: network namespaces per pod for loss and partition scenarios (root).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -15,6 +16,7 @@ pub mod bins;
 pub mod http;
 pub mod load;
 pub mod mesh;
+pub mod netns;
 
 use std::time::{Duration, Instant};
 
