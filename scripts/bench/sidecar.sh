@@ -22,6 +22,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export SHARDMESH_ROOT="$PWD"
 source scripts/lib/common.sh
+# Symbols for perf/callgrind and fewer codegen units than the test builds use.
+export CARGO_PROFILE_RELEASE_DEBUG=1 CARGO_PROFILE_RELEASE_CODEGEN_UNITS=4
 
 ROUNDS=${ROUNDS:-2}
 DURATION=${DURATION:-10s}
