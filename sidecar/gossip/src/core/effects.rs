@@ -258,6 +258,11 @@ impl Core {
         updates: &[Member<NodeId>],
         buddy: Option<u16>,
     ) {
+        if self.touched.len() > 4 * super::items::MAX_MEMBERS {
+            // Nobody read the view for a long while: rebuild it when asked.
+            self.touched.clear();
+            self.dirty = true;
+        }
         self.touched.extend(updates.iter().map(|m| m.id().addr));
         // foca applies "sender is alive at its header incarnation": only news
         // if the mirror does not already say exactly that.
@@ -456,6 +461,20 @@ impl Core {
                 let Some(s) = self.suspicions.remove(&addr) else {
                     return;
                 };
+                // foca answers an expired suspicion with TurnUndead even when the
+                // member refuted it meanwhile (its down attempt fails, the
+                // courtesy message goes out anyway), which makes a live member
+                // rejoin under a new identity: a false death. Only hand foca
+                // suspicions that still stand.
+                let stands = self.foca.iter_membership_state().any(|m| {
+                    m.id() == &s.member
+                        && m.state() == State::Suspect
+                        && m.incarnation() == s.incarnation
+                });
+                if !stands {
+                    self.touched.push(addr);
+                    return;
+                }
                 let t = Timer::ChangeSuspectToDown {
                     member_id: s.member,
                     incarnation: s.incarnation,

@@ -297,3 +297,42 @@ fn metadata_updates_and_bounds() {
         Err(CoreError::BroadcastSize)
     ));
 }
+
+#[test]
+fn refuted_suspicion_expiring_sends_no_turn_undead() {
+    // foca answers an expired suspicion with TurnUndead even when the member
+    // refuted it; the core must not hand foca a suspicion that no longer stands.
+    let mut a = core(0, Arc::new(Count::default()));
+    let b = id(1);
+    a.preload(Duration::ZERO, roster(&[foca::Member::alive(b)]))
+        .unwrap();
+    let mut t = Duration::ZERO;
+    while a.state_of(b.addr).map(|s| s.1) != Some(State::Suspect) {
+        assert!(t < secs(5.0), "never suspected");
+        t += Duration::from_millis(10);
+        a.handle_timers(t);
+        while a.poll_output().is_some() {}
+    }
+    // b refutes (incarnation 1) before the timeout.
+    a.apply_push_pull(t, roster(&[foca::Member::new(b, 1, State::Alive)]))
+        .unwrap();
+    let mut turn_undead = 0;
+    let mut t2 = t;
+    while t2 < t + secs(8.0) {
+        a.handle_timers(t2);
+        while let Some(out) = a.poll_output() {
+            if let Output::Send { plain, .. } = out {
+                if let Ok(Wire::Swim { packet, .. }) = wire::decode::<Wire>(&plain, MAX_PLAIN) {
+                    if inspect::header(&packet)
+                        .is_some_and(|h| h.message == foca::Message::TurnUndead)
+                    {
+                        turn_undead += 1;
+                    }
+                }
+            }
+        }
+        t2 += Duration::from_millis(10);
+    }
+    assert_eq!(turn_undead, 0);
+    assert!(a.take_downs().iter().all(|d| d.member != b));
+}
