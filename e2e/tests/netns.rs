@@ -5,6 +5,8 @@
 //! shard, no shard is served on both sides, and after the heal the balances
 //! written during the cut are all still there.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use shardmesh_e2e::netns::Netns;
@@ -93,12 +95,15 @@ fn ten_percent_gossip_loss_declares_no_live_member_dead() {
     };
     let prefix = ns.prefix.clone();
     // 10 % gossip loss, both ways, on every pod, under load.
-    const LOSSY: &str = "table inet lossy {\n chain in { type filter hook input priority 0; udp dport 7946 numgen random mod 10 == 0 drop; }\n chain out { type filter hook output priority 0; udp sport 7946 numgen random mod 10 == 0 drop; }\n}\n";
+    // One lossy hook per packet: every gossip packet is dropped with 10 %
+    // probability where it arrives (probes and acks alike).
+    const LOSSY: &str = "table inet lossy {\n chain in { type filter hook input priority 0; udp dport 7946 numgen random mod 10 == 0 drop; }\n}\n";
     for i in 0..PODS {
         ns.nft(i, LOSSY);
     }
+    let done = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let prefix = prefix.clone();
+        let (prefix, done) = (prefix.clone(), done.clone());
         std::thread::spawn(move || {
             let ns = Netns {
                 prefix,
@@ -106,8 +111,9 @@ fn ten_percent_gossip_loss_declares_no_live_member_dead() {
                 pods: 0,
             };
             let mut deaths = Vec::new();
-            let end = std::time::Instant::now() + Duration::from_secs(12);
-            while std::time::Instant::now() < end {
+            // Watches the whole bank-load run (load, resolve, verify phases).
+            let end = std::time::Instant::now() + Duration::from_secs(120);
+            while !done.load(Ordering::Relaxed) && std::time::Instant::now() < end {
                 for i in 0..PODS {
                     if let Some(d) = ns.debug(i, "members") {
                         for mem in d["members"].as_array().into_iter().flatten() {
@@ -122,6 +128,7 @@ fn ten_percent_gossip_loss_declares_no_live_member_dead() {
         })
     };
     let (ok, text) = load(&ns, 0, "loss", "12");
+    done.store(true, Ordering::Relaxed);
     let deaths = watcher.join().unwrap();
     for i in 0..PODS {
         ns.exec(i, &["nft", "delete", "table", "inet", "lossy"]);
