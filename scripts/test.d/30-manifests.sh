@@ -10,7 +10,9 @@ K8S_VERSION=1.34.0
 pip_install "kubernetes-validate==1.37.0"
 kv="$(dirname "$(venv_python)")/kubernetes-validate"
 
-cargo build --release --locked -q -p shardmesh-operator --bin shardmesh-operator
+# The same selection as stage 10, so this is a no-op after it (other
+# selections resolve features differently and rebuild everything).
+cargo build --release --locked -q --workspace --bins
 bin=target/release/shardmesh-operator
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

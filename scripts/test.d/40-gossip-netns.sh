@@ -16,7 +16,8 @@ probe="smgprobe$$"
 ip netns add "$probe" 2>/dev/null || skip "cannot create network namespaces here"
 ip netns del "$probe"
 
-cargo build -q --release --locked -p shardmesh-gossip --bin gossip-node
+# The same selection as stage 10, so this is a no-op after it.
+cargo build -q --release --locked --workspace --bins
 bin="$PWD/target/release/gossip-node"
 
 pfx="smg$$"
