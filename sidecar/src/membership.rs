@@ -95,11 +95,6 @@ pub fn table_from_view(
             .filter(|m| *m.meta.service == *routes.name)
             .filter_map(|m| {
                 let health = match m.health {
-                    // Handing its shards off: keyless traffic avoids it; it
-                    // keeps its shards until gossip says it left.
-                    Health::Alive if m.meta.state == MemberStatus::Leaving => {
-                        EndpointHealth::Suspect
-                    }
                     Health::Alive => EndpointHealth::Alive,
                     Health::Suspect => EndpointHealth::Suspect,
                     Health::Dead | Health::Left => return None,

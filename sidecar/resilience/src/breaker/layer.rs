@@ -142,12 +142,8 @@ where
 }
 
 /// Whether an outcome speaks for the peer's health: any error or a 5xx is a
-/// failure, except the mesh's `no-owner` and `overloaded` answers. A peer
-/// answering `no-owner` is healthy; it just does not serve that shard now
-/// (handoff, minority side). A peer answering `overloaded` shed the request
-/// before doing anything and said when to come back: opening its breaker on
-/// top would keep callers away long after the burst (seen in the e2e
-/// overload scenario: 8 s to recover instead of 1 s).
+/// failure, except a mesh `no-owner` answer. A peer answering `no-owner` is
+/// healthy; it just does not serve that shard now (handoff, minority side).
 fn is_success<RB>(result: &Result<Response<RB>, BoxError>) -> bool {
     match result {
         Ok(rsp) => {
@@ -155,7 +151,7 @@ fn is_success<RB>(result: &Result<Response<RB>, BoxError>) -> bool {
                 || rsp
                     .headers()
                     .get(crate::retry::classify::ERROR_HEADER)
-                    .is_some_and(|v| v == "no-owner" || v == "overloaded")
+                    .is_some_and(|v| v == "no-owner")
         }
         Err(_) => false,
     }
