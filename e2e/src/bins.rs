@@ -41,7 +41,17 @@ pub fn ensure_built() {
             return;
         }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        // `cargo test` gives this process the e2e package's own variables;
+        // a build script that tracks one (ring's reruns on
+        // CARGO_MANIFEST_DIR) would make this build, and the next one from
+        // a shell, rebuild everything that depends on it.
+        for (name, _) in std::env::vars_os() {
+            if is_test_package_var(&name.to_string_lossy()) {
+                build.env_remove(name);
+            }
+        }
+        let out = build
             .current_dir(workspace())
             // The same selection as scripts/test.d/10-rust.sh, so the
             // features resolve alike and this is a no-op after it.
@@ -54,6 +64,20 @@ pub fn ensure_built() {
             String::from_utf8_lossy(&out.stderr)
         );
     });
+}
+
+/// Whether `name` is one of the variables `cargo test` sets for the package
+/// under test (not inherited from the user's environment).
+fn is_test_package_var(name: &str) -> bool {
+    const EXACT: [&str; 6] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "RUST_RECURSION_COUNT",
+    ];
+    EXACT.contains(&name) || name.starts_with("CARGO_PKG_") || name.starts_with("CARGO_BIN_")
 }
 
 /// Path of the release binary `name`, built first if needed.
