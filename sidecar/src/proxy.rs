@@ -3,7 +3,9 @@
 //! service policy and cached).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::{HeaderValue, Request, Response};
 use shardmesh_config::{ResiliencePolicy, SidecarConfig};
@@ -70,6 +72,10 @@ struct Inner {
     outbound: Mutex<HashMap<Arc<str>, CachedStack>>,
     bulkheads: Arc<Bulkheads>,
     inbound: RouteStack,
+    /// When the proxy was built: the base of `last_inbound`.
+    born: Instant,
+    /// Milliseconds after `born` when the last inbound request arrived.
+    last_inbound: AtomicU64,
 }
 
 impl Proxy {
@@ -110,6 +116,8 @@ impl Proxy {
             outbound: Mutex::new(HashMap::new()),
             bulkheads: Bulkheads::new(observer.clone()),
             inbound,
+            born: Instant::now(),
+            last_inbound: AtomicU64::new(0),
         })))
     }
 
@@ -201,6 +209,19 @@ impl Proxy {
             },
         );
         stack
+    }
+
+    /// Notes that a request arrived on the inbound listener: a leaving
+    /// sidecar keeps serving until callers stopped sending here.
+    pub fn note_inbound(&self) {
+        let ms = u64::try_from(self.0.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.last_inbound.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// How long ago the last inbound request arrived (since start if none).
+    pub fn inbound_idle(&self) -> Duration {
+        let last = Duration::from_millis(self.0.last_inbound.load(Ordering::Relaxed));
+        self.0.born.elapsed().saturating_sub(last)
     }
 
     /// Counts a request in `shardmesh_inflight_requests` until the guard drops.

@@ -54,8 +54,10 @@ pub struct ShardTable {
     max_epoch: u64,
     /// The first time an epoch was chosen, the base of the epoch floor clock.
     clock_base: Option<Instant>,
-    /// Set by [`Self::leave`]: own nothing, release everything.
-    leaving: bool,
+    /// Set by [`Self::leave`] (with its time): own nothing, release
+    /// everything once the others settled on the view without this member
+    /// (or after [`HandoffConfig::leave_wait`]).
+    leaving: Option<Instant>,
     /// The view says the others declared this member dead (or left): they
     /// are taking its shards, so it must own nothing until it is back.
     declared_gone: bool,
@@ -89,7 +91,7 @@ impl ShardTable {
             assignment: None,
             max_epoch: 0,
             clock_base: None,
-            leaving: false,
+            leaving: None,
             declared_gone: false,
         })
     }
@@ -100,11 +102,12 @@ impl ShardTable {
     /// first member found no seed): a view of just this member owns
     /// everything. If `peers` says this member is dead or left (the others
     /// declared it so and are taking its shards), it gives up every shard
-    /// until a view shows it alive again; otherwise it counts as alive.
+    /// until a view shows it alive again; otherwise it counts as alive
+    /// (its own `leaving` state is [`Self::leave`]'s business).
     pub fn on_membership(&mut self, now: Instant, peers: &[Peer]) -> Vec<Action> {
         self.declared_gone = peers
             .iter()
-            .any(|p| p.id == self.me && !p.health.owns_shards());
+            .any(|p| p.id == self.me && !p.health.may_hold_shards());
         self.peers = peers.iter().map(|p| (p.id.clone(), p.clone())).collect();
         let me = Peer::new(self.me.clone(), crate::Health::Alive);
         self.peers.insert(self.me.clone(), me);
@@ -215,6 +218,10 @@ impl ShardTable {
         if had != self.majority.has_majority() {
             self.recompute(now, &mut out);
         }
+        if self.leave_pending() && self.others_settled_without_me(now) {
+            // The leave wait is over: hand off what is still served.
+            self.recompute(now, &mut out);
+        }
         let hold = self.cfg.hold_timeout;
         for (shard, slot) in (0u32..).zip(self.slots.iter_mut()) {
             match &mut slot.state {
@@ -246,12 +253,23 @@ impl ShardTable {
         out
     }
 
-    /// Input: this member is shutting down gracefully: release every shard
-    /// (handoff to the new owners), then leave gossip once
-    /// [`Self::is_released`].
+    /// Input: this member is shutting down gracefully (it gossips the
+    /// `leaving` state, which the others feed in as [`crate::Health::Leaving`]):
+    /// own nothing and release every shard to its new owner, then leave
+    /// gossip once [`Self::is_released`].
+    ///
+    /// The shards it serves are released only once every other member that
+    /// may hold shards advertises it settled on the view without this member
+    /// (so callers route to the new owners, who hold requests until the
+    /// release notice), or after [`HandoffConfig::leave_wait`]. Until then it
+    /// keeps serving them: requests from callers with an older view still
+    /// succeed instead of bouncing between two members that each think the
+    /// other owns the shard.
     pub fn leave(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
-        self.leaving = true;
+        if self.leaving.is_none() {
+            self.leaving = Some(now);
+        }
         self.recompute(now, &mut out);
         out
     }

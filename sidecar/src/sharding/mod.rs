@@ -97,6 +97,10 @@ impl ShardManager {
         handoff.epoch_floor = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
+        // A leaving member waits for the others to route around it at most
+        // half its shutdown grace, leaving the rest for the handoff itself.
+        let grace = Duration::from_millis(config.shutdown_grace_ms);
+        handoff.leave_wait = handoff.leave_wait.min(grace / 2);
         let hold_timeout = handoff.hold_timeout;
         let (events, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -272,7 +276,12 @@ impl Task {
             .iter()
             .filter(|m| m.meta.service == self.shared.service)
             .map(|m| {
+                let leaving = m.meta.state == shardmesh_gossip::MemberStatus::Leaving;
                 let health = match m.health {
+                    // Still running, handing its shards off.
+                    GossipHealth::Alive | GossipHealth::Suspect if leaving => {
+                        shardmesh_shards::Health::Leaving
+                    }
                     GossipHealth::Alive => shardmesh_shards::Health::Alive,
                     GossipHealth::Suspect => shardmesh_shards::Health::Suspect,
                     GossipHealth::Dead => shardmesh_shards::Health::Dead,
