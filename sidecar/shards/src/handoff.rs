@@ -5,8 +5,8 @@
 //! `Releasing` (drain, app release, gossip the release) → `NotOwned`.
 //!
 //! An acquisition calls the app only once nobody else can hold the shard:
-//! - the previous owner (in this member's previous view) gossiped its
-//!   release, or
+//! - the previous owner (in this member's previous view) gossiped that it
+//!   released the shard to this member, or
 //! - the previous owner is dead, left, or gone from the view (at once), or
 //! - every other owning member advertises (gossip tag [`crate::SETTLED_TAG`])
 //!   that it settled on the same view: it holds no shard it does not own in
@@ -127,6 +127,11 @@ impl ShardTable {
             return out;
         }
         self.max_epoch = self.max_epoch.max(notice.epoch);
+        if notice.to != crate::recipient_id(&self.me) {
+            // Released to another member: only the barrier can tell when
+            // that one is done with it.
+            return out;
+        }
         if let Some(slot) = self.slots.get_mut(notice.shard as usize) {
             if slot.notice.as_ref().is_none_or(|(_, e)| notice.epoch >= *e) {
                 slot.notice = Some((notice.from.clone(), notice.epoch));

@@ -200,11 +200,18 @@ impl ShardTable {
             slot.state = State::NotOwned;
         }
         out.push(Action::Released { shard, epoch });
+        let to = self
+            .assignment
+            .as_ref()
+            .and_then(|a| a.owner(shard))
+            .filter(|o| **o != self.me)
+            .map_or(0, crate::recipient_id);
         out.push(Action::Broadcast(ReleaseNotice {
             service: self.cfg.service.clone(),
             shard,
             epoch,
             from: self.me.clone(),
+            to,
         }));
         // The view may have given the shard back meanwhile; we just held
         // it, so only the barrier can tell that nobody took it since.

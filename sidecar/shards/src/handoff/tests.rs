@@ -29,11 +29,21 @@ fn joiner(t0: Instant) -> (ShardTable, Vec<Action>, Vec<u32>) {
 }
 
 fn notice(shard: u32, epoch: u64, from: &str) -> ReleaseNotice {
+    notice_to(shard, epoch, from, if from == "a" { "b" } else { "a" })
+}
+
+/// A notice of `from` releasing `shard` to `to` ("" for nobody).
+fn notice_to(shard: u32, epoch: u64, from: &str, to: &str) -> ReleaseNotice {
     ReleaseNotice {
         service: "bank".into(),
         shard,
         epoch,
         from: MemberId::new(from),
+        to: if to.is_empty() {
+            0
+        } else {
+            crate::recipient_id(&MemberId::new(to))
+        },
     }
 }
 
@@ -112,6 +122,20 @@ fn notices_from_others_services_or_self_are_ignored() {
     assert!(b.on_release_notice(t0, &other).is_empty());
     assert!(b.on_release_notice(t0, &notice(mine[0], 5, "b")).is_empty());
     assert!(b.on_release_notice(t0, &notice(99, 5, "a")).is_empty());
+}
+
+#[test]
+fn a_notice_of_a_release_to_another_member_frees_nothing() {
+    // a released the shard to c (in a view b has not seen yet): c may be
+    // acquiring it on that notice, so b waits for the barrier.
+    let t0 = Instant::now();
+    let (mut b, _, mine) = joiner(t0);
+    let out = b.on_release_notice(t0, &notice_to(mine[0], 5, "a", "c"));
+    assert!(acquires(&out).is_empty(), "{out:?}");
+    let out = b.on_release_notice(t0, &notice_to(mine[0], 5, "a", ""));
+    assert!(acquires(&out).is_empty(), "{out:?}");
+    let out = b.on_release_notice(t0, &notice_to(mine[0], 5, "a", "b"));
+    assert_eq!(acquires(&out).len(), 1, "{out:?}");
 }
 
 #[test]
@@ -366,7 +390,10 @@ fn a_shard_that_comes_back_while_releasing_is_reacquired_after_the_barrier() {
     );
     a.drained(t0, s);
     let out = a.callback_done(t0, Callback::Release, s, epoch, Outcome::Ok);
-    assert!(out.contains(&Action::Broadcast(notice(s, epoch, "a"))));
+    assert!(
+        out.contains(&Action::Broadcast(notice_to(s, epoch, "a", ""))),
+        "released to nobody: {out:?}"
+    );
     // Nobody else owns shards, so the barrier passes at once: a new epoch.
     let again = acquires(&out);
     assert_eq!(again.len(), 1, "{out:?}");
