@@ -22,6 +22,7 @@ use crate::inbound::SendToApp;
 use crate::metrics::Metrics;
 use crate::outbound::{PickEndpoint, SendToPeer};
 use crate::routing::balance::LoadTracker;
+use crate::routing::hold::Unreachable;
 use crate::routing::{RoutingTable, ServiceRoutes, TableRx};
 
 /// A composed, cloneable stack for one route.
@@ -76,6 +77,7 @@ struct Inner {
     born: Instant,
     /// Milliseconds after `born` when the last inbound request arrived.
     last_inbound: AtomicU64,
+    unreachable: Unreachable,
 }
 
 impl Proxy {
@@ -118,6 +120,7 @@ impl Proxy {
             inbound,
             born: Instant::now(),
             last_inbound: AtomicU64::new(0),
+            unreachable: Unreachable::default(),
         })))
     }
 
@@ -139,6 +142,17 @@ impl Proxy {
     /// The current routing table.
     pub fn table(&self) -> Arc<RoutingTable> {
         self.0.table.borrow().clone()
+    }
+
+    /// A receiver of routing-table updates (to wait for the next one).
+    pub fn table_updates(&self) -> TableRx {
+        self.0.table.clone()
+    }
+
+    /// Peers that could not be connected to, and the keyed requests held
+    /// for them until their shards move.
+    pub fn unreachable(&self) -> &Unreachable {
+        &self.0.unreachable
     }
 
     /// Pooled HTTP/2 client to other sidecars.

@@ -63,6 +63,9 @@ pub(crate) struct Shared {
     events: mpsc::UnboundedSender<Event>,
     table: watch::Receiver<Arc<crate::routing::RoutingTable>>,
     hold_timeout: Duration,
+    /// Woken after every turn of the manager task (a view applied, a tick):
+    /// a request routed to an owner this pod cannot reach waits for it.
+    turned: tokio::sync::Notify,
 }
 
 pub(crate) struct State {
@@ -114,6 +117,7 @@ impl ShardManager {
             events,
             table,
             hold_timeout,
+            turned: tokio::sync::Notify::new(),
         });
         let task = Task {
             shared: shared.clone(),
@@ -259,6 +263,7 @@ impl Task {
                 }
             };
             self.apply(actions);
+            self.shared.turned.notify_waiters();
             self.publish().await;
             if let Some(done) = leaving.take() {
                 if self.shared.lock().table.is_released() {
