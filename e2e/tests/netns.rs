@@ -1,7 +1,7 @@
 //! Network faults between pods in their own network namespaces (root only;
 //! prints why and passes otherwise). 1) 10 % of gossip packets dropped on
-//! every pod's link under load: no member is ever declared dead. 2) (ignored
-//! for now, see below) One replica cut off: it stops serving (`no-owner`), the majority serves every
+//! every pod's link under load: no member is ever declared dead. 2) One
+//! replica cut off: it stops serving (`no-owner`), the majority serves every
 //! shard, no shard is served on both sides, and after the heal the balances
 //! written during the cut are all still there.
 
@@ -143,10 +143,7 @@ fn ten_percent_gossip_loss_declares_no_live_member_dead() {
     drop(m);
 }
 
-/// Ignored: under the cut, the minority's own app callbacks time out and
-/// its admin endpoint stops answering (see docs/local.md, known gaps).
 #[test]
-#[ignore = "minority pod stops answering under the cut; see docs/local.md"]
 fn a_cut_off_replica_stops_serving_and_the_money_survives_the_heal() {
     let Some((ns, m)) = setup("p", BLOCK + 1) else {
         return;
