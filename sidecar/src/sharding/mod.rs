@@ -8,6 +8,7 @@
 //! action), so a held request and the action that wakes it cannot race.
 
 mod callbacks;
+mod debug;
 mod gate;
 
 use std::collections::HashMap;
@@ -145,35 +146,6 @@ impl ShardManager {
         if self.shared.events.send(Event::Leave(tx)).is_ok() {
             let _ = rx.await;
         }
-    }
-
-    /// `/debug/shards`: owner, state and epoch of every shard.
-    pub fn debug(&self) -> serde_json::Value {
-        let state = self.shared.lock();
-        let t = &state.table;
-        serde_json::json!({
-            "service": self.shared.service,
-            "local": t.me().as_str(),
-            "hasMajority": t.has_majority(),
-            "ready": t.is_ready(),
-            "owned": t.owned(),
-            "shards": (0..t.shards()).map(|s| {
-                let st = t.state(s);
-                let epoch = match &st {
-                    shardmesh_shards::ShardState::Serving { epoch }
-                    | shardmesh_shards::ShardState::Releasing { epoch } => Some(*epoch),
-                    shardmesh_shards::ShardState::Acquiring { epoch, .. } => *epoch,
-                    shardmesh_shards::ShardState::NotOwned => None,
-                };
-                serde_json::json!({
-                    "shard": s,
-                    "owner": t.owner(s).map(|m| m.as_str().to_string()),
-                    "state": st.name(),
-                    "epoch": epoch,
-                    "inflight": self.shared.inflight.get(s as usize).map(|c| c.load(Ordering::Relaxed)),
-                })
-            }).collect::<Vec<_>>(),
-        })
     }
 }
 
