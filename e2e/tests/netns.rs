@@ -1,7 +1,7 @@
 //! Network faults between pods in their own network namespaces (root only;
 //! prints why and passes otherwise). 1) 10 % of gossip packets dropped on
-//! every pod's link under load: no member is ever declared dead. 2) (ignored
-//! for now, see below) One replica cut off: it stops serving (`no-owner`), the majority serves every
+//! every pod's link under load: no member is ever declared dead. 2) One
+//! replica cut off: it stops serving (`no-owner`), the majority serves every
 //! shard, no shard is served on both sides, and after the heal the balances
 //! written during the cut are all still there.
 
@@ -14,6 +14,11 @@ use shardmesh_e2e::{bins, mesh, poll};
 
 const PODS: u32 = 3;
 const BLOCK: u8 = 106;
+
+/// The scenarios run one at a time: two meshes under load on two shared
+/// cores starve gossip enough for false suspicions, which is not what
+/// either scenario is about.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn owned(ns: &Netns, i: u32) -> Option<(u64, bool)> {
     let d = ns.debug(i, "shards")?;
@@ -90,6 +95,7 @@ fn all_owned(ns: &Netns, pods: &[u32]) -> bool {
 
 #[test]
 fn ten_percent_gossip_loss_declares_no_live_member_dead() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let Some((ns, m)) = setup("l", BLOCK) else {
         return;
     };
@@ -143,11 +149,9 @@ fn ten_percent_gossip_loss_declares_no_live_member_dead() {
     drop(m);
 }
 
-/// Ignored: under the cut, the minority's own app callbacks time out and
-/// its admin endpoint stops answering (see docs/local.md, known gaps).
 #[test]
-#[ignore = "minority pod stops answering under the cut; see docs/local.md"]
 fn a_cut_off_replica_stops_serving_and_the_money_survives_the_heal() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let Some((ns, m)) = setup("p", BLOCK + 1) else {
         return;
     };

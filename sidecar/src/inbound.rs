@@ -19,6 +19,7 @@ use crate::routing::target::{service_name, shard_key};
 /// Handles one request from another sidecar.
 pub async fn handle(proxy: Proxy, req: Request<Incoming>) -> Response<BoxBody> {
     let start = Instant::now();
+    proxy.note_inbound();
     let own = proxy.service_name();
     let inflight = proxy.inflight(Direction::Inbound, &own);
     let rsp = match admit(&proxy, req).await {

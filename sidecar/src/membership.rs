@@ -1,7 +1,9 @@
 //! Gossip membership → routing table. Starts the gossip member with this
 //! pod's metadata, and republishes the routing table on every view change:
 //! a member declared dead or left leaves the table at once, suspects stay
-//! (they keep their shards; keyless traffic avoids them).
+//! (they keep their shards; keyless traffic avoids them), and a member
+//! announcing `leaving` stays reachable but owns no shards (keyed traffic
+//! goes to the new owners, keyless traffic avoids it).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -89,26 +91,39 @@ pub fn table_from_view(
         }
     }
     for routes in services.values_mut() {
-        let mut endpoints: Vec<Endpoint> = view
+        let mut endpoints: Vec<(Endpoint, bool)> = view
             .members
             .iter()
             .filter(|m| *m.meta.service == *routes.name)
             .filter_map(|m| {
+                let leaving = m.meta.state == MemberStatus::Leaving;
                 let health = match m.health {
+                    // Handing its shards off: still reachable (it serves
+                    // or forwards what callers with an older view send),
+                    // but keyless traffic avoids it like a suspect.
+                    Health::Alive | Health::Suspect if leaving => EndpointHealth::Suspect,
                     Health::Alive => EndpointHealth::Alive,
                     Health::Suspect => EndpointHealth::Suspect,
                     Health::Dead | Health::Left => return None,
                 };
-                Some(Endpoint {
+                let e = Endpoint {
                     name: Arc::from(m.meta.pod.as_str()),
                     inbound: Arc::from(m.meta.inbound.as_str()),
                     health,
-                })
+                };
+                Some((e, leaving))
             })
             .collect();
-        endpoints.sort_by(|a, b| a.name.cmp(&b.name));
-        routes.endpoints = endpoints;
-        let names: Vec<&str> = routes.endpoints.iter().map(|e| &*e.name).collect();
+        endpoints.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        // Shards go to the members that are not leaving: the same owners
+        // the shard managers compute (`shardmesh_shards::Health::Leaving`).
+        let owners: Vec<Arc<str>> = endpoints
+            .iter()
+            .filter(|(_, leaving)| !leaving)
+            .map(|(e, _)| e.name.clone())
+            .collect();
+        routes.endpoints = endpoints.into_iter().map(|(e, _)| e).collect();
+        let names: Vec<&str> = owners.iter().map(|n| &**n).collect();
         let owners = crate::routing::ownership::assign(routes.shards, &names);
         let owners: Vec<Option<String>> = owners.iter().map(|o| o.map(String::from)).collect();
         let owners: Vec<Option<&str>> = owners.iter().map(|o| o.as_deref()).collect();

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use rand::SeedableRng;
-use shardmesh_resilience::{BoxError, Peer};
+use shardmesh_resilience::{BoxError, Deadline, Peer, TryDeadline};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -17,7 +17,7 @@ use crate::body::{boxed, BoxBody};
 use crate::headers;
 use crate::proxy::{Direction, Proxy, RouteStack};
 use crate::reason::{MeshFailure, Reason};
-use crate::routing::{balance, resolve, Endpoint};
+use crate::routing::{balance, hold, resolve, Endpoint, EndpointHealth};
 
 /// What the outbound handler decided about a request, carried to the
 /// endpoint picker through request extensions.
@@ -101,7 +101,19 @@ impl Service<Request<BoxBody>> for PickEndpoint {
                     MeshFailure::new(Reason::BadRequest, "request has no route target").into(),
                 );
             };
-            let endpoint = select_endpoint(&proxy, &target)?;
+            let endpoint = match target.shard {
+                Some(_) => {
+                    let until = [
+                        req.extensions().get::<Deadline>().map(|d| d.0),
+                        req.extensions().get::<TryDeadline>().map(|d| d.0),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                    owner_when_reachable(&proxy, &target, until).await?
+                }
+                None => select_endpoint(&proxy, &target)?,
+            };
             let h = req.headers_mut();
             headers::strip_hop_by_hop(h);
             h.remove(header::HOST);
@@ -122,6 +134,58 @@ impl Service<Request<BoxBody>> for PickEndpoint {
             crate::proxy::call(inner, req).await
         })
     }
+}
+
+/// The owner of a keyed request's shard. While that owner is unreachable
+/// and its breaker refuses, the request is held (see [`hold`]) until a new
+/// table names another owner, the breaker admits a probe, or `until`; then
+/// it goes on to the breaker, which fails it fast if it still refuses.
+async fn owner_when_reachable(
+    proxy: &Proxy,
+    target: &RouteTarget,
+    until: Option<Instant>,
+) -> Result<Endpoint, MeshFailure> {
+    let mut tables = proxy.table_updates();
+    let mut slot = None;
+    loop {
+        tables.borrow_and_update();
+        let endpoint = select_endpoint(proxy, target)?;
+        let Some(until) = until.filter(|_| held_back(proxy, target, &endpoint)) else {
+            return Ok(endpoint);
+        };
+        if slot.is_none() {
+            slot = proxy.unreachable().hold();
+            if slot.is_none() {
+                return Ok(endpoint);
+            }
+        }
+        let changed = async {
+            if tables.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        if !hold::wait_a_little(changed, until).await {
+            return Ok(endpoint);
+        }
+    }
+}
+
+/// Whether a keyed request should wait rather than go to `owner` now: the
+/// owner gave no answer to its last try (a crashed pod refuses connections)
+/// and this request is not the periodic probe, or it refuses through its
+/// breaker too; or gossip suspects it and its breaker refuses. A reachable
+/// owner with an open breaker (slow or failing app) is failed fast, as
+/// DESIGN.md says.
+fn held_back(proxy: &Proxy, target: &RouteTarget, owner: &Endpoint) -> bool {
+    let now = Instant::now();
+    let breaker_refuses = proxy
+        .breakers(&target.service)
+        .is_some_and(|b| !b.is_available(&owner.name, now));
+    let unreachable = proxy.unreachable();
+    if unreachable.contains(&owner.name) {
+        return breaker_refuses || unreachable.should_wait(&owner.name, now);
+    }
+    breaker_refuses && owner.health == EndpointHealth::Suspect
 }
 
 /// Picks the endpoint for one try from the latest table: the shard owner for
@@ -187,14 +251,21 @@ impl Service<Request<BoxBody>> for SendToPeer {
     }
 
     fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
-        let client = self.proxy.peer_client().clone();
+        let proxy = self.proxy.clone();
         Box::pin(async move {
             let Some(PeerAddr(addr)) = req.extensions().get::<PeerAddr>().cloned() else {
                 return Err(
                     MeshFailure::new(Reason::BadRequest, "request has no peer address").into(),
                 );
             };
-            client.send(&addr, req).await
+            let peer = req.extensions().get::<Peer>().map(|p| p.0.clone());
+            let result = proxy.peer_client().send(&addr, req).await;
+            if let Some(peer) = peer {
+                // No answer at all (refused, reset, closed): the peer may be
+                // gone. An HTTP answer, even a 5xx, says it is there.
+                proxy.unreachable().record(&peer, result.is_ok());
+            }
+            result
         })
     }
 }

@@ -3,7 +3,9 @@
 //! service policy and cached).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::{HeaderValue, Request, Response};
 use shardmesh_config::{ResiliencePolicy, SidecarConfig};
@@ -20,6 +22,7 @@ use crate::inbound::SendToApp;
 use crate::metrics::Metrics;
 use crate::outbound::{PickEndpoint, SendToPeer};
 use crate::routing::balance::LoadTracker;
+use crate::routing::hold::Unreachable;
 use crate::routing::{RoutingTable, ServiceRoutes, TableRx};
 
 /// A composed, cloneable stack for one route.
@@ -70,6 +73,11 @@ struct Inner {
     outbound: Mutex<HashMap<Arc<str>, CachedStack>>,
     bulkheads: Arc<Bulkheads>,
     inbound: RouteStack,
+    /// When the proxy was built: the base of `last_inbound`.
+    born: Instant,
+    /// Milliseconds after `born` when the last inbound request arrived.
+    last_inbound: AtomicU64,
+    unreachable: Unreachable,
 }
 
 impl Proxy {
@@ -110,6 +118,9 @@ impl Proxy {
             outbound: Mutex::new(HashMap::new()),
             bulkheads: Bulkheads::new(observer.clone()),
             inbound,
+            born: Instant::now(),
+            last_inbound: AtomicU64::new(0),
+            unreachable: Unreachable::default(),
         })))
     }
 
@@ -131,6 +142,17 @@ impl Proxy {
     /// The current routing table.
     pub fn table(&self) -> Arc<RoutingTable> {
         self.0.table.borrow().clone()
+    }
+
+    /// A receiver of routing-table updates (to wait for the next one).
+    pub fn table_updates(&self) -> TableRx {
+        self.0.table.clone()
+    }
+
+    /// Peers that could not be connected to, and the keyed requests held
+    /// for them until their shards move.
+    pub fn unreachable(&self) -> &Unreachable {
+        &self.0.unreachable
     }
 
     /// Pooled HTTP/2 client to other sidecars.
@@ -201,6 +223,19 @@ impl Proxy {
             },
         );
         stack
+    }
+
+    /// Notes that a request arrived on the inbound listener: a leaving
+    /// sidecar keeps serving until callers stopped sending here.
+    pub fn note_inbound(&self) {
+        let ms = u64::try_from(self.0.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.last_inbound.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// How long ago the last inbound request arrived (since start if none).
+    pub fn inbound_idle(&self) -> Duration {
+        let last = Duration::from_millis(self.0.last_inbound.load(Ordering::Relaxed));
+        self.0.born.elapsed().saturating_sub(last)
     }
 
     /// Counts a request in `shardmesh_inflight_requests` until the guard drops.

@@ -239,15 +239,26 @@ impl Sidecar {
         );
         let _ = self.ready_tx.send(false);
         if let Some(g) = &self.gossip {
+            let until = tokio::time::Instant::now() + grace;
+            // Announce `leaving` first: the others route keyed requests to
+            // the new owners (who hold them until the handoff) and keyless
+            // ones elsewhere.
             if let Err(e) = g.member.set_state(MemberStatus::Leaving).await {
                 tracing::debug!(error = %e, "cannot announce leaving");
             }
             if let Some(shards) = &g.shards {
                 // Keep serving (and forwarding) while the shards move.
-                if tokio::time::timeout(grace, shards.leave()).await.is_err() {
+                if tokio::time::timeout_at(until, shards.leave())
+                    .await
+                    .is_err()
+                {
                     tracing::warn!(?grace, "shards not all released within the grace period");
                 }
             }
+            // Keep serving until callers stopped routing here, so nobody
+            // meets a closed port while its view still names this pod.
+            let idle = wait_inbound_idle(&self.proxy, QUIET_BEFORE_STOP, until).await;
+            tracing::info!(?idle, "inbound traffic stopped: closing the listeners");
         }
         let _ = stop_tx.send(true);
         let _ = tokio::join!(out, inb);
@@ -259,6 +270,27 @@ impl Sidecar {
         }
         adm.abort();
         tracing::info!("shutdown complete");
+    }
+}
+
+/// How long a leaving sidecar must see no inbound request before it closes
+/// its listeners: callers' views have moved on by then.
+const QUIET_BEFORE_STOP: Duration = Duration::from_millis(300);
+
+/// Waits until no inbound request arrived for `quiet`, or `until`; returns
+/// how long the inbound listener had been idle.
+async fn wait_inbound_idle(
+    proxy: &Proxy,
+    quiet: Duration,
+    until: tokio::time::Instant,
+) -> Duration {
+    loop {
+        let idle = proxy.inbound_idle();
+        let now = tokio::time::Instant::now();
+        if idle >= quiet || now >= until {
+            return idle;
+        }
+        tokio::time::sleep_until((now + (quiet - idle)).min(until)).await;
     }
 }
 

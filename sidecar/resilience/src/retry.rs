@@ -282,7 +282,9 @@ where
         }
         if !shared.budget.withdraw() {
             shared.observer.retry_budget_exhausted(&shared.service);
-            return if is_failure(&outcome) {
+            // A peer's `overloaded` answer goes back as it is: nothing ran,
+            // and it tells the caller when to come back (Retry-After).
+            return if is_failure(&outcome) && !is_overloaded_answer(&outcome) {
                 Err(RetryBudgetExhausted.into())
             } else {
                 outcome
@@ -361,3 +363,11 @@ where
 
 #[cfg(test)]
 mod tests;
+
+/// Whether the outcome is another sidecar's `overloaded` refusal.
+fn is_overloaded_answer<RB>(outcome: &Result<Response<RB>, BoxError>) -> bool {
+    matches!(outcome, Ok(rsp) if rsp
+        .headers()
+        .get(classify::ERROR_HEADER)
+        .is_some_and(|v| v == "overloaded"))
+}

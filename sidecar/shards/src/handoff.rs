@@ -5,8 +5,8 @@
 //! `Releasing` (drain, app release, gossip the release) → `NotOwned`.
 //!
 //! An acquisition calls the app only once nobody else can hold the shard:
-//! - the previous owner (in this member's previous view) gossiped its
-//!   release, or
+//! - the previous owner (in this member's previous view) gossiped that it
+//!   released the shard to this member, or
 //! - the previous owner is dead, left, or gone from the view (at once), or
 //! - every other owning member advertises (gossip tag [`crate::SETTLED_TAG`])
 //!   that it settled on the same view: it holds no shard it does not own in
@@ -54,8 +54,10 @@ pub struct ShardTable {
     max_epoch: u64,
     /// The first time an epoch was chosen, the base of the epoch floor clock.
     clock_base: Option<Instant>,
-    /// Set by [`Self::leave`]: own nothing, release everything.
-    leaving: bool,
+    /// Set by [`Self::leave`] (with its time): own nothing, release
+    /// everything once the others settled on the view without this member
+    /// (or after [`HandoffConfig::leave_wait`]).
+    leaving: Option<Instant>,
     /// The view says the others declared this member dead (or left): they
     /// are taking its shards, so it must own nothing until it is back.
     declared_gone: bool,
@@ -89,7 +91,7 @@ impl ShardTable {
             assignment: None,
             max_epoch: 0,
             clock_base: None,
-            leaving: false,
+            leaving: None,
             declared_gone: false,
         })
     }
@@ -100,11 +102,12 @@ impl ShardTable {
     /// first member found no seed): a view of just this member owns
     /// everything. If `peers` says this member is dead or left (the others
     /// declared it so and are taking its shards), it gives up every shard
-    /// until a view shows it alive again; otherwise it counts as alive.
+    /// until a view shows it alive again; otherwise it counts as alive
+    /// (its own `leaving` state is [`Self::leave`]'s business).
     pub fn on_membership(&mut self, now: Instant, peers: &[Peer]) -> Vec<Action> {
         self.declared_gone = peers
             .iter()
-            .any(|p| p.id == self.me && !p.health.owns_shards());
+            .any(|p| p.id == self.me && !p.health.may_hold_shards());
         self.peers = peers.iter().map(|p| (p.id.clone(), p.clone())).collect();
         let me = Peer::new(self.me.clone(), crate::Health::Alive);
         self.peers.insert(self.me.clone(), me);
@@ -124,6 +127,11 @@ impl ShardTable {
             return out;
         }
         self.max_epoch = self.max_epoch.max(notice.epoch);
+        if notice.to != crate::recipient_id(&self.me) {
+            // Released to another member: only the barrier can tell when
+            // that one is done with it.
+            return out;
+        }
         if let Some(slot) = self.slots.get_mut(notice.shard as usize) {
             if slot.notice.as_ref().is_none_or(|(_, e)| notice.epoch >= *e) {
                 slot.notice = Some((notice.from.clone(), notice.epoch));
@@ -215,6 +223,10 @@ impl ShardTable {
         if had != self.majority.has_majority() {
             self.recompute(now, &mut out);
         }
+        if self.leave_pending() && self.others_settled_without_me(now) {
+            // The leave wait is over: hand off what is still served.
+            self.recompute(now, &mut out);
+        }
         let hold = self.cfg.hold_timeout;
         for (shard, slot) in (0u32..).zip(self.slots.iter_mut()) {
             match &mut slot.state {
@@ -246,12 +258,23 @@ impl ShardTable {
         out
     }
 
-    /// Input: this member is shutting down gracefully: release every shard
-    /// (handoff to the new owners), then leave gossip once
-    /// [`Self::is_released`].
+    /// Input: this member is shutting down gracefully (it gossips the
+    /// `leaving` state, which the others feed in as [`crate::Health::Leaving`]):
+    /// own nothing and release every shard to its new owner, then leave
+    /// gossip once [`Self::is_released`].
+    ///
+    /// The shards it serves are released only once every other member that
+    /// may hold shards advertises it settled on the view without this member
+    /// (so callers route to the new owners, who hold requests until the
+    /// release notice), or after [`HandoffConfig::leave_wait`]. Until then it
+    /// keeps serving them: requests from callers with an older view still
+    /// succeed instead of bouncing between two members that each think the
+    /// other owns the shard.
     pub fn leave(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
-        self.leaving = true;
+        if self.leaving.is_none() {
+            self.leaving = Some(now);
+        }
         self.recompute(now, &mut out);
         out
     }

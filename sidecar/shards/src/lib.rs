@@ -30,5 +30,7 @@ pub use handoff::{
 pub use key::{key_hash, shard_for_key, KEY_HASH_SEED};
 pub use majority::KeepMajority;
 pub use member::MemberId;
-pub use notice::{NoticeError, ReleaseNotice, MAX_NOTICE_LEN, NOTICE_MAGIC, NOTICE_VERSION};
+pub use notice::{
+    recipient_id, NoticeError, ReleaseNotice, MAX_NOTICE_LEN, NOTICE_MAGIC, NOTICE_VERSION,
+};
 pub use view::{format_view_id, view_id, Health, Peer, EPOCH_TAG, SETTLED_TAG};

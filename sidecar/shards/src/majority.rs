@@ -9,8 +9,8 @@
 //! - Dead members stay in it until they have been dead for `stable_after`
 //!   while this member had a majority; a minority never drops the other
 //!   side. Members missing from the view count as dead.
-//! - Members that *left* gracefully leave it at once (they released their
-//!   shards; they are not across a partition).
+//! - Members that *left* gracefully, or are *leaving*, leave it at once
+//!   (they hand their shards off; they are not across a partition).
 //! - A member has a majority when more than half of the stable membership
 //!   is alive in its view (suspect and dead do not count).
 //! - Bootstrap: the first view that knows other members is adopted at once,
@@ -58,7 +58,7 @@ impl KeepMajority {
 
     /// Feeds the current view of the service (including this member).
     pub fn observe(&mut self, now: Instant, peers: &[Peer]) {
-        for p in peers.iter().filter(|p| p.health == Health::Left) {
+        for p in peers.iter().filter(|p| is_departing(p.health)) {
             self.members.remove(&p.id);
         }
         self.alive = peers
@@ -91,7 +91,7 @@ impl KeepMajority {
     }
 
     fn bootstrap(&mut self, now: Instant, peers: &[Peer]) {
-        let known: Vec<&Peer> = peers.iter().filter(|p| p.health != Health::Left).collect();
+        let known: Vec<&Peer> = peers.iter().filter(|p| !is_departing(p.health)).collect();
         match known.as_slice() {
             [] => {}
             [me] => {
@@ -158,6 +158,12 @@ impl KeepMajority {
             .map(|t| *t + self.stable_after);
         lone.into_iter().chain(dead).min()
     }
+}
+
+/// A member that left or is leaving gracefully: not part of the stable
+/// membership any more.
+fn is_departing(h: Health) -> bool {
+    matches!(h, Health::Left | Health::Leaving)
 }
 
 #[cfg(test)]

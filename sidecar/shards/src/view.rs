@@ -25,12 +25,23 @@ pub enum Health {
     Dead,
     /// Left gracefully (after releasing its shards).
     Left,
+    /// Shutting down gracefully (gossip state `leaving`): owns no shards in
+    /// the assignment, so the others route to the new owners, but is still
+    /// running and may still hold shards until it gossips their release.
+    Leaving,
 }
 
 impl Health {
-    /// Whether the member still owns shards (alive or suspect).
+    /// Whether the member owns shards in the assignment (alive or suspect).
     pub fn owns_shards(self) -> bool {
         matches!(self, Health::Alive | Health::Suspect)
+    }
+
+    /// Whether the member may still hold shards at the app (an owner, or a
+    /// leaving member that has not released everything yet): a new owner
+    /// waits for its release notice or the barrier.
+    pub fn may_hold_shards(self) -> bool {
+        matches!(self, Health::Alive | Health::Suspect | Health::Leaving)
     }
 }
 

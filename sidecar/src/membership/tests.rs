@@ -111,3 +111,37 @@ fn advertise_needs_a_specific_address() {
     c.pod.advertise_host = Some("not-an-ip".into());
     assert!(advertised(&c, any).is_err());
 }
+
+#[test]
+fn a_leaving_member_stays_reachable_but_owns_no_shards() {
+    let mut leaving = member("bank-2", "bank", Health::Alive, &[]);
+    leaving.meta.state = MemberStatus::Leaving;
+    let v = view(vec![
+        member("bank-0", "bank", Health::Alive, &[]),
+        member("bank-1", "bank", Health::Alive, &[]),
+        leaving,
+    ]);
+    let t = table_from_view(&config(), &v, 1);
+    let bank = t.service("bank").unwrap();
+    let names: Vec<&str> = bank.endpoints.iter().map(|e| &*e.name).collect();
+    assert_eq!(names, ["bank-0", "bank-1", "bank-2"]);
+    assert_eq!(bank.endpoints[2].health, EndpointHealth::Suspect);
+    assert_eq!(bank.owned_by("bank-2"), 0);
+    assert_eq!(bank.owned_by("bank-0") + bank.owned_by("bank-1"), 12);
+    // The same owners as a view without it.
+    let two = table_from_view(
+        &config(),
+        &view(vec![
+            member("bank-0", "bank", Health::Alive, &[]),
+            member("bank-1", "bank", Health::Alive, &[]),
+        ]),
+        1,
+    );
+    let two = two.service("bank").unwrap();
+    for s in 0..12 {
+        assert_eq!(
+            bank.owner(s).map(|(e, _)| e.name.clone()),
+            two.owner(s).map(|(e, _)| e.name.clone())
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! Location-transparent routing: request → (service, key) → shard → owner.
 
 pub mod balance;
+pub mod hold;
 pub mod ownership;
 pub mod table;
 pub mod target;

@@ -45,9 +45,12 @@ impl ManagedGate {
 
     fn forward(&self, shard: u32, owner: &str) -> Admission {
         let table = self.shared.table.borrow().clone();
+        // A suspect owner is likely dead: the routing table (fed by the same
+        // view) may already have moved on; do not forward to it.
         let inbound = table
             .service(&self.shared.service)
             .and_then(|r| r.endpoints.iter().find(|e| &*e.name == owner))
+            .filter(|e| e.health == crate::routing::EndpointHealth::Alive)
             .map(|e| e.inbound.clone());
         match inbound {
             Some(inbound) => Admission::Forward {
@@ -57,6 +60,47 @@ impl ManagedGate {
             None => Admission::NoOwner(format!(
                 "shard {shard} belongs to {owner}, which is not reachable from here"
             )),
+        }
+    }
+}
+
+/// What routing one request decided.
+enum Next<'a> {
+    /// Answered at once.
+    Done(Admission),
+    /// Held during an acquisition: the answer comes through the channel.
+    Held(oneshot::Receiver<Admission>),
+    /// The owner in the shard table is gone from the routing table (the
+    /// two are fed by the same view, the shard table a moment later) or
+    /// suspected (a caller whose view declared it dead sent us the request
+    /// as the new owner): look again after the manager's next turn.
+    Reroute(tokio::sync::futures::Notified<'a>),
+}
+
+impl ManagedGate {
+    fn route(&self, shard: u32) -> Next<'_> {
+        let mut state = self.shared.lock();
+        match state.table.route(Instant::now(), shard) {
+            Route::Local { epoch } => Next::Done(self.serve(shard, epoch)),
+            Route::Forward(owner) => match self.forward(shard, owner.as_str()) {
+                // Created under the lock the manager takes to apply a view,
+                // so its next turn cannot slip by unnoticed.
+                Admission::NoOwner(_) => Next::Reroute(self.shared.turned.notified()),
+                a => Next::Done(a),
+            },
+            Route::NoOwner if !state.table.has_majority() => Next::Done(Admission::NoOwner(
+                "this member cannot reach a majority of its service".into(),
+            )),
+            Route::NoOwner => Next::Done(Admission::NoOwner(format!(
+                "shard {shard} has no serving owner"
+            ))),
+            Route::Hold => {
+                // Registered under the same lock that routed, so the
+                // action that wakes held requests cannot slip between.
+                let (tx, rx) = oneshot::channel();
+                state.held.entry(shard).or_default().push(tx);
+                Next::Held(rx)
+            }
         }
     }
 }
@@ -71,27 +115,29 @@ impl ShardGate for ManagedGate {
             if service != self.shared.service {
                 return Admission::NoOwner(format!("this pod owns no shards of {service}"));
             }
-            let waiter = {
-                let mut state = self.shared.lock();
-                match state.table.route(Instant::now(), shard) {
-                    Route::Local { epoch } => return self.serve(shard, epoch),
-                    Route::Forward(owner) => return self.forward(shard, owner.as_str()),
-                    Route::NoOwner if !state.table.has_majority() => {
-                        return Admission::NoOwner(
-                            "this member cannot reach a majority of its service".into(),
-                        )
-                    }
-                    Route::NoOwner => {
-                        return Admission::NoOwner(format!("shard {shard} has no serving owner"))
-                    }
-                    Route::Hold => {
-                        // Registered under the same lock that routed, so the
-                        // action that wakes held requests cannot slip between.
-                        let (tx, rx) = oneshot::channel();
-                        state.held.entry(shard).or_default().push(tx);
-                        rx
-                    }
+            // Bounded like a held request: the view catches up within the
+            // failure detector's dissemination, or the caller gets no-owner.
+            let give_up = Instant::now() + self.shared.hold_timeout;
+            let mut next = self.route(shard);
+            while let Next::Reroute(turned) = next {
+                let left = give_up.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    next = Next::Reroute(self.shared.turned.notified());
+                    break;
                 }
+                let _ = tokio::time::timeout(left, turned).await;
+                next = self.route(shard);
+            }
+            let waiter = match next {
+                Next::Done(a) => return a,
+                Next::Reroute(_) => {
+                    let owner = self.shared.lock().table.owner(shard).cloned();
+                    return Admission::NoOwner(format!(
+                        "shard {shard} belongs to {}, which is not reachable from here",
+                        owner.as_ref().map_or("nobody", |o| o.as_str())
+                    ));
+                }
+                Next::Held(rx) => rx,
             };
             let timeout = self.shared.hold_timeout + std::time::Duration::from_secs(1);
             match tokio::time::timeout(timeout, waiter).await {

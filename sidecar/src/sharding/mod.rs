@@ -8,6 +8,7 @@
 //! action), so a held request and the action that wakes it cannot race.
 
 mod callbacks;
+mod debug;
 mod gate;
 
 use std::collections::HashMap;
@@ -63,6 +64,9 @@ pub(crate) struct Shared {
     events: mpsc::UnboundedSender<Event>,
     table: watch::Receiver<Arc<crate::routing::RoutingTable>>,
     hold_timeout: Duration,
+    /// Woken after every turn of the manager task (a view applied, a tick):
+    /// a request routed to an owner this pod cannot reach waits for it.
+    turned: tokio::sync::Notify,
 }
 
 pub(crate) struct State {
@@ -97,6 +101,10 @@ impl ShardManager {
         handoff.epoch_floor = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
+        // A leaving member waits for the others to route around it at most
+        // half its shutdown grace, leaving the rest for the handoff itself.
+        let grace = Duration::from_millis(config.shutdown_grace_ms);
+        handoff.leave_wait = handoff.leave_wait.min(grace / 2);
         let hold_timeout = handoff.hold_timeout;
         let (events, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -110,6 +118,7 @@ impl ShardManager {
             events,
             table,
             hold_timeout,
+            turned: tokio::sync::Notify::new(),
         });
         let task = Task {
             shared: shared.clone(),
@@ -137,35 +146,6 @@ impl ShardManager {
         if self.shared.events.send(Event::Leave(tx)).is_ok() {
             let _ = rx.await;
         }
-    }
-
-    /// `/debug/shards`: owner, state and epoch of every shard.
-    pub fn debug(&self) -> serde_json::Value {
-        let state = self.shared.lock();
-        let t = &state.table;
-        serde_json::json!({
-            "service": self.shared.service,
-            "local": t.me().as_str(),
-            "hasMajority": t.has_majority(),
-            "ready": t.is_ready(),
-            "owned": t.owned(),
-            "shards": (0..t.shards()).map(|s| {
-                let st = t.state(s);
-                let epoch = match &st {
-                    shardmesh_shards::ShardState::Serving { epoch }
-                    | shardmesh_shards::ShardState::Releasing { epoch } => Some(*epoch),
-                    shardmesh_shards::ShardState::Acquiring { epoch, .. } => *epoch,
-                    shardmesh_shards::ShardState::NotOwned => None,
-                };
-                serde_json::json!({
-                    "shard": s,
-                    "owner": t.owner(s).map(|m| m.as_str().to_string()),
-                    "state": st.name(),
-                    "epoch": epoch,
-                    "inflight": self.shared.inflight.get(s as usize).map(|c| c.load(Ordering::Relaxed)),
-                })
-            }).collect::<Vec<_>>(),
-        })
     }
 }
 
@@ -255,6 +235,7 @@ impl Task {
                 }
             };
             self.apply(actions);
+            self.shared.turned.notify_waiters();
             self.publish().await;
             if let Some(done) = leaving.take() {
                 if self.shared.lock().table.is_released() {
@@ -272,7 +253,12 @@ impl Task {
             .iter()
             .filter(|m| m.meta.service == self.shared.service)
             .map(|m| {
+                let leaving = m.meta.state == shardmesh_gossip::MemberStatus::Leaving;
                 let health = match m.health {
+                    // Still running, handing its shards off.
+                    GossipHealth::Alive | GossipHealth::Suspect if leaving => {
+                        shardmesh_shards::Health::Leaving
+                    }
                     GossipHealth::Alive => shardmesh_shards::Health::Alive,
                     GossipHealth::Suspect => shardmesh_shards::Health::Suspect,
                     GossipHealth::Dead => shardmesh_shards::Health::Dead,

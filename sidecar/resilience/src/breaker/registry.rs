@@ -153,6 +153,14 @@ impl Ticket {
         self.record(success);
     }
 
+    /// Ends the request without an outcome: the answer said nothing about
+    /// the peer's health (it shed the request, or does not own the shard).
+    /// Nothing is counted; a half-open probe slot is freed.
+    pub fn ignore(mut self) {
+        self.done = true;
+        lock(&self.breaker).cancel(self.admission);
+    }
+
     /// The peer this ticket was issued for.
     pub fn peer(&self) -> &Arc<str> {
         &self.peer

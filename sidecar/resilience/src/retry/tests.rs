@@ -324,6 +324,28 @@ async fn budget_refuses_retries_beyond_the_ratio() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_overloaded_answer_is_returned_when_the_budget_refuses_a_retry() {
+    let mut s = settings();
+    s.budget_min_per_second = 0;
+    s.budget_ratio = 0.0;
+    let l = layer(s, Arc::default()).with_jitter(Jitter::fixed(0.0));
+    let up = tower::service_fn(|_r: Request<BoxBody>| async {
+        let rsp = Response::builder()
+            .status(503)
+            .header("x-shardmesh-error", "overloaded")
+            .header("retry-after", "1")
+            .body(())
+            .unwrap();
+        Ok::<_, BoxError>(rsp)
+    });
+    let rsp = tower::ServiceExt::oneshot(l.layer(up), req(Method::POST))
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(rsp.headers()["x-shardmesh-error"], "overloaded");
+}
+
+#[tokio::test(start_paused = true)]
 async fn budget_reserve_allows_min_per_second_then_recovers_after_the_window() {
     // 0 % ratio and 1 retry/s over a 10 s window: a reserve of 10 retries.
     let mut s = settings();

@@ -67,12 +67,13 @@ impl ShardTable {
     }
 
     /// Value of [`crate::SETTLED_TAG`] to gossip, or `None` to remove it:
-    /// set while this member has a majority and releases nothing.
+    /// set while this member has a majority and releases nothing (a leaving
+    /// member: once it released everything).
     pub fn settled_tag(&self) -> Option<String> {
-        let releasing = self
-            .slots
-            .iter()
-            .any(|s| matches!(s.state, State::Releasing { .. }));
+        let releasing = self.slots.iter().any(|s| {
+            matches!(s.state, State::Releasing { .. })
+                || (self.leaving.is_some() && !matches!(s.state, State::NotOwned))
+        });
         (self.assignment.is_some() && self.has_majority() && !releasing)
             .then(|| format_view_id(self.view))
     }
@@ -95,6 +96,13 @@ impl ShardTable {
             } => Some(*at),
             _ => None,
         });
-        slots.chain(self.majority.next_deadline()).min()
+        let leave = self
+            .leaving
+            .filter(|_| self.leave_pending())
+            .map(|t| t + self.cfg.leave_wait);
+        slots
+            .chain(self.majority.next_deadline())
+            .chain(leave)
+            .min()
     }
 }

@@ -13,7 +13,7 @@ impl ShardTable {
             .peers
             .values()
             .filter(|p| {
-                let gone = (self.leaving || self.declared_gone) && p.id == self.me;
+                let gone = (self.leaving.is_some() || self.declared_gone) && p.id == self.me;
                 p.health.owns_shards() && !gone
             })
             .map(|p| p.id.clone())
@@ -51,7 +51,17 @@ impl ShardTable {
         out: &mut Vec<Action>,
     ) {
         let active = self.majority.has_majority();
+        // Leaving: keep serving until the others route around this member.
+        let keep_serving = active && self.leave_pending() && !self.others_settled_without_me(now);
         for shard in 0..self.cfg.shards {
+            if keep_serving
+                && matches!(
+                    self.slots.get(shard as usize).map(|s| &s.state),
+                    Some(State::Serving { .. })
+                )
+            {
+                continue;
+            }
             let mine = active && next.owner(shard) == Some(&self.me);
             let prev_owner = prev.owner(shard).cloned();
             self.reconcile(now, shard, mine, prev_owner, out);
@@ -146,18 +156,36 @@ impl ShardTable {
                 let gone = self
                     .peers
                     .get(p)
-                    .is_none_or(|peer| !peer.health.owns_shards());
+                    .is_none_or(|peer| !peer.health.may_hold_shards());
                 gone || slot.notice.as_ref().is_some_and(|(from, _)| from == p)
             }
         }
     }
 
-    /// Whether every other owning member settled on our view.
+    /// Whether every other member that may hold shards (owners, and
+    /// leaving members that have not released yet) settled on our view.
     fn barrier_passed(&self) -> bool {
         self.peers
             .values()
-            .filter(|p| p.health.owns_shards() && p.id != self.me)
+            .filter(|p| p.health.may_hold_shards() && p.id != self.me)
             .all(|p| p.settled == Some(self.view))
+    }
+
+    /// Leaving, and still serving some shard: the handoff has not started
+    /// for everything yet.
+    pub(super) fn leave_pending(&self) -> bool {
+        self.leaving.is_some()
+            && self
+                .slots
+                .iter()
+                .any(|s| matches!(s.state, State::Serving { .. }))
+    }
+
+    /// Whether a leaving member may hand its served shards off now: every
+    /// other member settled on the view without it, or the leave wait passed.
+    pub(super) fn others_settled_without_me(&self, now: Instant) -> bool {
+        let waited = self.leaving.is_some_and(|t| now >= t + self.cfg.leave_wait);
+        waited || self.barrier_passed()
     }
 
     /// The app released the shard: gossip it and look at ownership again.
@@ -172,11 +200,18 @@ impl ShardTable {
             slot.state = State::NotOwned;
         }
         out.push(Action::Released { shard, epoch });
+        let to = self
+            .assignment
+            .as_ref()
+            .and_then(|a| a.owner(shard))
+            .filter(|o| **o != self.me)
+            .map_or(0, crate::recipient_id);
         out.push(Action::Broadcast(ReleaseNotice {
             service: self.cfg.service.clone(),
             shard,
             epoch,
             from: self.me.clone(),
+            to,
         }));
         // The view may have given the shard back meanwhile; we just held
         // it, so only the barrier can tell that nobody took it since.

@@ -1,7 +1,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::{Health, Peer};
+use crate::{format_view_id, view_id, Health, Peer};
 
 const SHARDS: u32 = 6;
 
@@ -29,11 +29,21 @@ fn joiner(t0: Instant) -> (ShardTable, Vec<Action>, Vec<u32>) {
 }
 
 fn notice(shard: u32, epoch: u64, from: &str) -> ReleaseNotice {
+    notice_to(shard, epoch, from, if from == "a" { "b" } else { "a" })
+}
+
+/// A notice of `from` releasing `shard` to `to` ("" for nobody).
+fn notice_to(shard: u32, epoch: u64, from: &str, to: &str) -> ReleaseNotice {
     ReleaseNotice {
         service: "bank".into(),
         shard,
         epoch,
         from: MemberId::new(from),
+        to: if to.is_empty() {
+            0
+        } else {
+            crate::recipient_id(&MemberId::new(to))
+        },
     }
 }
 
@@ -112,6 +122,20 @@ fn notices_from_others_services_or_self_are_ignored() {
     assert!(b.on_release_notice(t0, &other).is_empty());
     assert!(b.on_release_notice(t0, &notice(mine[0], 5, "b")).is_empty());
     assert!(b.on_release_notice(t0, &notice(99, 5, "a")).is_empty());
+}
+
+#[test]
+fn a_notice_of_a_release_to_another_member_frees_nothing() {
+    // a released the shard to c (in a view b has not seen yet): c may be
+    // acquiring it on that notice, so b waits for the barrier.
+    let t0 = Instant::now();
+    let (mut b, _, mine) = joiner(t0);
+    let out = b.on_release_notice(t0, &notice_to(mine[0], 5, "a", "c"));
+    assert!(acquires(&out).is_empty(), "{out:?}");
+    let out = b.on_release_notice(t0, &notice_to(mine[0], 5, "a", ""));
+    assert!(acquires(&out).is_empty(), "{out:?}");
+    let out = b.on_release_notice(t0, &notice_to(mine[0], 5, "a", "b"));
+    assert_eq!(acquires(&out).len(), 1, "{out:?}");
 }
 
 #[test]
@@ -366,7 +390,10 @@ fn a_shard_that_comes_back_while_releasing_is_reacquired_after_the_barrier() {
     );
     a.drained(t0, s);
     let out = a.callback_done(t0, Callback::Release, s, epoch, Outcome::Ok);
-    assert!(out.contains(&Action::Broadcast(notice(s, epoch, "a"))));
+    assert!(
+        out.contains(&Action::Broadcast(notice_to(s, epoch, "a", ""))),
+        "released to nobody: {out:?}"
+    );
     // Nobody else owns shards, so the barrier passes at once: a new epoch.
     let again = acquires(&out);
     assert_eq!(again.len(), 1, "{out:?}");
@@ -393,4 +420,112 @@ fn losing_the_majority_releases_everything_and_refuses_all_requests() {
     }
     assert!(!a.is_ready());
     assert_eq!(a.settled_tag(), None);
+}
+
+/// `peer` advertising the view `on` has settled on.
+fn settled_on(mut p: Peer, on: &ShardTable) -> Peer {
+    p.settled = on
+        .settled_tag()
+        .and_then(|v| u64::from_str_radix(&v, 16).ok());
+    p
+}
+
+/// `a` serving its shards of the view {a, b}; returns them too.
+fn pair(t0: Instant) -> (ShardTable, Vec<u32>) {
+    let mut a = ShardTable::new(MemberId::new("a"), cfg()).unwrap();
+    a.on_membership(t0, &[peer("a", 0), peer("b", 0)]);
+    let b = settled_on(peer("b", 0), &a);
+    let out = a.on_membership(t0, &[peer("a", 0), b]);
+    for (s, e) in acquires(&out) {
+        a.callback_done(t0, Callback::Acquire, s, e, Outcome::Ok);
+    }
+    let mine: Vec<u32> = (0..SHARDS)
+        .filter(|&s| a.owner(s) == Some(&MemberId::new("a")))
+        .collect();
+    assert!(!mine.is_empty());
+    assert!(mine
+        .iter()
+        .all(|&s| matches!(a.state(s), ShardState::Serving { .. })));
+    (a, mine)
+}
+
+fn drains(out: &[Action]) -> Vec<u32> {
+    out.iter()
+        .filter_map(|x| match x {
+            Action::Drain { shard } => Some(*shard),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_leaving_member_serves_until_the_others_settled_without_it() {
+    let t0 = Instant::now();
+    let (mut a, mine) = pair(t0);
+    let b_old = settled_on(peer("b", 0), &a);
+    let out = a.leave(t0);
+    assert!(drains(&out).is_empty(), "{out:?}");
+    assert_eq!(a.settled_tag(), None, "still holds shards it does not own");
+    for &s in &mine {
+        assert!(matches!(a.route(t0, s), Route::Local { .. }));
+    }
+    // b has not seen the leave yet: nothing moves.
+    assert!(drains(&a.on_membership(t0, &[peer("a", 0), b_old])).is_empty());
+    // b settled on the view without a: a hands everything off.
+    let mut b_new = peer("b", 0);
+    b_new.settled = Some(view_id(&[MemberId::new("b")]));
+    let out = a.on_membership(t0, &[peer("a", 0), b_new]);
+    let mut released = drains(&out);
+    released.sort_unstable();
+    assert_eq!(released, mine);
+    for &s in &mine {
+        assert_eq!(a.route(t0, s), Route::Forward(MemberId::new("b")));
+        let ShardState::Releasing { epoch } = a.state(s) else {
+            panic!("{:?}", a.state(s));
+        };
+        a.drained(t0, s);
+        a.callback_done(t0, Callback::Release, s, epoch, Outcome::Ok);
+    }
+    assert!(a.is_released());
+    assert_eq!(
+        a.settled_tag(),
+        Some(format_view_id(view_id(&[MemberId::new("b")])))
+    );
+}
+
+#[test]
+fn a_leaving_member_hands_off_after_the_leave_wait_anyway() {
+    let t0 = Instant::now();
+    let (mut a, mine) = pair(t0);
+    assert!(drains(&a.leave(t0)).is_empty());
+    let at = t0 + cfg().leave_wait;
+    assert_eq!(a.next_deadline(), Some(at));
+    assert!(drains(&a.tick(at - Duration::from_millis(1))).is_empty());
+    let mut released = drains(&a.tick(at));
+    released.sort_unstable();
+    assert_eq!(released, mine);
+    assert_eq!(a.next_deadline(), None);
+}
+
+#[test]
+fn a_new_owner_waits_for_a_leaving_owner_to_release() {
+    let t0 = Instant::now();
+    let (mut b, _, _) = joiner(t0);
+    let mut leaving = peer("a", 7);
+    leaving.health = Health::Leaving;
+    let out = b.on_membership(t0, &[leaving.clone(), peer("b", 0)]);
+    assert!(acquires(&out).is_empty(), "a may still hold them: {out:?}");
+    assert!((0..SHARDS).all(|s| b.owner(s) == Some(&MemberId::new("b"))));
+    assert!(
+        b.has_majority(),
+        "a leaving member leaves the stable membership"
+    );
+    assert_eq!(b.route(t0, 0), Route::Hold);
+    // Its release notice frees one shard...
+    let out = b.on_release_notice(t0, &notice(0, 7, "a"));
+    assert_eq!(acquires(&out).len(), 1, "{out:?}");
+    // ...and once it settled on the view without it, nobody holds the rest.
+    leaving.settled = Some(view_id(&[MemberId::new("b")]));
+    let out = b.on_membership(t0, &[leaving, peer("b", 0)]);
+    assert_eq!(acquires(&out).len(), SHARDS as usize - 1, "{out:?}");
 }

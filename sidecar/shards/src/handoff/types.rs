@@ -40,6 +40,11 @@ pub struct HandoffConfig {
     /// How long a dead member keeps counting for keep-majority, and how long
     /// a lone member waits before it counts itself a majority.
     pub stable_after: Duration,
+    /// How long a leaving member keeps serving its shards while waiting for
+    /// every other member to settle on the view without it (so they route
+    /// to the new owners, who hold requests until the release) before it
+    /// releases them anyway.
+    pub leave_wait: Duration,
     /// Wall-clock time when the table starts, in microseconds since the Unix
     /// epoch (0: off). New epochs are at least this plus the time since, so
     /// they keep growing even after every member restarted and the epochs
@@ -49,8 +54,8 @@ pub struct HandoffConfig {
 
 impl HandoffConfig {
     /// Defaults for `service` with `shards` shards: hold 5 s, 100 held
-    /// requests per shard, retry callbacks after 1 s, stable after 10 s, no
-    /// epoch floor (set it from the wall clock at start).
+    /// requests per shard, retry callbacks after 1 s, stable after 10 s,
+    /// leave wait 3 s, no epoch floor (set it from the wall clock at start).
     pub fn new(service: impl Into<String>, shards: u32) -> Self {
         Self {
             service: service.into(),
@@ -59,6 +64,7 @@ impl HandoffConfig {
             max_held: 100,
             retry_after: Duration::from_secs(1),
             stable_after: Duration::from_secs(10),
+            leave_wait: Duration::from_secs(3),
             epoch_floor: 0,
         }
     }

@@ -8,6 +8,7 @@ fn sample() -> ReleaseNotice {
         shard: 7,
         epoch: 42,
         from: MemberId::new("bank-2"),
+        to: 0x0102_0304_0506_0708,
     }
 }
 
@@ -21,11 +22,23 @@ fn round_trips() {
 #[test]
 fn wire_format_is_pinned() {
     let bytes = sample().encode().unwrap();
-    let mut want = vec![b'R', 1, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 42, 4];
+    let mut want = vec![b'R', 2, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 42];
+    want.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 4]);
     want.extend_from_slice(b"bank");
     want.push(6);
     want.extend_from_slice(b"bank-2");
     assert_eq!(bytes, want);
+}
+
+#[test]
+fn version_1_notices_are_read_as_released_to_nobody() {
+    let mut v1 = vec![b'R', 1, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 42, 4];
+    v1.extend_from_slice(b"bank");
+    v1.push(6);
+    v1.extend_from_slice(b"bank-2");
+    let mut want = sample();
+    want.to = 0;
+    assert_eq!(ReleaseNotice::decode(&v1), Ok(want));
 }
 
 #[test]
@@ -52,13 +65,13 @@ fn rejects_garbage_with_a_reason() {
         Err(NoticeError::BadVersion(9))
     );
     let mut empty_service = good.clone();
-    empty_service[14] = 0;
+    empty_service[22] = 0;
     assert_eq!(
         ReleaseNotice::decode(&empty_service),
         Err(NoticeError::BadField("service"))
     );
     let mut bad_utf8 = good.clone();
-    bad_utf8[15] = 0xff;
+    bad_utf8[23] = 0xff;
     assert_eq!(
         ReleaseNotice::decode(&bad_utf8),
         Err(NoticeError::BadField("service"))
@@ -93,8 +106,9 @@ proptest! {
         from in "[a-z][a-z0-9.-]{0,252}",
         shard in any::<u32>(),
         epoch in any::<u64>(),
+        to in any::<u64>(),
     ) {
-        let n = ReleaseNotice { service, shard, epoch, from: MemberId::new(from) };
+        let n = ReleaseNotice { service, shard, epoch, from: MemberId::new(from), to };
         let bytes = n.encode().unwrap();
         prop_assert!(bytes.len() <= MAX_NOTICE_LEN);
         prop_assert_eq!(ReleaseNotice::decode(&bytes), Ok(n));

@@ -103,8 +103,10 @@ impl Sim {
         self.tables.insert(id.to_string(), table);
     }
 
-    /// Graceful shutdown: the member starts handing its shards off.
+    /// Graceful shutdown: the member gossips `leaving` and starts handing
+    /// its shards off.
     pub fn leave(&mut self, id: &str) -> Vec<Action> {
+        self.health.insert(id.to_string(), Health::Leaving);
         let now = self.now;
         let Some(t) = self.tables.get_mut(id) else {
             return Vec::new();

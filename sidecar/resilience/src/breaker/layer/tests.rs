@@ -250,21 +250,85 @@ async fn registry_forgets_departed_peers() {
     assert!(reg.is_available("never-seen", Instant::now()));
 }
 
+/// A service answering 503 with the mesh error `reason`, or a plain 503
+/// when `reason` is empty.
+fn mesh_answer(
+    reason: &'static str,
+) -> impl Service<Request<()>, Response = Response<()>, Error = BoxError> + Clone {
+    tower::service_fn(move |_r: Request<()>| async move {
+        let mut rsp = Response::builder().status(503);
+        if !reason.is_empty() {
+            rsp = rsp.header("x-shardmesh-error", reason);
+        }
+        Ok::<_, BoxError>(rsp.body(()).unwrap())
+    })
+}
+
 #[tokio::test(start_paused = true)]
-async fn no_owner_answers_do_not_count_as_failures() {
+async fn no_owner_and_overloaded_answers_do_not_count_as_failures() {
+    for reason in ["no-owner", "overloaded"] {
+        let reg = breakers(Arc::default());
+        let layer = BreakerLayer::new(reg.clone());
+        for _ in 0..50 {
+            let rsp = layer
+                .layer(mesh_answer(reason))
+                .oneshot(to_peer("p"))
+                .await
+                .unwrap();
+            assert_eq!(rsp.status(), 503);
+        }
+        assert_eq!(reg.state("p"), BreakerState::Closed, "{reason}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn overloaded_answers_do_not_reset_a_failure_streak() {
+    // A peer whose app times out while its sidecar sheds the excess: the
+    // shed answers must not hide the failures from the breaker.
     let reg = breakers(Arc::default());
     let layer = BreakerLayer::new(reg.clone());
-    let no_owner = tower::service_fn(|_r: Request<()>| async {
-        let rsp = Response::builder()
-            .status(503)
-            .header("x-shardmesh-error", "no-owner")
-            .body(())
-            .unwrap();
-        Ok::<_, BoxError>(rsp)
-    });
-    for _ in 0..50 {
-        let rsp = layer.layer(no_owner).oneshot(to_peer("p")).await.unwrap();
-        assert_eq!(rsp.status(), 503);
+    for _ in 0..4 {
+        let _ = layer.layer(mesh_answer("")).oneshot(to_peer("p")).await;
+        let _ = layer
+            .layer(mesh_answer("overloaded"))
+            .oneshot(to_peer("p"))
+            .await;
     }
     assert_eq!(reg.state("p"), BreakerState::Closed);
+    let _ = layer.layer(mesh_answer("")).oneshot(to_peer("p")).await;
+    assert_eq!(reg.state("p"), BreakerState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_overloaded_probe_neither_closes_nor_reopens_the_breaker() {
+    let events = Arc::new(Transitions::default());
+    let reg = breakers(events.clone());
+    let layer = BreakerLayer::new(reg.clone());
+    for _ in 0..5 {
+        let _ = layer.layer(mesh_answer("")).oneshot(to_peer("p")).await;
+    }
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let rsp = layer
+        .layer(mesh_answer("overloaded"))
+        .oneshot(to_peer("p"))
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 503);
+    assert_eq!(reg.state("p"), BreakerState::HalfOpen);
+    // The probe slot is free again: the next request probes and closes it.
+    assert!(reg.is_available("p", Instant::now()));
+    let up = Upstream::answering(200);
+    assert!(layer
+        .layer(up.service())
+        .oneshot(to_peer("p"))
+        .await
+        .is_ok());
+    assert_eq!(
+        events.states(),
+        [
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+            BreakerState::Closed
+        ]
+    );
 }
