@@ -529,3 +529,48 @@ fn a_new_owner_waits_for_a_leaving_owner_to_release() {
     let out = b.on_membership(t0, &[leaving, peer("b", 0)]);
     assert_eq!(acquires(&out).len(), SHARDS as usize - 1, "{out:?}");
 }
+
+/// Regression (seen in the scale-out e2e run: two owners wrote one shard's
+/// log): `b` and `c` join `a` at once, each first seeing only itself as new,
+/// so both views make it the owner of shard `s` after `a`. `a`'s release,
+/// made under the full view, must let only one of them acquire.
+#[test]
+fn two_members_joining_at_once_never_both_acquire_on_one_release() {
+    let t0 = Instant::now();
+    let cfg = HandoffConfig::new("bank", 60);
+    let mut a = ShardTable::new(MemberId::new("a"), cfg.clone()).unwrap();
+    a.on_membership(t0, &[peer("a", 0)]);
+    let t1 = t0 + cfg.stable_after;
+    for (s, e) in acquires(&a.tick(t1)) {
+        a.callback_done(t1, Callback::Acquire, s, e, Outcome::Ok);
+    }
+    assert_eq!(a.owned(), 60);
+    let mut b = ShardTable::new(MemberId::new("b"), cfg.clone()).unwrap();
+    let mut c = ShardTable::new(MemberId::new("c"), cfg.clone()).unwrap();
+    b.on_membership(t1, &[peer("a", 1), peer("b", 0)]);
+    c.on_membership(t1, &[peer("a", 1), peer("c", 0)]);
+    a.on_membership(t1, &[peer("a", 1), peer("b", 0), peer("c", 0)]);
+    let contested: Vec<u32> = (0..60)
+        .filter(|&s| {
+            b.owner(s) == Some(&MemberId::new("b")) && c.owner(s) == Some(&MemberId::new("c"))
+        })
+        .collect();
+    assert!(!contested.is_empty(), "no shard both joiners claim");
+    for s in contested {
+        let ShardState::Releasing { epoch } = a.state(s) else {
+            panic!("a keeps contested shard {s}: {:?}", a.state(s));
+        };
+        let mut out = a.drained(t1, s);
+        out.extend(a.callback_done(t1, Callback::Release, s, epoch, Outcome::Ok));
+        let notice = out
+            .iter()
+            .find_map(|x| match x {
+                Action::Broadcast(n) => Some(n.clone()),
+                _ => None,
+            })
+            .expect("a gossips its release");
+        let by_b = acquires(&b.on_release_notice(t1, &notice)).len();
+        let by_c = acquires(&c.on_release_notice(t1, &notice)).len();
+        assert_eq!(by_b + by_c, 1, "shard {s}: b acquired {by_b}, c {by_c}");
+    }
+}
