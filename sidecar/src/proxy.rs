@@ -17,8 +17,9 @@ use crate::client::HttpClient;
 use crate::gate::ShardGate;
 use crate::headers;
 use crate::inbound::SendToApp;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::outbound::{PickEndpoint, SendToPeer};
+use crate::resilience::InboundStack;
 use crate::routing::balance::LoadTracker;
 use crate::routing::{RoutingTable, ServiceRoutes, TableRx};
 
@@ -69,7 +70,8 @@ struct Inner {
     gate: Arc<dyn ShardGate>,
     outbound: Mutex<HashMap<Arc<str>, CachedStack>>,
     bulkheads: Arc<Bulkheads>,
-    inbound: RouteStack,
+    inbound: InboundStack,
+    inbound_metrics: RouteMetrics,
 }
 
 impl Proxy {
@@ -96,6 +98,7 @@ impl Proxy {
             observer.clone(),
             SendToApp::new(app.clone()),
         );
+        let inbound_metrics = metrics.route(Direction::Inbound.as_str(), &config.pod.service);
         Ok(Self(Arc::new(Inner {
             local,
             local_header,
@@ -110,6 +113,7 @@ impl Proxy {
             outbound: Mutex::new(HashMap::new()),
             bulkheads: Bulkheads::new(observer.clone()),
             inbound,
+            inbound_metrics,
         })))
     }
 
@@ -165,8 +169,13 @@ impl Proxy {
     }
 
     /// The inbound stack in front of the app.
-    pub fn inbound_stack(&self) -> RouteStack {
+    pub fn inbound_stack(&self) -> InboundStack {
         self.0.inbound.clone()
+    }
+
+    /// Metric handles of inbound requests for this pod's service.
+    pub fn inbound_metrics(&self) -> &RouteMetrics {
+        &self.0.inbound_metrics
     }
 
     /// The outbound stack of `routes`' service, rebuilt when its policy changes.
@@ -222,13 +231,7 @@ impl Proxy {
         rsp: &Response<BoxBody>,
         start: Instant,
     ) {
-        // Only contract reasons become label values: the label stays bounded
-        // whatever an app writes into the header.
-        let reason = rsp
-            .headers()
-            .get(headers::ERROR)
-            .and_then(crate::reason::Reason::from_header)
-            .map_or("", crate::reason::Reason::as_str);
+        let reason = reason_label(rsp);
         self.0.metrics.record(
             direction.as_str(),
             service.unwrap_or("unknown"),
@@ -237,6 +240,15 @@ impl Proxy {
             start.elapsed().as_secs_f64(),
         );
     }
+}
+
+/// The `reason` label of a response. Only contract reasons become label
+/// values: the label stays bounded whatever an app writes into the header.
+pub fn reason_label(rsp: &Response<BoxBody>) -> &'static str {
+    rsp.headers()
+        .get(headers::ERROR)
+        .and_then(crate::reason::Reason::from_header)
+        .map_or("", crate::reason::Reason::as_str)
 }
 
 /// The future of a stack call, boxed.
