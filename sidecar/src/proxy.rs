@@ -32,6 +32,7 @@ struct CachedStack {
     policy: Arc<ResiliencePolicy>,
     stack: RouteStack,
     breakers: Arc<Breakers>,
+    metrics: RouteMetrics,
 }
 
 /// Which listener a request came through (the `direction` metric label).
@@ -178,14 +179,19 @@ impl Proxy {
         &self.0.inbound_metrics
     }
 
-    /// The outbound stack of `routes`' service, rebuilt when its policy changes.
-    pub fn outbound_stack(&self, routes: &ServiceRoutes) -> RouteStack {
+    /// The outbound stack of `routes`' service, rebuilt when its policy
+    /// changes, with the service's outbound metric handles.
+    pub fn outbound_stack(&self, routes: &ServiceRoutes) -> (RouteStack, RouteMetrics) {
         let mut stacks = self.0.outbound.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(cached) = stacks.get(&routes.name) {
             if Arc::ptr_eq(&cached.policy, &routes.policy) || *cached.policy == *routes.policy {
-                return cached.stack.clone();
+                return (cached.stack.clone(), cached.metrics.clone());
             }
         }
+        let metrics = self
+            .0
+            .metrics
+            .route(Direction::Outbound.as_str(), &routes.name);
         self.0.metrics.init_service(&routes.name);
         let breakers = Breakers::new(
             BreakerSettings::from(&routes.policy.breaker),
@@ -207,9 +213,10 @@ impl Proxy {
                 policy: routes.policy.clone(),
                 stack: stack.clone(),
                 breakers,
+                metrics: metrics.clone(),
             },
         );
-        stack
+        (stack, metrics)
     }
 
     /// Counts a request in `shardmesh_inflight_requests` until the guard drops.
