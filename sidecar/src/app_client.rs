@@ -50,8 +50,12 @@ impl AppClient {
 
     /// Sends `req` (path and query kept) to the app.
     pub async fn send(&self, mut req: Request<BoxBody>) -> Result<Response<BoxBody>, BoxError> {
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        *req.uri_mut() = path.parse()?;
+        // Origin-form (what the inbound listener receives) is sent as it is;
+        // only an absolute-form target is cut down to its path, which copies.
+        if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            *req.uri_mut() = path.parse()?;
+        }
         *req.version_mut() = Version::HTTP_11;
         if !req.headers().contains_key(header::HOST) {
             req.headers_mut()

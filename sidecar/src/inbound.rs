@@ -12,7 +12,7 @@ use crate::app_client::AppClient;
 use crate::body::{boxed, BoxBody};
 use crate::gate::Admission;
 use crate::headers;
-use crate::proxy::{Direction, Proxy};
+use crate::proxy::Proxy;
 use crate::reason::{MeshFailure, Reason};
 use crate::routing::target::{service_name, shard_key};
 
@@ -20,21 +20,25 @@ use crate::routing::target::{service_name, shard_key};
 pub async fn handle(proxy: Proxy, req: Request<Incoming>) -> Response<BoxBody> {
     let start = Instant::now();
     proxy.note_inbound();
-    let own = proxy.service_name();
-    let inflight = proxy.inflight(Direction::Inbound, &own);
+    let metrics = proxy.inbound_metrics();
+    let inflight = metrics.inflight();
     let rsp = match admit(&proxy, req).await {
         Ok(rsp) => rsp,
         Err(e) => crate::rescue::rescue(&e).into_response(proxy.local_header()),
     };
     drop(inflight);
-    proxy.record(Direction::Inbound, Some(&own), &rsp, start);
+    metrics.record(
+        rsp.status().as_u16(),
+        crate::proxy::reason_label(&rsp),
+        start.elapsed().as_secs_f64(),
+    );
     rsp
 }
 
 async fn admit(proxy: &Proxy, req: Request<Incoming>) -> Result<Response<BoxBody>, BoxError> {
     let own = proxy.service_name();
     let service = service_name(req.headers())?;
-    if service != *own {
+    if *service != *own {
         return Err(MeshFailure::new(
             Reason::UnknownService,
             format!("this pod serves {own:?}, not {service:?}"),
@@ -49,12 +53,6 @@ async fn admit(proxy: &Proxy, req: Request<Incoming>) -> Result<Response<BoxBody
         )
     })?;
     let shard = shard_key(&req, routes)?.map(|k| routes.shard_of(&k));
-    let hops = req
-        .headers()
-        .get(headers::HOP)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u8>().ok())
-        .unwrap_or(0);
     let mut req = req.map(boxed);
     let Some(shard) = shard else {
         // Keyless: any member serves it.
@@ -66,14 +64,14 @@ async fn admit(proxy: &Proxy, req: Request<Incoming>) -> Result<Response<BoxBody
             drop(guard);
             rsp
         }
-        Admission::Forward { owner, inbound } if hops == 0 => {
+        Admission::Forward { owner, inbound } if hops(&req) == 0 => {
             // Our caller's view was stale: forward once, marked so the owner
             // never forwards again (hop limit 1).
             tracing::debug!(shard, %owner, "forwarding to the owner");
             let h = req.headers_mut();
             headers::strip_hop_by_hop(h);
             h.remove(header::HOST);
-            h.insert(headers::HOP, HeaderValue::from(u16::from(hops) + 1));
+            h.insert(headers::HOP, HeaderValue::from(1u16));
             proxy.peer_client().send(&inbound, req).await
         }
         Admission::Forward { owner, .. } => Err(MeshFailure::new(
@@ -85,6 +83,16 @@ async fn admit(proxy: &Proxy, req: Request<Incoming>) -> Result<Response<BoxBody
     }
 }
 
+/// Forwarding hops the request has taken (`x-shardmesh-hop`, 0 when absent
+/// or unreadable); looked up only when the request would be forwarded.
+fn hops<B>(req: &Request<B>) -> u8 {
+    req.headers()
+        .get(headers::HOP)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u8>().ok())
+        .unwrap_or(0)
+}
+
 async fn serve_locally(
     proxy: &Proxy,
     mut req: Request<BoxBody>,
@@ -92,18 +100,16 @@ async fn serve_locally(
 ) -> Result<Response<BoxBody>, BoxError> {
     let h = req.headers_mut();
     headers::strip_hop_by_hop(h);
-    h.remove(headers::HOP);
     match shard {
         Some((shard, epoch)) => {
+            headers::remove_present(h, &[headers::HOP]);
             h.insert(headers::SHARD, HeaderValue::from(shard));
             h.insert(headers::EPOCH, HeaderValue::from(epoch));
         }
-        None => {
-            h.remove(headers::SHARD);
-            h.remove(headers::EPOCH);
-        }
+        None => headers::remove_present(h, &[headers::HOP, headers::SHARD, headers::EPOCH]),
     }
-    let mut rsp = crate::proxy::call(proxy.inbound_stack(), req).await?;
+    let stack = proxy.inbound_stack();
+    let mut rsp = crate::resilience::call_inbound(stack, req).await?;
     rsp.headers_mut()
         .insert(headers::SERVED_BY, proxy.local_header().clone());
     Ok(rsp)

@@ -7,6 +7,13 @@ use std::process::ExitCode;
 use shardmesh_config::SidecarConfig;
 use shardmesh_sidecar::{telemetry, Sidecar};
 
+/// mimalloc instead of glibc's malloc: a sidecar hop makes ~20 short-lived
+/// allocations per request, and glibc's `_int_free` / `malloc_consolidate`
+/// cost about twice as many instructions per request
+/// (docs/benchmarks/sidecar.md, "Instructions per request").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: shardmesh-sidecar --config FILE\n\
     Environment overrides: SHARDMESH_POD_NAME, SHARDMESH_SERVICE, SHARDMESH_ZONE,\n\
     SHARDMESH_ADVERTISE_HOST, SHARDMESH_APP_ADDRESS, SHARDMESH_*_ADDR, SHARDMESH_SEEDS,\n\

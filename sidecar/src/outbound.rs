@@ -37,31 +37,35 @@ pub struct PeerAddr(pub Arc<str>);
 pub async fn handle(proxy: Proxy, req: Request<Incoming>) -> Response<BoxBody> {
     let start = Instant::now();
     let table = proxy.table();
-    let (service_label, rsp) = match resolve(&req, &table) {
-        Err(f) => (None, f.into_response(proxy.local_header())),
-        Ok(target) => {
-            let Some(routes) = table.service(&target.service) else {
-                // resolve() only succeeds for known services.
-                let f = MeshFailure::new(Reason::UnknownService, "service left the mesh view");
-                return f.into_response(proxy.local_header());
-            };
-            let shard = target.key.as_deref().map(|k| routes.shard_of(k));
-            let service: Arc<str> = routes.name.clone();
-            let stack = proxy.outbound_stack(routes);
-            let mut req = req.map(boxed);
-            req.extensions_mut().insert(RouteTarget {
-                service: service.clone(),
-                shard,
-            });
-            let _inflight = proxy.inflight(Direction::Outbound, &service);
-            let rsp = match crate::proxy::call(stack, req).await {
-                Ok(rsp) => rsp,
-                Err(e) => crate::rescue::rescue(&e).into_response(proxy.local_header()),
-            };
-            (Some(service), rsp)
+    let target = match resolve(&req, &table) {
+        Ok(target) => target,
+        Err(f) => {
+            let rsp = f.into_response(proxy.local_header());
+            proxy.record(Direction::Outbound, None, &rsp, start);
+            return rsp;
         }
     };
-    proxy.record(Direction::Outbound, service_label.as_deref(), &rsp, start);
+    let Some(routes) = table.service(&target.service) else {
+        // resolve() only succeeds for known services.
+        let f = MeshFailure::new(Reason::UnknownService, "service left the mesh view");
+        return f.into_response(proxy.local_header());
+    };
+    let shard = target.key.as_deref().map(|k| routes.shard_of(k));
+    let service: Arc<str> = routes.name.clone();
+    let (stack, metrics) = proxy.outbound_stack(routes);
+    let mut req = req.map(boxed);
+    req.extensions_mut().insert(RouteTarget { service, shard });
+    let inflight = metrics.inflight();
+    let rsp = match crate::proxy::call(stack, req).await {
+        Ok(rsp) => rsp,
+        Err(e) => crate::rescue::rescue(&e).into_response(proxy.local_header()),
+    };
+    drop(inflight);
+    metrics.record(
+        rsp.status().as_u16(),
+        crate::proxy::reason_label(&rsp),
+        start.elapsed().as_secs_f64(),
+    );
     rsp
 }
 

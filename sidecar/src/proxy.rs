@@ -19,8 +19,9 @@ use crate::client::HttpClient;
 use crate::gate::ShardGate;
 use crate::headers;
 use crate::inbound::SendToApp;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::outbound::{PickEndpoint, SendToPeer};
+use crate::resilience::InboundStack;
 use crate::routing::balance::LoadTracker;
 use crate::routing::hold::Unreachable;
 use crate::routing::{RoutingTable, ServiceRoutes, TableRx};
@@ -34,6 +35,7 @@ struct CachedStack {
     policy: Arc<ResiliencePolicy>,
     stack: RouteStack,
     breakers: Arc<Breakers>,
+    metrics: RouteMetrics,
 }
 
 /// Which listener a request came through (the `direction` metric label).
@@ -72,7 +74,8 @@ struct Inner {
     gate: Arc<dyn ShardGate>,
     outbound: Mutex<HashMap<Arc<str>, CachedStack>>,
     bulkheads: Arc<Bulkheads>,
-    inbound: RouteStack,
+    inbound: InboundStack,
+    inbound_metrics: RouteMetrics,
     /// When the proxy was built: the base of `last_inbound`.
     born: Instant,
     /// Milliseconds after `born` when the last inbound request arrived.
@@ -104,6 +107,7 @@ impl Proxy {
             observer.clone(),
             SendToApp::new(app.clone()),
         );
+        let inbound_metrics = metrics.route(Direction::Inbound.as_str(), &config.pod.service);
         Ok(Self(Arc::new(Inner {
             local,
             local_header,
@@ -118,6 +122,7 @@ impl Proxy {
             outbound: Mutex::new(HashMap::new()),
             bulkheads: Bulkheads::new(observer.clone()),
             inbound,
+            inbound_metrics,
             born: Instant::now(),
             last_inbound: AtomicU64::new(0),
             unreachable: Unreachable::default(),
@@ -187,18 +192,28 @@ impl Proxy {
     }
 
     /// The inbound stack in front of the app.
-    pub fn inbound_stack(&self) -> RouteStack {
+    pub fn inbound_stack(&self) -> InboundStack {
         self.0.inbound.clone()
     }
 
-    /// The outbound stack of `routes`' service, rebuilt when its policy changes.
-    pub fn outbound_stack(&self, routes: &ServiceRoutes) -> RouteStack {
+    /// Metric handles of inbound requests for this pod's service.
+    pub fn inbound_metrics(&self) -> &RouteMetrics {
+        &self.0.inbound_metrics
+    }
+
+    /// The outbound stack of `routes`' service, rebuilt when its policy
+    /// changes, with the service's outbound metric handles.
+    pub fn outbound_stack(&self, routes: &ServiceRoutes) -> (RouteStack, RouteMetrics) {
         let mut stacks = self.0.outbound.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(cached) = stacks.get(&routes.name) {
             if Arc::ptr_eq(&cached.policy, &routes.policy) || *cached.policy == *routes.policy {
-                return cached.stack.clone();
+                return (cached.stack.clone(), cached.metrics.clone());
             }
         }
+        let metrics = self
+            .0
+            .metrics
+            .route(Direction::Outbound.as_str(), &routes.name);
         self.0.metrics.init_service(&routes.name);
         let breakers = Breakers::new(
             BreakerSettings::from(&routes.policy.breaker),
@@ -220,9 +235,10 @@ impl Proxy {
                 policy: routes.policy.clone(),
                 stack: stack.clone(),
                 breakers,
+                metrics: metrics.clone(),
             },
         );
-        stack
+        (stack, metrics)
     }
 
     /// Notes that a request arrived on the inbound listener: a leaving
@@ -257,13 +273,7 @@ impl Proxy {
         rsp: &Response<BoxBody>,
         start: Instant,
     ) {
-        // Only contract reasons become label values: the label stays bounded
-        // whatever an app writes into the header.
-        let reason = rsp
-            .headers()
-            .get(headers::ERROR)
-            .and_then(crate::reason::Reason::from_header)
-            .map_or("", crate::reason::Reason::as_str);
+        let reason = reason_label(rsp);
         self.0.metrics.record(
             direction.as_str(),
             service.unwrap_or("unknown"),
@@ -272,6 +282,15 @@ impl Proxy {
             start.elapsed().as_secs_f64(),
         );
     }
+}
+
+/// The `reason` label of a response. Only contract reasons become label
+/// values: the label stays bounded whatever an app writes into the header.
+pub fn reason_label(rsp: &Response<BoxBody>) -> &'static str {
+    rsp.headers()
+        .get(headers::ERROR)
+        .and_then(crate::reason::Reason::from_header)
+        .map_or("", crate::reason::Reason::as_str)
 }
 
 /// The future of a stack call, boxed.

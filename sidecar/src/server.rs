@@ -95,7 +95,12 @@ pub async fn serve<S, F>(
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let fut = handler(req, peer);
+            // Boxed: the handler's future holds the whole resilience stack's
+            // state (kilobytes). Inline, every connection's task carries it
+            // for the connection's life, idle or not, and it is moved
+            // (memcpy) several times per request; boxed, it exists only
+            // while a request is in flight and moves as a pointer.
+            let fut = Box::pin(handler(req, peer));
             async move { Ok::<_, std::convert::Infallible>(fut.await) }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service);

@@ -18,7 +18,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Request;
+use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::util::Oneshot;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::errors::{BoxError, Overloaded};
@@ -60,8 +62,38 @@ struct Limiter {
     observer: SharedObserver,
 }
 
-/// Response future of [`Backpressure`].
-pub type BackpressureFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+pin_project! {
+    /// Response future of [`Backpressure`]. A request that got a slot at
+    /// once (the common case) runs inline, without a boxed future: boxing
+    /// per request showed up in the sidecar's profile. Only a queued
+    /// request, which waits anyway, is boxed.
+    pub struct BackpressureFuture<S, R>
+    where
+        S: Service<R>,
+    {
+        #[pin]
+        state: FutureState<S, R>,
+    }
+}
+
+pin_project! {
+    #[project = BackpressureProj]
+    enum FutureState<S, R>
+    where
+        S: Service<R>,
+    {
+        /// Holding a slot, calling the inner service.
+        Running {
+            #[pin]
+            call: Oneshot<S, R>,
+            slot: Option<Slot>,
+        },
+        /// Waiting in the queue (or refused): the whole wait, boxed.
+        Queued {
+            fut: Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>,
+        },
+    }
+}
 
 // === impl BackpressureSettings ===
 
@@ -153,7 +185,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = BackpressureFuture<S::Response>;
+    type Future = BackpressureFuture<S, Request<B>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         // Always ready: readiness of the app is handled by the queue below,
@@ -162,17 +194,23 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let inner = self.inner.clone();
-        let limiter = self.limiter.clone();
         // Decide now, in `call`, so a shed request costs no wait at all.
-        if let Ok(permit) = limiter.slots.clone().try_acquire_owned() {
-            let slot = Slot::new(&limiter, permit);
-            return Box::pin(run(slot, inner, req));
+        if let Ok(permit) = self.limiter.slots.clone().try_acquire_owned() {
+            let slot = Slot::new(&self.limiter, permit);
+            return BackpressureFuture {
+                state: FutureState::Running {
+                    call: self.inner.clone().oneshot(req),
+                    slot: Some(slot),
+                },
+            };
         }
+        let limiter = self.limiter.clone();
         let Some(place) = QueuePlace::take(&limiter) else {
-            return Box::pin(std::future::ready(Err(limiter.shed())));
+            let shed = limiter.shed();
+            return BackpressureFuture::queued(Box::pin(std::future::ready(Err(shed))));
         };
-        Box::pin(async move {
+        let inner = self.inner.clone();
+        BackpressureFuture::queued(Box::pin(async move {
             let waited = tokio::time::timeout(
                 limiter.settings.max_wait,
                 limiter.slots.clone().acquire_owned(),
@@ -184,7 +222,39 @@ where
                 // Timed out, or the semaphore closed (never, but not a panic).
                 _ => Err(limiter.shed()),
             }
-        })
+        }))
+    }
+}
+
+impl<S, R> BackpressureFuture<S, R>
+where
+    S: Service<R>,
+{
+    fn queued(fut: Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>) -> Self {
+        Self {
+            state: FutureState::Queued { fut },
+        }
+    }
+}
+
+impl<S, R> Future for BackpressureFuture<S, R>
+where
+    S: Service<R>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            BackpressureProj::Running { call, slot } => {
+                let result = std::task::ready!(call.poll(cx)).map_err(Into::into);
+                // The slot is given back as soon as the app answered (or
+                // failed), as when the request ran in its own future.
+                drop(slot.take());
+                Poll::Ready(result)
+            }
+            BackpressureProj::Queued { fut } => fut.as_mut().poll(cx),
+        }
     }
 }
 

@@ -47,6 +47,7 @@ pub struct TimeoutSettings {
 #[derive(Debug, Clone, Copy)]
 pub struct DeadlineLayer {
     default: Duration,
+    attach: bool,
 }
 
 /// Sets, forwards and enforces the deadline of each request.
@@ -54,6 +55,8 @@ pub struct DeadlineLayer {
 pub struct DeadlineService<S> {
     inner: S,
     default: Duration,
+    /// Whether the [`Deadline`] goes into the request's extensions.
+    attach: bool,
 }
 
 pin_project! {
@@ -173,7 +176,21 @@ impl From<shardmesh_config::TimeoutPolicy> for TimeoutSettings {
 impl DeadlineLayer {
     /// A layer whose requests without a timeout header get `default`.
     pub fn new(default: Duration) -> Self {
-        Self { default }
+        Self {
+            default,
+            attach: true,
+        }
+    }
+
+    /// A layer that still enforces and forwards the deadline but does not
+    /// store it in the request's extensions, for a stack whose inner layers
+    /// never read it (the sidecar's inbound stack in front of the app): the
+    /// extension map costs three allocations per request.
+    pub fn without_extension(self) -> Self {
+        Self {
+            attach: false,
+            ..self
+        }
     }
 }
 
@@ -190,6 +207,7 @@ impl<S> Layer<S> for DeadlineLayer {
         DeadlineService {
             inner,
             default: self.default,
+            attach: self.attach,
         }
     }
 }
@@ -222,7 +240,9 @@ where
         if let Err(e) = stamp_remaining(req.headers_mut(), deadline) {
             return DeadlineFuture::failed(e.into());
         }
-        req.extensions_mut().insert(deadline);
+        if self.attach {
+            req.extensions_mut().insert(deadline);
+        }
         DeadlineFuture {
             state: State::Running {
                 inner: tokio::time::timeout_at(deadline.0, self.inner.call(req)),

@@ -1,6 +1,8 @@
 //! Finds the target of a request: which service, and which shard key.
 //! Location transparency: the app names a service and a key, never a pod.
 
+use std::borrow::Cow;
+
 use http::{header, HeaderMap, Request};
 
 use crate::headers;
@@ -19,8 +21,10 @@ pub struct Target {
     pub key: Option<Vec<u8>>,
 }
 
-/// The service named by `x-shardmesh-service` or by `Host: NAME.shardmesh`.
-pub fn service_name(headers: &HeaderMap) -> Result<String, MeshFailure> {
+/// The service named by `x-shardmesh-service` or by `Host: NAME.shardmesh`
+/// (borrowed from the header when it needs no change: no allocation on the
+/// inbound hot path).
+pub fn service_name(headers: &HeaderMap) -> Result<Cow<'_, str>, MeshFailure> {
     if let Some(v) = headers.get(headers::SERVICE) {
         let name = v
             .to_str()
@@ -29,7 +33,7 @@ pub fn service_name(headers: &HeaderMap) -> Result<String, MeshFailure> {
         if name.is_empty() || name.len() > 63 {
             return Err(bad("x-shardmesh-service must be 1-63 characters"));
         }
-        return Ok(name.to_string());
+        return Ok(Cow::Borrowed(name));
     }
     if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
         let host = host.rsplit_once(':').map_or(host, |(h, port)| {
@@ -41,7 +45,7 @@ pub fn service_name(headers: &HeaderMap) -> Result<String, MeshFailure> {
         });
         if let Some(name) = host.strip_suffix(".shardmesh") {
             if !name.is_empty() && name.len() <= 63 && !name.contains('.') {
-                return Ok(name.to_ascii_lowercase());
+                return Ok(Cow::Owned(name.to_ascii_lowercase()));
             }
         }
     }
@@ -94,7 +98,7 @@ fn service_from_uri<B>(req: &Request<B>) -> Option<String> {
 pub fn resolve<B>(req: &Request<B>, table: &RoutingTable) -> Result<Target, MeshFailure> {
     let service = match service_from_uri(req) {
         Some(s) if !req.headers().contains_key(headers::SERVICE) => s,
-        _ => service_name(req.headers())?,
+        _ => service_name(req.headers())?.into_owned(),
     };
     let routes = table.service(&service).ok_or_else(|| {
         MeshFailure::new(

@@ -37,6 +37,18 @@ async fn default_deadline_is_set_and_forwarded() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn without_extension_still_forwards_and_enforces() {
+    let layer = DeadlineLayer::new(Duration::from_secs(10)).without_extension();
+    let svc = layer.layer(echo_after(Duration::ZERO));
+    let (header, deadline) = svc.oneshot(request(Some("250"))).await.unwrap();
+    assert_eq!(header.as_deref(), Some("250"));
+    assert_eq!(deadline, None);
+    let slow = layer.layer(echo_after(Duration::from_secs(60)));
+    let err = slow.oneshot(request(Some("250"))).await.unwrap_err();
+    assert!(err.is::<DeadlineExceeded>(), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn header_overrides_default_and_is_rewritten() {
     let svc = DeadlineLayer::new(Duration::from_secs(10)).layer(echo_after(Duration::ZERO));
     let (header, _) = svc.oneshot(request(Some("250"))).await.unwrap();
