@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::outbound::{PickEndpoint, SendToPeer};
 use crate::routing::balance::LoadTracker;
 use crate::routing::{RoutingTable, ServiceRoutes, TableRx};
+use crate::tls::MeshTls;
 
 /// A composed, cloneable stack for one route.
 pub type RouteStack = BoxCloneSyncService<Request<BoxBody>, Response<BoxBody>, BoxError>;
@@ -67,18 +68,21 @@ struct Inner {
     metrics: Metrics,
     observer: SharedObserver,
     gate: Arc<dyn ShardGate>,
+    tls: Option<Arc<MeshTls>>,
     outbound: Mutex<HashMap<Arc<str>, CachedStack>>,
     bulkheads: Arc<Bulkheads>,
     inbound: RouteStack,
 }
 
 impl Proxy {
-    /// Builds the proxy state for `config`.
+    /// Builds the proxy state for `config`; with `tls`, peers are called
+    /// over mutual TLS.
     pub fn new(
         config: &SidecarConfig,
         table: TableRx,
         gate: Arc<dyn ShardGate>,
         metrics: Metrics,
+        tls: Option<Arc<MeshTls>>,
     ) -> Result<Self, BoxError> {
         let local: Arc<str> = Arc::from(config.pod.name.as_str());
         let local_header = HeaderValue::from_str(&config.pod.name)?;
@@ -101,12 +105,16 @@ impl Proxy {
             local_header,
             service: Arc::from(config.pod.service.as_str()),
             table,
-            peers: HttpClient::h2c(),
+            peers: match &tls {
+                Some(t) => HttpClient::h2_tls(&t.client_config()),
+                None => HttpClient::h2c(),
+            },
             app,
             loads: LoadTracker::default(),
             metrics,
             observer: observer.clone(),
             gate,
+            tls,
             outbound: Mutex::new(HashMap::new()),
             bulkheads: Bulkheads::new(observer.clone()),
             inbound,
@@ -152,6 +160,11 @@ impl Proxy {
     pub fn breakers(&self, service: &str) -> Option<Arc<Breakers>> {
         let stacks = self.0.outbound.lock().unwrap_or_else(|p| p.into_inner());
         stacks.get(service).map(|c| c.breakers.clone())
+    }
+
+    /// Mutual TLS state, when the mesh has a trust anchor.
+    pub fn tls(&self) -> Option<&Arc<MeshTls>> {
+        self.0.tls.as_ref()
     }
 
     /// The shard gate of this pod.

@@ -77,7 +77,10 @@ pub fn validate_tls(errs: &mut Errors, tls: &TlsConfig) {
     if !valid_label_chars(&tls.trust_domain) {
         errs.push(
             "tls.trustDomain",
-            format!("{:?} must be lowercase letters, digits, '-', '.'", tls.trust_domain),
+            format!(
+                "{:?} must be lowercase letters, digits, '-', '.'",
+                tls.trust_domain
+            ),
         );
     }
     if tls.ca_file.trim().is_empty() {
@@ -123,8 +126,7 @@ pub fn validate_tls(errs: &mut Errors, tls: &TlsConfig) {
 fn valid_label_chars(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 

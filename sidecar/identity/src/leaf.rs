@@ -45,6 +45,16 @@ impl LeafKey {
         Ok(params.serialize_request(&self.key)?.pem()?)
     }
 
+    /// A CSR naming only `common_name` (the pod): the identity endpoint
+    /// decides the identity from the caller's ServiceAccount token.
+    pub fn csr_pem_named(&self, common_name: &str) -> Result<String, IdentityError> {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, common_name);
+        params.distinguished_name = dn;
+        Ok(params.serialize_request(&self.key)?.pem()?)
+    }
+
     /// The key as PKCS#8 PEM (local mode writes it for the sidecar).
     pub fn key_pem(&self) -> String {
         self.key.serialize_pem()
