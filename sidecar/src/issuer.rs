@@ -58,15 +58,13 @@ impl IssuerClient {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
-            .enable_http2()
+            .enable_http1()
             .wrap_connector(http);
         Ok(Self {
             url,
             token_file: PathBuf::from(&config.token_file),
             pod: pod.name.clone(),
-            client: Client::builder(TokioExecutor::new())
-                .http2_only(true)
-                .build(connector),
+            client: Client::builder(TokioExecutor::new()).build(connector),
         })
     }
 

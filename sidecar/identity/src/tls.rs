@@ -78,6 +78,16 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The identity endpoint's config: a server certificate from the store, no
+/// client certificate (callers authenticate with their ServiceAccount token).
+pub fn endpoint_server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>, IdentityError> {
+    let config = ServerConfig::builder_with_provider(crate::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_cert_resolver(store);
+    Ok(Arc::new(config))
+}
+
 /// The peer client's config: presents this sidecar's certificate and
 /// accepts servers that chain to the anchor and name a mesh identity.
 pub fn client_config(
