@@ -118,6 +118,7 @@ impl Sidecar {
                     local_addr(&inbound),
                     local_addr(&admin),
                     metrics.clone(),
+                    tls.as_deref(),
                 )
                 .await?;
                 let shards = ShardManager::start(
@@ -306,6 +307,7 @@ async fn start_gossip(
     inbound: SocketAddr,
     admin: SocketAddr,
     metrics: Metrics,
+    tls: Option<&MeshTls>,
 ) -> Result<(Arc<LocalMember>, tokio::sync::oneshot::Sender<()>), StartError> {
     let err = |e: String| StartError::Gossip(e);
     let tuning = &config.membership.gossip;
@@ -322,6 +324,11 @@ async fn start_gossip(
         listen,
         GossipSettings::seeds_from(&config.membership.seeds),
     );
+    // Push-pull carries the whole member list: mesh members only.
+    settings.tls = tls.map(|t| shardmesh_gossip::GossipTls {
+        acceptor: t.acceptor().clone(),
+        connector: tokio_rustls::TlsConnector::from(t.client_config()),
+    });
     if config.pod.advertise_host.is_some() {
         settings.advertise = Some(membership::advertised(config, listen).map_err(err)?);
     }

@@ -385,3 +385,88 @@ async fn renewal_happens_at_seventy_percent_of_the_lifetime() {
         StatusCode::OK
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_push_pull_runs_inside_mutual_tls() {
+    let dir = scratch("gossip");
+    let ca = Authority::generate(TD).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca.cert_pem()).unwrap();
+    std::fs::write(
+        dir.join("keyring"),
+        "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\n",
+    )
+    .unwrap();
+    let mut apps = Vec::new();
+    let mut admins = Vec::new();
+    let mut gossip_addrs = Vec::new();
+    let mut stops = Vec::new();
+    for i in 0..2 {
+        let name = format!("bank-{i}");
+        write_leaf(&ca, &dir, &name, "bank", Duration::from_secs(3600));
+        let app = start_app(&name, |_| async { (StatusCode::OK, "ok".to_string()) }).await;
+        let mut c = shardmesh_config::SidecarConfig::default();
+        c.pod.name = name.clone();
+        c.pod.service = "bank".into();
+        c.app.address = app.addr.to_string();
+        c.listeners.outbound = "127.0.0.1:0".into();
+        c.listeners.inbound = "127.0.0.1:0".into();
+        c.listeners.admin = "127.0.0.1:0".into();
+        c.listeners.gossip = "127.0.0.1:0".into();
+        c.shutdown_grace_ms = 1000;
+        c.services = vec![service("bank", 8)];
+        let g = &mut c.membership.gossip;
+        g.enabled = true;
+        g.probe_interval_ms = 100;
+        g.probe_timeout_ms = 50;
+        g.push_pull_interval_ms = 200;
+        g.keyring_file = Some(dir.join("keyring").display().to_string());
+        c.membership.seeds.static_seeds = gossip_addrs
+            .iter()
+            .map(|a: &std::net::SocketAddr| a.to_string())
+            .collect();
+        c.tls = Some(tls_config(&dir, &name, &[]));
+        let sidecar = shardmesh_sidecar::Sidecar::bind(c).await.unwrap();
+        admins.push(sidecar.addrs().admin);
+        gossip_addrs.push(sidecar.addrs().gossip.unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(sidecar.run(async move {
+            let _ = stopped.await;
+        }));
+        stops.push(stop);
+        apps.push(app);
+    }
+    for admin in &admins {
+        let admin = *admin;
+        wait_for("2 alive members", Duration::from_secs(15), async || {
+            let got = send(admin, "GET", "/debug/members", &[], "").await;
+            let doc: serde_json::Value = serde_json::from_str(&got.body).unwrap_or_default();
+            doc["members"]
+                .as_array()
+                .map_or(0, |m| m.iter().filter(|m| m["health"] == "alive").count())
+                == 2
+        })
+        .await;
+    }
+    // A plaintext push-pull frame gets no state back: the handshake fails.
+    let mut tcp = tokio::net::TcpStream::connect(gossip_addrs[0])
+        .await
+        .unwrap();
+    tcp.write_all(&[0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8])
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut buf),
+    )
+    .await
+    .expect("the gossip port closes the connection");
+    assert!(
+        read.is_err() || buf.is_empty() || buf[0] == 0x15,
+        "plaintext push-pull answered: {buf:?}"
+    );
+    // Members still agree after several TLS push-pull rounds.
+    let m = send(admins[1], "GET", "/ready", &[], "").await;
+    assert_eq!(m.status, StatusCode::OK);
+    drop(stops);
+}
