@@ -470,3 +470,47 @@ async fn gossip_push_pull_runs_inside_mutual_tls() {
     assert_eq!(m.status, StatusCode::OK);
     drop(stops);
 }
+
+/// The handshake rate of a sidecar's inbound port: full TLS 1.3 handshakes
+/// with a client certificate (no resumption), 4 clients in parallel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: cargo test --release -p shardmesh-sidecar --test tls handshake_rate -- --ignored --nocapture"]
+async fn handshake_rate() {
+    const PER_CLIENT: usize = 500;
+    let mesh = mesh("rate", 1, &[]).await;
+    let bank = mesh.members[0].addrs.inbound;
+    let cert = std::fs::read(mesh.dir.join("web-0.crt")).unwrap();
+    let key = std::fs::read(mesh.dir.join("web-0.key")).unwrap();
+    let store = Arc::new(shardmesh_identity::CertStore::from_pem(&cert, &key).unwrap());
+    let ca = std::fs::read(mesh.dir.join("ca.crt")).unwrap();
+    let trust = shardmesh_identity::tls::Trust::from_pem(&ca, TD).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(
+        shardmesh_identity::tls::client_config(store, &trust).unwrap(),
+    );
+    let start = std::time::Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let connector = connector.clone();
+        clients.push(tokio::spawn(async move {
+            for _ in 0..PER_CLIENT {
+                let tcp = tokio::net::TcpStream::connect(bank).await.unwrap();
+                let name = rustls::pki_types::ServerName::IpAddress(bank.ip().into());
+                let mut tls = connector.connect(name, tcp).await.unwrap();
+                // Wait for the server's session tickets so it has finished too.
+                tls.shutdown().await.unwrap();
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    let took = start.elapsed().as_secs_f64();
+    let n = 4 * PER_CLIENT;
+    let text = metrics(&mesh.members[0]).await;
+    let done = metric_value(&text, "shardmesh_tls_handshakes_total");
+    println!(
+        "handshake rate: {n} full mTLS handshakes in {took:.2} s = {:.0}/s; server counted {done}",
+        n as f64 / took
+    );
+    assert!(done >= n as f64 * 0.99, "{text}");
+}
