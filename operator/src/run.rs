@@ -127,7 +127,7 @@ async fn start_identity(
         &args.trust_domain,
     )
     .await
-    .map_err(Error::Render)?;
+    .map_err(Error::Identity)?;
     let service = Arc::new(crate::identity::IdentityService::new(
         ca,
         client,
@@ -140,7 +140,7 @@ async fn start_identity(
     };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| Error::Render(format!("identity endpoint {addr}: {e}")))?;
+        .map_err(|e| Error::Identity(format!("cannot listen on {addr}: {e}")))?;
     tracing::info!(%addr, ?dns, "serving the identity endpoint");
     tokio::spawn(async move {
         if let Err(e) = crate::identity::serve(listener, service, dns, &namespace, stopped).await {
