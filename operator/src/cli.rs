@@ -72,6 +72,21 @@ pub struct RunArgs {
     /// Run without leader election (one replica only).
     #[arg(long)]
     pub no_leader_election: bool,
+    /// Serve the identity endpoint (sidecar CSRs, HTTPS) on this address;
+    /// off when absent. Every replica serves it (the CA is in a Secret).
+    #[arg(long, env = "SHARDMESH_IDENTITY_LISTEN")]
+    pub identity_listen: Option<SocketAddr>,
+    /// Trust domain of mesh identities (`spiffe://TRUST-DOMAIN/ns/NS/sa/SA`).
+    #[arg(long, env = "SHARDMESH_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Secret (in the operator's namespace) holding the mesh CA
+    /// (`ca.crt`, `ca.key`): generated once when absent, or supplied by you.
+    #[arg(long, default_value = crate::identity::CA_SECRET)]
+    pub ca_secret: String,
+    /// DNS names of the identity endpoint's certificate (comma separated;
+    /// default: `shardmesh-operator.LEASE-NAMESPACE.svc`).
+    #[arg(long, value_delimiter = ',')]
+    pub identity_dns: Vec<String>,
 }
 
 impl RunArgs {

@@ -26,6 +26,9 @@ pub enum Error {
     /// Leader election failed.
     #[error("leader election: {0}")]
     Lease(String),
+    /// The identity endpoint could not start (CA Secret, listener).
+    #[error("identity endpoint: {0}")]
+    Identity(String),
     /// A file or socket failed (CLI and the metrics server).
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -43,6 +46,7 @@ impl Error {
             Error::Json(_) => "serialize",
             Error::Random(_) => "random",
             Error::Lease(_) => "lease",
+            Error::Identity(_) => "identity",
             Error::Io(_) => "io",
         }
     }

@@ -8,6 +8,7 @@
 //! - [`render`]: pure desired state, spec → children (and the sidecar config).
 //! - [`reconcile`]: server-side apply of the children, status, events, backoff.
 //! - [`metrics`] and [`server`]: Prometheus metrics, `/healthz`, `/readyz`.
+//! - [`identity`]: the identity endpoint (mesh CA, CSR + TokenReview).
 //! - [`leader`]: Lease-based leader election.
 //! - [`run`]: wires the controller, the server, the lease and shutdown.
 //! - [`cli`]: the `shardmesh-operator` command line.
@@ -19,6 +20,7 @@
 pub mod cli;
 pub mod crd;
 mod error;
+pub mod identity;
 pub mod leader;
 pub mod local;
 pub mod metrics;

@@ -96,7 +96,12 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     ));
 
     let result = match kube::Client::try_default().await {
-        Ok(client) => operate(&args, client, metrics, health, stop_rx_for_operate).await,
+        Ok(client) => {
+            if let Some(addr) = args.identity_listen {
+                start_identity(&args, client.clone(), addr, stopped()).await?;
+            }
+            operate(&args, client, metrics, health, stop_rx_for_operate).await
+        }
         Err(e) => Err(e.into()),
     };
     if result.is_err() {
@@ -105,6 +110,44 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     }
     let _ = http.await;
     result
+}
+
+/// Loads (or creates) the CA Secret and serves the identity endpoint.
+async fn start_identity(
+    args: &RunArgs,
+    client: kube::Client,
+    addr: std::net::SocketAddr,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let namespace = args.lease_namespace.clone();
+    let ca = crate::identity::load_or_create_ca(
+        &client,
+        &namespace,
+        &args.ca_secret,
+        &args.trust_domain,
+    )
+    .await
+    .map_err(Error::Identity)?;
+    let service = Arc::new(crate::identity::IdentityService::new(
+        ca,
+        client,
+        &args.trust_domain,
+    ));
+    let dns = if args.identity_dns.is_empty() {
+        vec![format!("shardmesh-operator.{namespace}.svc")]
+    } else {
+        args.identity_dns.clone()
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Identity(format!("cannot listen on {addr}: {e}")))?;
+    tracing::info!(%addr, ?dns, "serving the identity endpoint");
+    tokio::spawn(async move {
+        if let Err(e) = crate::identity::serve(listener, service, dns, &namespace, stopped).await {
+            tracing::error!(error = %e, "identity endpoint stopped");
+        }
+    });
+    Ok(())
 }
 
 /// Everything after start-up: the election (unless disabled) and the

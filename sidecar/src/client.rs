@@ -1,5 +1,5 @@
-//! HTTP clients: pooled HTTP/2 (h2c) to other sidecars, pooled HTTP/1.1 to
-//! the local app. Connect failures are wrapped in the resilience crate's
+//! HTTP clients: pooled HTTP/2 to other sidecars (h2c, or h2 over mutual
+//! TLS when the mesh has a trust anchor), pooled HTTP/1.1 to the local app. Connect failures are wrapped in the resilience crate's
 //! `ConnectError` so retries know that nothing was sent.
 
 use std::time::Duration;
@@ -18,24 +18,41 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A pooled client; cheap to clone.
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<HttpConnector, BoxBody>,
+    inner: Inner,
     version: Version,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Plain(Client<HttpConnector, BoxBody>),
+    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, BoxBody>),
 }
 
 impl HttpClient {
     /// HTTP/2 with prior knowledge, one multiplexed connection per peer.
     pub fn h2c() -> Self {
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .http2_only(true)
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .http2_adaptive_window(true)
-            .http2_keep_alive_interval(Some(Duration::from_secs(10)))
-            .http2_keep_alive_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(90));
         Self {
-            inner: builder.build(connector()),
+            inner: Inner::Plain(h2_builder().build(connector())),
+            version: Version::HTTP_2,
+        }
+    }
+
+    /// HTTP/2 over mutual TLS 1.3 (ALPN h2), one multiplexed connection per
+    /// peer. The certificate comes from the config's resolver at each
+    /// handshake, so renewal needs no new client.
+    pub fn h2_tls(config: &rustls::ClientConfig) -> Self {
+        let mut config = config.clone();
+        // The connector sets ALPN itself.
+        config.alpn_protocols.clear();
+        let mut http = connector();
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_only()
+            .enable_http2()
+            .wrap_connector(http);
+        Self {
+            inner: Inner::Tls(h2_builder().build(https)),
             version: Version::HTTP_2,
         }
     }
@@ -48,7 +65,7 @@ impl HttpClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(1024);
         Self {
-            inner: builder.build(connector()),
+            inner: Inner::Plain(builder.build(connector())),
             version: Version::HTTP_11,
         }
     }
@@ -64,16 +81,38 @@ impl HttpClient {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        let uri: Uri = format!("http://{authority}{path}").parse()?;
+        let scheme = match self.inner {
+            Inner::Plain(_) => "http",
+            Inner::Tls(_) => "https",
+        };
+        let uri: Uri = format!("{scheme}://{authority}{path}").parse()?;
         *req.uri_mut() = uri;
         // The version of the hop, not of the caller's request.
         *req.version_mut() = self.version;
-        match self.inner.request(req).await {
+        let sent = match &self.inner {
+            Inner::Plain(c) => c.request(req).await,
+            Inner::Tls(c) => c.request(req).await,
+        };
+        match sent {
             Ok(rsp) => Ok(rsp.map(boxed)),
             Err(e) if e.is_connect() => Err(Box::new(ConnectError(Box::new(e)))),
             Err(e) => Err(Box::new(e)),
         }
     }
+}
+
+/// The pooled HTTP/2 settings of the sidecar-to-sidecar hop.
+fn h2_builder() -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .http2_only(true)
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .http2_adaptive_window(true)
+        .http2_keep_alive_interval(Some(Duration::from_secs(10)))
+        .http2_keep_alive_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(90));
+    builder
 }
 
 fn connector() -> HttpConnector {

@@ -15,6 +15,7 @@ use crate::headers;
 use crate::proxy::Proxy;
 use crate::reason::{MeshFailure, Reason};
 use crate::routing::target::{service_name, shard_key};
+use crate::tls::PeerIdentity;
 
 /// Handles one request from another sidecar.
 pub async fn handle(proxy: Proxy, req: Request<Incoming>) -> Response<BoxBody> {
@@ -37,6 +38,19 @@ pub async fn handle(proxy: Proxy, req: Request<Incoming>) -> Response<BoxBody> {
 
 async fn admit(proxy: &Proxy, req: Request<Incoming>) -> Result<Response<BoxBody>, BoxError> {
     let own = proxy.service_name();
+    if let Some(tls) = proxy.tls() {
+        let caller = req.extensions().get::<PeerIdentity>();
+        if !tls.allows(caller) {
+            return Err(MeshFailure::new(
+                Reason::Forbidden,
+                format!(
+                    "identity {} may not call service {own:?}",
+                    caller.map_or("(none)", |c| &*c.0)
+                ),
+            )
+            .into());
+        }
+    }
     let service = service_name(req.headers())?;
     if *service != *own {
         return Err(MeshFailure::new(

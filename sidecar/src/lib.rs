@@ -18,6 +18,8 @@
 //! - [`membership`]: gossip membership feeding the routing table.
 //! - [`sharding`]: the shard handoff driver and the managed gate.
 //! - [`client`], [`app_client`]: pooled HTTP/2 to peers, HTTP/1.1 to the app.
+//! - [`tls`], [`issuer`]: mutual TLS between sidecars, the certificate and
+//!   its renewal (from files or the operator's identity endpoint).
 //! - [`reason`], [`rescue`]: the error contract and the one mapping to it.
 //! - [`metrics`]: prometheus families.
 #![forbid(unsafe_code)]
@@ -30,6 +32,7 @@ pub mod client;
 pub mod gate;
 pub mod headers;
 pub mod inbound;
+pub mod issuer;
 pub mod membership;
 pub mod metrics;
 pub mod outbound;
@@ -42,5 +45,6 @@ pub mod server;
 pub mod sharding;
 pub mod sidecar;
 pub mod telemetry;
+pub mod tls;
 
 pub use sidecar::{BoundAddrs, Sidecar, StartError};

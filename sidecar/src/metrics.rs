@@ -6,6 +6,12 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+/// Distinct peer identities given their own label value; later ones count
+/// as `other`, so a flood of identities cannot grow the registry.
+pub const MAX_IDENTITY_LABELS: usize = 64;
 
 /// Latency buckets in seconds: 0.5 ms to 30 s, dense where a mesh hop lives.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -50,6 +56,16 @@ pub struct Metrics {
     pub shard_handoffs: IntCounterVec,
     /// Time from starting to acquire a shard until serving it.
     pub shard_handoff_duration: Histogram,
+    /// Completed inbound TLS handshakes.
+    pub tls_handshakes: IntCounter,
+    /// Failed TLS handshakes, by reason (inbound and outbound).
+    pub tls_handshake_failures: IntCounterVec,
+    /// `notAfter` of this sidecar's current certificate, Unix seconds.
+    pub tls_cert_expiry: IntGauge,
+    /// Inbound connections by the peer identity they proved.
+    pub tls_peer_identities: IntCounterVec,
+    /// Identities that have their own label value.
+    identities_seen: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Metrics {
@@ -164,8 +180,48 @@ impl Metrics {
                 &["service"],
             )?,
             shard_handoff_duration,
+            tls_handshakes: counter("tls_handshakes_total", "Completed inbound TLS handshakes.")?,
+            tls_handshake_failures: counter_vec(
+                "tls_handshake_failures_total",
+                "Failed TLS handshakes by reason.",
+                &["reason"],
+            )?,
+            tls_cert_expiry: {
+                let m = IntGauge::with_opts(
+                    Opts::new(
+                        "tls_cert_expiry_timestamp_seconds",
+                        "When this sidecar's certificate expires (Unix seconds).",
+                    )
+                    .namespace("shardmesh"),
+                )?;
+                registry.register(Box::new(m.clone()))?;
+                m
+            },
+            tls_peer_identities: counter_vec(
+                "tls_peer_identities_total",
+                "Inbound TLS connections by peer identity (bounded; the rest are 'other').",
+                &["identity"],
+            )?,
+            identities_seen: Arc::default(),
             registry,
         })
+    }
+
+    /// Counts an inbound connection from `identity`, keeping the label set bounded.
+    pub fn record_peer_identity(&self, identity: &str) {
+        let label = {
+            let mut seen = self
+                .identities_seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if seen.contains(identity) || seen.len() < MAX_IDENTITY_LABELS {
+                seen.insert(identity.to_string());
+                identity
+            } else {
+                "other"
+            }
+        };
+        self.tls_peer_identities.with_label_values(&[label]).inc();
     }
 
     /// The text exposition of every family.
@@ -272,6 +328,7 @@ mod tests {
             "shardmesh_circuit_breaker_state{peer=\"bank-1\"} 2",
             "shardmesh_gossip_suspicions_total 1",
             "shardmesh_shard_handoff_duration_seconds_count 0",
+            "shardmesh_tls_cert_expiry_timestamp_seconds 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
@@ -299,5 +356,23 @@ mod tests {
         assert_eq!(shed.get(), 1);
         let count = m.duration.with_label_values(&["inbound", "bank"]);
         assert_eq!(count.get_sample_count(), 3);
+    }
+
+    #[test]
+    fn identity_labels_stay_bounded() {
+        let m = Metrics::new().unwrap();
+        for i in 0..(MAX_IDENTITY_LABELS + 10) {
+            m.record_peer_identity(&format!("spiffe://t/ns/n/sa/s{i}"));
+        }
+        m.record_peer_identity("spiffe://t/ns/n/sa/s0");
+        let text = String::from_utf8(m.encode()).unwrap();
+        let lines = text
+            .lines()
+            .filter(|l| l.starts_with("shardmesh_tls_peer_identities_total{"))
+            .count();
+        assert_eq!(lines, MAX_IDENTITY_LABELS + 1);
+        assert!(text.contains("shardmesh_tls_peer_identities_total{identity=\"other\"} 10"));
+        assert!(text
+            .contains("shardmesh_tls_peer_identities_total{identity=\"spiffe://t/ns/n/sa/s0\"} 2"));
     }
 }

@@ -25,6 +25,7 @@ use crate::resilience::InboundStack;
 use crate::routing::balance::LoadTracker;
 use crate::routing::hold::Unreachable;
 use crate::routing::{RoutingTable, ServiceRoutes, TableRx};
+use crate::tls::MeshTls;
 
 /// A composed, cloneable stack for one route.
 pub type RouteStack = BoxCloneSyncService<Request<BoxBody>, Response<BoxBody>, BoxError>;
@@ -72,6 +73,7 @@ struct Inner {
     metrics: Metrics,
     observer: SharedObserver,
     gate: Arc<dyn ShardGate>,
+    tls: Option<Arc<MeshTls>>,
     outbound: Mutex<HashMap<Arc<str>, CachedStack>>,
     bulkheads: Arc<Bulkheads>,
     inbound: InboundStack,
@@ -84,12 +86,14 @@ struct Inner {
 }
 
 impl Proxy {
-    /// Builds the proxy state for `config`.
+    /// Builds the proxy state for `config`; with `tls`, peers are called
+    /// over mutual TLS.
     pub fn new(
         config: &SidecarConfig,
         table: TableRx,
         gate: Arc<dyn ShardGate>,
         metrics: Metrics,
+        tls: Option<Arc<MeshTls>>,
     ) -> Result<Self, BoxError> {
         let local: Arc<str> = Arc::from(config.pod.name.as_str());
         let local_header = HeaderValue::from_str(&config.pod.name)?;
@@ -113,12 +117,16 @@ impl Proxy {
             local_header,
             service: Arc::from(config.pod.service.as_str()),
             table,
-            peers: HttpClient::h2c(),
+            peers: match &tls {
+                Some(t) => HttpClient::h2_tls(&t.client_config()),
+                None => HttpClient::h2c(),
+            },
             app,
             loads: LoadTracker::default(),
             metrics,
             observer: observer.clone(),
             gate,
+            tls,
             outbound: Mutex::new(HashMap::new()),
             bulkheads: Bulkheads::new(observer.clone()),
             inbound,
@@ -179,6 +187,11 @@ impl Proxy {
     pub fn breakers(&self, service: &str) -> Option<Arc<Breakers>> {
         let stacks = self.0.outbound.lock().unwrap_or_else(|p| p.into_inner());
         stacks.get(service).map(|c| c.breakers.clone())
+    }
+
+    /// Mutual TLS state, when the mesh has a trust anchor.
+    pub fn tls(&self) -> Option<&Arc<MeshTls>> {
+        self.0.tls.as_ref()
     }
 
     /// The shard gate of this pod.

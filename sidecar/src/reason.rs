@@ -32,11 +32,13 @@ pub enum Reason {
     Timeout,
     /// The request head was larger than allowed.
     HeadersTooLarge,
+    /// The caller's mesh identity may not call this service.
+    Forbidden,
 }
 
 impl Reason {
     /// Every reason, for metrics initialisation and docs.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::BadRequest,
         Reason::UnknownService,
         Reason::Overloaded,
@@ -46,6 +48,7 @@ impl Reason {
         Reason::Unavailable,
         Reason::Timeout,
         Reason::HeadersTooLarge,
+        Reason::Forbidden,
     ];
 
     /// The value of `x-shardmesh-error` and of the `reason` metric label.
@@ -60,6 +63,7 @@ impl Reason {
             Reason::Unavailable => "unavailable",
             Reason::Timeout => "timeout",
             Reason::HeadersTooLarge => "headers-too-large",
+            Reason::Forbidden => "forbidden",
         }
     }
 
@@ -75,6 +79,7 @@ impl Reason {
             Reason::Unavailable => StatusCode::BAD_GATEWAY,
             Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Reason::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Reason::Forbidden => StatusCode::FORBIDDEN,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The accept loop shared by the three listeners: connection limit, header
-//! size and read-time limits, and graceful shutdown that lets in-flight
-//! requests finish.
+//! size and read-time limits, optional mutual TLS (inbound), and graceful
+//! shutdown that lets in-flight requests finish.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::body::BoxBody;
+use crate::tls::{MeshTls, PeerIdentity};
 
 /// Which HTTP versions a listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,11 +40,15 @@ pub struct ServerLimits {
 }
 
 /// Serves `listener` until `shutdown` resolves, then waits up to `grace` for
-/// open connections to finish their in-flight requests.
+/// open connections to finish their in-flight requests. With `tls`, every
+/// connection must complete a mutual TLS handshake first (plaintext is
+/// refused), and its requests carry the peer's [`PeerIdentity`].
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<S, F>(
     listener: TcpListener,
     protocols: Protocols,
     limits: ServerLimits,
+    tls: Option<Arc<MeshTls>>,
     handler: S,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -94,19 +99,39 @@ pub async fn serve<S, F>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            // Boxed: the handler's future holds the whole resilience stack's
-            // state (kilobytes). Inline, every connection's task carries it
-            // for the connection's life, idle or not, and it is moved
-            // (memcpy) several times per request; boxed, it exists only
-            // while a request is in flight and moves as a pointer.
-            let fut = Box::pin(handler(req, peer));
-            async move { Ok::<_, std::convert::Infallible>(fut.await) }
-        });
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let service = |identity: Option<PeerIdentity>| {
+                hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    if let Some(id) = &identity {
+                        req.extensions_mut().insert(id.clone());
+                    }
+                    // Boxed: the handler's future holds the whole resilience
+                    // stack's state (kilobytes). Inline, every connection's
+                    // task carries it for the connection's life, idle or not,
+                    // and it is moved (memcpy) several times per request;
+                    // boxed, it exists only while a request is in flight.
+                    let fut = Box::pin(handler(req, peer));
+                    async move { Ok::<_, std::convert::Infallible>(fut.await) }
+                })
+            };
+            let result = match tls {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service(None));
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(tls) => {
+                    let Some((stream, identity)) = handshake(&tls, stream, peer).await else {
+                        drop(permit);
+                        return;
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(stream), service(identity));
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, %peer, "connection ended with error");
             }
             drop(permit);
@@ -119,4 +144,38 @@ pub async fn serve<S, F>(
     {
         tracing::warn!(?grace, "grace period over with connections still open");
     }
+}
+
+/// The server side of a mutual TLS handshake, bounded in time; counts
+/// failures by reason and successes by peer identity.
+async fn handshake(
+    tls: &MeshTls,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> Option<(
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    Option<PeerIdentity>,
+)> {
+    let metrics = tls.metrics();
+    let reason =
+        match tokio::time::timeout(tls.handshake_timeout(), tls.acceptor().accept(stream)).await {
+            Ok(Ok(stream)) => {
+                metrics.tls_handshakes.inc();
+                let identity =
+                    shardmesh_identity::tls::peer_identity(stream.get_ref().1.peer_certificates())
+                        .map(|id| PeerIdentity(Arc::from(id.uri())));
+                if let Some(id) = &identity {
+                    metrics.record_peer_identity(&id.0);
+                }
+                return Some((stream, identity));
+            }
+            Ok(Err(e)) => shardmesh_identity::tls::failure_reason(&e),
+            Err(_) => "timeout",
+        };
+    tracing::debug!(%peer, reason, "TLS handshake failed");
+    metrics
+        .tls_handshake_failures
+        .with_label_values(&[reason])
+        .inc();
+    None
 }

@@ -21,6 +21,7 @@ use crate::proxy::Proxy;
 use crate::routing::RoutingTable;
 use crate::server::{self, Protocols, ServerLimits};
 use crate::sharding::ShardManager;
+use crate::tls::MeshTls;
 use crate::{inbound, outbound};
 
 /// Why the sidecar could not start.
@@ -45,6 +46,9 @@ pub enum StartError {
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The trust anchor or this sidecar's certificate could not be loaded.
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// A sidecar whose listeners are bound and whose table is loaded.
@@ -58,6 +62,7 @@ pub struct Sidecar {
     ready_rx: watch::Receiver<bool>,
     table_tx: watch::Sender<Arc<RoutingTable>>,
     gossip: Option<GossipMember>,
+    tls: Option<Arc<MeshTls>>,
 }
 
 /// The running gossip member of a sidecar and its shard manager.
@@ -87,6 +92,16 @@ impl Sidecar {
     /// routing table (static, or fed by gossip).
     pub async fn bind(config: SidecarConfig) -> Result<Self, StartError> {
         let metrics = Metrics::new()?;
+        let tls = match &config.tls {
+            Some(t) => {
+                let tls = MeshTls::start(t, &config.pod, metrics.clone())
+                    .await
+                    .map_err(StartError::Tls)?;
+                tls.spawn_renewal();
+                Some(tls)
+            }
+            None => None,
+        };
         let table = RoutingTable::from_static_config(&config)
             .map_err(|e| StartError::Table(e.to_string()))?;
         let (table_tx, table_rx) = watch::channel(Arc::new(table));
@@ -103,6 +118,7 @@ impl Sidecar {
                     local_addr(&inbound),
                     local_addr(&admin),
                     metrics.clone(),
+                    tls.as_deref(),
                 )
                 .await?;
                 let shards = ShardManager::start(
@@ -134,7 +150,7 @@ impl Sidecar {
             } else {
                 (None, Arc::new(TableGate::new(table_rx.clone())))
             };
-        let proxy = Proxy::new(&config, table_rx, gate, metrics)
+        let proxy = Proxy::new(&config, table_rx, gate, metrics, tls.clone())
             .map_err(|e| StartError::Table(e.to_string()))?;
         Ok(Self {
             config,
@@ -146,7 +162,13 @@ impl Sidecar {
             ready_rx,
             table_tx,
             gossip,
+            tls,
         })
+    }
+
+    /// Mutual TLS state (certificate, renewal), when the config has a `tls` section.
+    pub fn tls(&self) -> Option<Arc<MeshTls>> {
+        self.tls.clone()
     }
 
     /// The bound addresses.
@@ -184,6 +206,7 @@ impl Sidecar {
             self.outbound,
             Protocols::Http1,
             limits,
+            None,
             move |req, _peer| outbound::handle(proxy.clone(), req),
             stopped(stop_rx.clone()),
             grace,
@@ -193,6 +216,7 @@ impl Sidecar {
             self.inbound,
             Protocols::Http1AndH2,
             limits,
+            self.tls.clone(),
             move |req, _peer| inbound::handle(proxy.clone(), req),
             stopped(stop_rx.clone()),
             grace,
@@ -217,6 +241,7 @@ impl Sidecar {
             self.admin,
             Protocols::Http1,
             limits,
+            None,
             move |req, _peer| admin::handle(state.clone(), req),
             stopped(stop_rx.clone()),
             grace,
@@ -314,6 +339,7 @@ async fn start_gossip(
     inbound: SocketAddr,
     admin: SocketAddr,
     metrics: Metrics,
+    tls: Option<&MeshTls>,
 ) -> Result<(Arc<LocalMember>, tokio::sync::oneshot::Sender<()>), StartError> {
     let err = |e: String| StartError::Gossip(e);
     let tuning = &config.membership.gossip;
@@ -330,6 +356,11 @@ async fn start_gossip(
         listen,
         GossipSettings::seeds_from(&config.membership.seeds),
     );
+    // Push-pull carries the whole member list: mesh members only.
+    settings.tls = tls.map(|t| shardmesh_gossip::GossipTls {
+        acceptor: t.acceptor().clone(),
+        connector: tokio_rustls::TlsConnector::from(t.client_config()),
+    });
     if config.pod.advertise_host.is_some() {
         settings.advertise = Some(membership::advertised(config, listen).map_err(err)?);
     }

@@ -9,6 +9,7 @@
 //! - [`addr`]: the addressing scheme (one loopback IP per pod, default ports).
 //! - [`process`]: a child process in its own process group, killed on drop.
 //! - [`pod`]: one pod's app + sidecar with supervision (restart with backoff).
+//! - [`pki`]: the run's certificate authority and each pod's mTLS certificate.
 //! - [`probe`]: a tiny HTTP/1.1 GET client and `/metrics` parsing.
 //! - [`state`]: the run directory: state file (for `status`) and control file (for `scale`).
 //! - [`table`]: the live table of pods.
@@ -16,6 +17,7 @@
 //! - [`status`]: `local status` and `local scale`.
 
 pub mod addr;
+pub mod pki;
 pub mod plan;
 pub mod pod;
 pub mod probe;

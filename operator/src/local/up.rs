@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 
 use super::addr::Network;
+use super::pki::LocalPki;
 use super::plan::{self, ServicePlan};
 use super::pod::{Backoff, Phase, Pod};
 use super::state::{self, Control, PodState, RunState, ServiceState};
@@ -74,6 +75,8 @@ pub async fn run(args: UpArgs) -> Result<(), LocalError> {
         state::mark_latest(&run_dir);
     }
     let keyring = write_keyring(&run_dir)?;
+    // Every sidecar-to-sidecar hop of the local mesh runs on mutual TLS.
+    let mut pki = LocalPki::create(&run_dir)?;
     let network = match &args.netns {
         Some(prefix) => Network::Netns {
             prefix: prefix.clone(),
@@ -140,7 +143,16 @@ pub async fn run(args: UpArgs) -> Result<(), LocalError> {
             }
         }
         for svc in services.iter_mut() {
-            reconcile(svc, &network, &run_dir, backoff, &sidecar_bin, now, &mut ui);
+            reconcile(
+                svc,
+                &network,
+                &run_dir,
+                backoff,
+                &sidecar_bin,
+                &mut pki,
+                now,
+                &mut ui,
+            );
         }
         if last_probe.is_none_or(|t| now.duration_since(t) >= PROBE_EVERY) {
             last_probe = Some(now);
@@ -164,12 +176,14 @@ pub async fn run(args: UpArgs) -> Result<(), LocalError> {
 }
 
 /// Brings `svc` towards its wanted replicas and supervises its pods.
+#[allow(clippy::too_many_arguments)]
 fn reconcile(
     svc: &mut Service,
     network: &Network,
     run_dir: &Path,
     backoff: Backoff,
     sidecar_bin: &str,
+    pki: &mut LocalPki,
     now: Instant,
     ui: &mut Ui,
 ) {
@@ -177,12 +191,11 @@ fn reconcile(
         if svc.pods.contains_key(&ordinal) {
             continue;
         }
-        let mut pod = Pod::new(
-            svc.plan.pod(ordinal, network, run_dir),
-            backoff,
-            sidecar_bin.to_string(),
-        );
-        if let Err(e) = pod.start(now) {
+        let mut plan = svc.plan.pod(ordinal, network, run_dir);
+        pki.configure(&mut plan);
+        let mut pod = Pod::new(plan, backoff, sidecar_bin.to_string());
+        let started = pki.issue(&pod.plan, now).and_then(|()| pod.start(now));
+        if let Err(e) = started {
             ui.event(format!("{}: cannot start: {e}", pod.plan.name));
         }
         svc.pods.insert(ordinal, pod);
@@ -203,6 +216,9 @@ fn reconcile(
         }
     }
     for pod in svc.pods.values_mut() {
+        if let Err(e) = pki.refresh(&pod.plan, now) {
+            ui.event(format!("{}: {e}", pod.plan.name));
+        }
         let before = pod.restarts;
         let was_backoff = matches!(pod.phase, Phase::Backoff { .. });
         if let Err(e) = pod.tick(now) {

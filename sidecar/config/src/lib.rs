@@ -9,16 +9,19 @@
 //! - [`env`]: per-pod overrides from environment variables.
 //! - [`validate`]: checks that name the bad field.
 //! - [`template`]: path templates such as `/accounts/{key}`.
+//! - [`tls`]: the `tls` section (mutual TLS between sidecars).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod env;
 pub mod model;
 pub mod template;
+pub mod tls;
 pub mod validate;
 
 pub use model::*;
 pub use template::{PathTemplate, TemplateError};
+pub use tls::{IssuerConfig, TlsConfig};
 
 use std::fmt;
 use std::path::Path;

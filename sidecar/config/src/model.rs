@@ -33,6 +33,9 @@ pub struct SidecarConfig {
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
+    /// Mutual TLS between sidecars; absent means plaintext h2c.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::TlsConfig>,
     /// How long a SIGTERM waits for in-flight requests before exiting.
     #[serde(default = "defaults::shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
@@ -594,6 +597,7 @@ impl Default for SidecarConfig {
             membership: MembershipConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
+            tls: None,
             shutdown_grace_ms: defaults::shutdown_grace_ms(),
         }
     }

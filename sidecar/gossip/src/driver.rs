@@ -124,6 +124,7 @@ impl Gossip {
             keyring.clone(),
             observer.clone(),
             settings.tcp_timeout,
+            settings.tls.clone(),
             pp_in_tx,
         ));
         let task = Task {
@@ -333,10 +334,21 @@ impl Task {
                     let keyring = self.keyring.clone();
                     let observer = self.observer.clone();
                     let timeout = self.settings.tcp_timeout;
+                    let tls = self.settings.tls.clone();
                     let done = self.pp_done.clone();
                     tokio::spawn(async move {
-                        match exchange(to, &state, &keyring, observer.as_ref(), timeout).await {
+                        let exchanged = exchange(
+                            to,
+                            &state,
+                            &keyring,
+                            tls.as_ref(),
+                            observer.as_ref(),
+                            timeout,
+                        )
+                        .await;
+                        match exchanged {
                             Ok(theirs) => {
+                                tracing::trace!(%to, tls = tls.is_some(), "push-pull done");
                                 let _ = done.send(theirs).await;
                             }
                             Err(e) => tracing::debug!(error = %e, %to, "push-pull failed"),
@@ -381,12 +393,11 @@ async fn exchange(
     to: SocketAddr,
     state: &PushPull,
     keyring: &Keyring,
+    tls: Option<&crate::pushpull::GossipTls>,
     observer: &dyn GossipObserver,
     timeout: Duration,
 ) -> Result<PushPull, crate::pushpull::FrameError> {
-    let mut stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(to))
-        .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let mut stream = crate::pushpull::connect(to, tls, timeout).await?;
     observer.bytes_sent(write_frame(&mut stream, keyring, state, timeout).await?);
     match read_frame(&mut stream, keyring, timeout).await {
         Ok((theirs, n)) => {
@@ -407,6 +418,7 @@ async fn accept_loop(
     keyring: Keyring,
     observer: Arc<dyn GossipObserver>,
     timeout: Duration,
+    tls: Option<crate::pushpull::GossipTls>,
     to_core: mpsc::Sender<(PushPull, oneshot::Sender<PushPull>)>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_TCP_CONNS));
@@ -419,7 +431,7 @@ async fn accept_loop(
             () = to_core.closed() => return,
             accepted = listener.accept() => accepted,
         };
-        let (mut stream, peer) = match accepted {
+        let (tcp, peer) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(error = %e, "gossip tcp accept");
@@ -427,8 +439,16 @@ async fn accept_loop(
             }
         };
         let (keyring, observer, to_core) = (keyring.clone(), observer.clone(), to_core.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let mut stream = match crate::pushpull::accept(tcp, tls.as_ref(), timeout).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, %peer, "push-pull TLS handshake refused");
+                    return;
+                }
+            };
             let (theirs, n) = match read_frame(&mut stream, &keyring, timeout).await {
                 Ok(r) => r,
                 Err(crate::pushpull::FrameError::Bad(reason)) => {

@@ -36,5 +36,6 @@ pub use id::NodeId;
 pub use keyring::{Keyring, KeyringError};
 pub use meta::{Health, Member, MemberMeta, MemberStatus, MembershipView};
 pub use observer::{GossipObserver, HealthCounts, NoopObserver, ProbeResult};
+pub use pushpull::GossipTls;
 pub use settings::{GossipSettings, Seeds, Timing};
 pub use wire::BadPacket;

@@ -1,9 +1,12 @@
 //! TCP push-pull: one sealed, length-prefixed frame each way, with a size
-//! bound and a deadline on every read and write.
+//! bound and a deadline on every read and write; optionally inside mutual
+//! TLS (the mesh's certificates), so only mesh members can exchange state.
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::keyring::{Channel, Keyring};
@@ -20,9 +23,67 @@ pub enum FrameError {
     Bad(BadPacket),
 }
 
+/// Mutual TLS for push-pull: the sidecar's acceptor and connector.
+#[derive(Clone)]
+pub struct GossipTls {
+    /// Accepts push-pull connections (client certificates required).
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// Opens push-pull connections with this member's certificate.
+    pub connector: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for GossipTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GossipTls")
+    }
+}
+
+/// A push-pull connection: plain TCP or TLS over it.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Connects to `to` (with TLS when configured) within `timeout`.
+pub(crate) async fn connect(
+    to: SocketAddr,
+    tls: Option<&GossipTls>,
+    timeout: std::time::Duration,
+) -> Result<Box<dyn Stream>, FrameError> {
+    let open = async {
+        let tcp = TcpStream::connect(to).await?;
+        let _ = tcp.set_nodelay(true);
+        Ok::<Box<dyn Stream>, std::io::Error>(match tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let name = tokio_rustls::rustls::pki_types::ServerName::IpAddress(to.ip().into());
+                Box::new(tls.connector.connect(name, tcp).await?)
+            }
+        })
+    };
+    tokio::time::timeout(timeout, open)
+        .await
+        .map_err(|_| FrameError::Io(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(FrameError::Io)
+}
+
+/// Completes the server side of an accepted connection within `timeout`.
+pub(crate) async fn accept(
+    tcp: TcpStream,
+    tls: Option<&GossipTls>,
+    timeout: std::time::Duration,
+) -> Result<Box<dyn Stream>, FrameError> {
+    match tls {
+        None => Ok(Box::new(tcp)),
+        Some(tls) => tokio::time::timeout(timeout, tls.acceptor.accept(tcp))
+            .await
+            .map_err(|_| FrameError::Io(std::io::ErrorKind::TimedOut.into()))?
+            .map(|s| Box::new(s) as Box<dyn Stream>)
+            .map_err(FrameError::Io),
+    }
+}
+
 /// Reads one frame and decodes it; counts the bytes read.
 pub(crate) async fn read_frame(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     keyring: &Keyring,
     timeout: Duration,
 ) -> Result<(PushPull, usize), FrameError> {
@@ -46,7 +107,7 @@ pub(crate) async fn read_frame(
 
 /// Encodes, seals and writes one frame; returns the bytes written.
 pub(crate) async fn write_frame(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncWrite + Unpin),
     keyring: &Keyring,
     state: &PushPull,
     timeout: Duration,

@@ -59,6 +59,9 @@ pub struct GossipSettings {
     pub join_backoff_max: Duration,
     /// Read/write timeout of a TCP push-pull exchange.
     pub tcp_timeout: Duration,
+    /// Mutual TLS around push-pull (the mesh's certificates); `None`: plain
+    /// TCP (the frames are still sealed with the keyring).
+    pub tls: Option<crate::pushpull::GossipTls>,
 }
 
 // === impl Timing ===
@@ -98,6 +101,7 @@ impl GossipSettings {
             join_backoff: Duration::from_millis(200),
             join_backoff_max: Duration::from_secs(10),
             tcp_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 

@@ -95,6 +95,7 @@ pub struct Member {
     pub stop: Option<oneshot::Sender<()>>,
     pub done: tokio::task::JoinHandle<()>,
     pub table: tokio::sync::watch::Sender<Arc<RoutingTable>>,
+    pub tls: Option<Arc<shardmesh_sidecar::tls::MeshTls>>,
 }
 
 /// Specification of a member: pod name, service, app address.
@@ -161,6 +162,7 @@ pub async fn start_mesh(
         let table_tx = sidecar.table_sender();
         table_tx.send(Arc::new(table)).unwrap();
         let addrs = sidecar.addrs();
+        let tls = sidecar.tls();
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(sidecar.run(async move {
             let _ = stopped.await;
@@ -172,6 +174,7 @@ pub async fn start_mesh(
             stop: Some(stop),
             done,
             table: table_tx,
+            tls,
         });
     }
     members

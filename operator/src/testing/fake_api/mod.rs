@@ -65,7 +65,12 @@ struct Inner {
     faults: Mutex<Vec<Fault>>,
     /// Simulate the StatefulSet controller: every written StatefulSet is at once fully ready.
     ready_statefulsets: std::sync::atomic::AtomicBool,
+    /// ServiceAccount tokens TokenReview accepts: token -> (namespace, account, pod).
+    tokens: Mutex<HashMap<String, TokenOwner>>,
 }
+
+/// Who a fake token belongs to: namespace, ServiceAccount, bound pod.
+type TokenOwner = (String, String, Option<String>);
 
 /// A parsed API path.
 struct Route {
@@ -95,6 +100,19 @@ impl FakeApi {
         self.inner
             .ready_statefulsets
             .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Makes TokenReview accept `token` as ServiceAccount `account` of
+    /// `namespace`, bound to `pod` when given (like a projected token).
+    pub fn add_token(&self, token: &str, namespace: &str, account: &str, pod: Option<&str>) {
+        lock(&self.inner.tokens).insert(
+            token.to_string(),
+            (
+                namespace.to_string(),
+                account.to_string(),
+                pod.map(String::from),
+            ),
+        );
     }
 
     /// Every request so far.
@@ -216,6 +234,9 @@ impl FakeApi {
                 mark_ready(obj);
             }
         };
+        if route.collection == "authentication.k8s.io/v1/tokenreviews" && method == Method::POST {
+            return self.token_review(&body);
+        }
         let ns = route.namespace.clone().unwrap_or_default();
         let mut store = lock(&self.inner.store);
         match (method, route.name.clone()) {
@@ -289,6 +310,40 @@ impl FakeApi {
             },
             _ => status_response(405, "MethodNotAllowed", "not supported by the fake API"),
         }
+    }
+
+    /// `authentication.k8s.io/v1` TokenReview: authenticated when the token
+    /// was added with [`FakeApi::add_token`].
+    fn token_review(&self, review: &Value) -> Response<FakeBody> {
+        let token = review["spec"]["token"].as_str().unwrap_or_default();
+        let status = match lock(&self.inner.tokens).get(token) {
+            Some((ns, sa, pod)) => {
+                let mut extra = serde_json::Map::new();
+                if let Some(pod) = pod {
+                    extra.insert("authentication.kubernetes.io/pod-name".into(), json!([pod]));
+                }
+                json!({
+                    "authenticated": true,
+                    "user": {
+                        "username": format!("system:serviceaccount:{ns}:{sa}"),
+                        "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}")],
+                        "extra": extra,
+                    },
+                    "audiences": review["spec"]["audiences"].clone(),
+                })
+            }
+            None => json!({"authenticated": false, "error": "invalid bearer token"}),
+        };
+        json_response(
+            201,
+            &json!({
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenReview",
+                "metadata": {"creationTimestamp": null},
+                "spec": review["spec"].clone(),
+                "status": status,
+            }),
+        )
     }
 
     fn fault(&self, method: &Method, path: &str) -> Option<u16> {
