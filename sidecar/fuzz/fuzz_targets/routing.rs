@@ -3,7 +3,7 @@
 //! (matched against path templates), plus path-template parsing itself.
 //! Any panic is a bug.
 //!
-//! Run (bounded): `cd sidecar/fuzz && cargo +nightly fuzz run routing target/corpus corpus/routing -- -max_total_time=60`
+//! Run (bounded): `cd sidecar/fuzz && mkdir -p target/corpus && cargo +nightly fuzz run routing target/corpus corpus/routing -- -max_total_time=60`
 #![no_main]
 
 use std::sync::OnceLock;

@@ -2,7 +2,7 @@
 //! operator renders this file, and `local up` reads user manifests into it).
 //! Any panic, or unbounded memory, is a bug.
 //!
-//! Run (bounded): `cd sidecar/config/fuzz && cargo +nightly fuzz run config target/corpus corpus/config -- -max_total_time=60`
+//! Run (bounded): `cd sidecar/config/fuzz && mkdir -p target/corpus && cargo +nightly fuzz run config target/corpus corpus/config -- -max_total_time=60`
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
