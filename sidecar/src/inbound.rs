@@ -23,17 +23,9 @@ pub async fn handle(proxy: Proxy, req: Request<Incoming>) -> Response<BoxBody> {
     proxy.note_inbound();
     let metrics = proxy.inbound_metrics();
     let inflight = metrics.inflight();
-    let rsp = match admit(&proxy, req).await {
-        Ok(rsp) => rsp,
-        Err(e) => crate::rescue::rescue(&e).into_response(proxy.local_header()),
-    };
+    let result = admit(&proxy, req).await;
     drop(inflight);
-    metrics.record(
-        rsp.status().as_u16(),
-        crate::proxy::reason_label(&rsp),
-        start.elapsed().as_secs_f64(),
-    );
-    rsp
+    proxy.finish(metrics, result, start)
 }
 
 async fn admit(proxy: &Proxy, req: Request<Incoming>) -> Result<Response<BoxBody>, BoxError> {

@@ -56,17 +56,9 @@ pub async fn handle(proxy: Proxy, req: Request<Incoming>) -> Response<BoxBody> {
     let mut req = req.map(boxed);
     req.extensions_mut().insert(RouteTarget { service, shard });
     let inflight = metrics.inflight();
-    let rsp = match crate::proxy::call(stack, req).await {
-        Ok(rsp) => rsp,
-        Err(e) => crate::rescue::rescue(&e).into_response(proxy.local_header()),
-    };
+    let result = crate::proxy::call(stack, req).await;
     drop(inflight);
-    metrics.record(
-        rsp.status().as_u16(),
-        crate::proxy::reason_label(&rsp),
-        start.elapsed().as_secs_f64(),
-    );
-    rsp
+    proxy.finish(&metrics, result, start)
 }
 
 /// The innermost routing step, run once per try: picks the shard owner (or a

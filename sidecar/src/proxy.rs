@@ -267,15 +267,23 @@ impl Proxy {
         self.0.born.elapsed().saturating_sub(last)
     }
 
-    /// Counts a request in `shardmesh_inflight_requests` until the guard drops.
-    pub fn inflight(&self, direction: Direction, service: &str) -> InflightGuard {
-        let gauge = self
-            .0
-            .metrics
-            .inflight
-            .with_label_values(&[direction.as_str(), service]);
-        gauge.inc();
-        InflightGuard(gauge)
+    /// Answers a route's result, turning a mesh error into its contract
+    /// response through the one rescue point, and records it in the route's
+    /// metrics: the common end of the inbound and outbound handlers.
+    pub fn finish(
+        &self,
+        metrics: &RouteMetrics,
+        result: Result<Response<BoxBody>, BoxError>,
+        start: Instant,
+    ) -> Response<BoxBody> {
+        let rsp = result
+            .unwrap_or_else(|e| crate::rescue::rescue(&e).into_response(self.local_header()));
+        metrics.record(
+            rsp.status().as_u16(),
+            reason_label(&rsp),
+            start.elapsed().as_secs_f64(),
+        );
+        rsp
     }
 
     /// Records a finished request in the metrics.
@@ -317,13 +325,4 @@ pub type ResponseFuture = std::pin::Pin<
 /// every lifetime of the `dyn Error` inside `BoxBody`.
 pub fn call(stack: RouteStack, req: Request<BoxBody>) -> ResponseFuture {
     Box::pin(tower::ServiceExt::oneshot(stack, req))
-}
-
-/// Keeps one request counted as in flight.
-pub struct InflightGuard(prometheus::IntGauge);
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }

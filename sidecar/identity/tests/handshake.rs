@@ -41,6 +41,26 @@ fn trust(ca: &Authority) -> Trust {
     Trust::from_pem(ca.cert_pem().as_bytes(), TD).expect("trust")
 }
 
+/// A mesh server on loopback that accepts one TLS handshake; its outcome
+/// comes back through the task.
+async fn one_accept() -> (
+    Trust,
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<Result<(), std::io::Error>>,
+) {
+    let ca = Authority::generate(TD).expect("ca");
+    let t = trust(&ca);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let acceptor =
+        TlsAcceptor::from(server_config(store(&ca, "server", None), &t).expect("config"));
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await?;
+        acceptor.accept(tcp).await.map(|_| ())
+    });
+    (t, addr, server)
+}
+
 struct Outcome {
     client: Result<(), std::io::Error>,
     server: Result<Option<SpiffeId>, std::io::Error>,
@@ -157,16 +177,7 @@ async fn expired_client_certificate_is_refused() {
 
 #[tokio::test]
 async fn client_without_a_certificate_is_refused() {
-    let ca = Authority::generate(TD).expect("ca");
-    let t = trust(&ca);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let acceptor =
-        TlsAcceptor::from(server_config(store(&ca, "server", None), &t).expect("config"));
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await?;
-        acceptor.accept(tcp).await.map(|_| ())
-    });
+    let (t, addr, server) = one_accept().await;
     let config = rustls::ClientConfig::builder_with_provider(shardmesh_identity::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("versions")
@@ -184,16 +195,7 @@ async fn client_without_a_certificate_is_refused() {
 
 #[tokio::test]
 async fn plaintext_is_refused() {
-    let ca = Authority::generate(TD).expect("ca");
-    let t = trust(&ca);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let acceptor =
-        TlsAcceptor::from(server_config(store(&ca, "server", None), &t).expect("config"));
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await?;
-        acceptor.accept(tcp).await.map(|_| ())
-    });
+    let (_, addr, server) = one_accept().await;
     let mut tcp = TcpStream::connect(addr).await.expect("connect");
     tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
