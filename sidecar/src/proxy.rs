@@ -276,8 +276,8 @@ impl Proxy {
         result: Result<Response<BoxBody>, BoxError>,
         start: Instant,
     ) -> Response<BoxBody> {
-        let rsp = result
-            .unwrap_or_else(|e| crate::rescue::rescue(&e).into_response(self.local_header()));
+        let rsp =
+            result.unwrap_or_else(|e| crate::rescue::rescue(&e).into_response(self.local_header()));
         metrics.record(
             rsp.status().as_u16(),
             reason_label(&rsp),

@@ -44,7 +44,10 @@ spec:
 "#;
 
 fn services() -> Vec<ShardedService> {
-    let dir = std::env::temp_dir().join(format!("shardmesh-plan-{}", std::process::id()));
+    // One directory per call: tests run in parallel threads of one process.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("shardmesh-plan-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("mesh.yaml");
     std::fs::write(&file, TWO).unwrap();
