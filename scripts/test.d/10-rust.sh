@@ -4,4 +4,4 @@ set -euo pipefail
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --release --locked --bins
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
