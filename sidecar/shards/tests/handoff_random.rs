@@ -122,9 +122,16 @@ fn run(ops: &[Op], fail_every: Option<usize>) {
         // A lone (re)started member waits `stable_after` before serving.
         sim.now += Duration::from_secs(11);
         sim.settle();
-        let ids = running(&sim);
-        let among: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
-        sim.servers(&among);
+        // Members that are leaving hand everything off after the leave
+        // wait and own nothing; the others serve every shard (if any stay).
+        let ids: Vec<String> = running(&sim)
+            .into_iter()
+            .filter(|id| sim.health.get(id) != Some(&Health::Leaving))
+            .collect();
+        if !ids.is_empty() {
+            let among: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+            sim.servers(&among);
+        }
     }
 }
 
@@ -142,4 +149,19 @@ proptest! {
     ) {
         run(&ops, fail_every);
     }
+}
+
+/// A case the random scripts found: a graceful leave during a partition,
+/// then a join and another partition.
+#[test]
+fn leave_during_a_partition_then_join_and_repartition_keeps_one_owner() {
+    run(
+        &[
+            Op::Partition(25),
+            Op::Leave(1),
+            Op::Start,
+            Op::Partition(43),
+        ],
+        None,
+    );
 }

@@ -67,15 +67,21 @@ impl ShardTable {
     }
 
     /// Value of [`crate::SETTLED_TAG`] to gossip, or `None` to remove it:
-    /// set while this member has a majority and releases nothing (a leaving
-    /// member: once it released everything).
+    /// set while this member has a majority and holds no shard that the
+    /// current view gives to someone else — nothing being released, and
+    /// (when leaving) nothing still served while the others catch up. A
+    /// leaving member that kept advertising it let a new owner pass the
+    /// barrier while the shard was still served here.
     pub fn settled_tag(&self) -> Option<String> {
-        let releasing = self.slots.iter().any(|s| {
-            matches!(s.state, State::Releasing { .. })
-                || (self.leaving.is_some() && !matches!(s.state, State::NotOwned))
-        });
-        (self.assignment.is_some() && self.has_majority() && !releasing)
-            .then(|| format_view_id(self.view))
+        let assignment = self.assignment.as_ref()?;
+        let holds_foreign = (0u32..)
+            .zip(self.slots.iter())
+            .any(|(shard, s)| match s.state {
+                State::Releasing { .. } => true,
+                State::Serving { .. } => assignment.owner(shard) != Some(&self.me),
+                _ => false,
+            });
+        (self.has_majority() && !holds_foreign).then(|| format_view_id(self.view))
     }
 
     /// The earliest time [`Self::tick`] has something to do.

@@ -157,7 +157,18 @@ impl ShardTable {
                     .peers
                     .get(p)
                     .is_none_or(|peer| !peer.health.may_hold_shards());
-                gone || slot.notice.as_ref().is_some_and(|(from, _)| from == p)
+                // A leaving member may still serve any shard it had, even one
+                // our previous view gave to `p` (it kept serving while the
+                // others caught up): `p`'s death frees nothing while one is
+                // around; its release notice or the barrier will.
+                let leaver_may_hold = self.peers.values().any(|q| {
+                    q.id != self.me
+                        && q.id != *p
+                        && q.health.may_hold_shards()
+                        && !q.health.owns_shards()
+                });
+                (gone && !leaver_may_hold)
+                    || slot.notice.as_ref().is_some_and(|(from, _)| from == p)
             }
         }
     }

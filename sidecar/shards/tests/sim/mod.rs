@@ -99,6 +99,9 @@ impl Sim {
     /// failure detection: the others never see it dead.
     pub fn restart(&mut self, id: &str) {
         self.app_holder.retain(|_, (m, _)| m != id);
+        // A restarted process gossips itself alive again (a new
+        // incarnation), even if the old one was leaving.
+        self.health.insert(id.to_string(), Health::Alive);
         let table = ShardTable::new(MemberId::new(id), self.cfg_now()).unwrap();
         self.tables.insert(id.to_string(), table);
     }
