@@ -87,13 +87,59 @@ pub struct RunArgs {
     /// default: `shardmesh-operator.LEASE-NAMESPACE.svc`).
     #[arg(long, value_delimiter = ',')]
     pub identity_dns: Vec<String>,
+    /// URL pods reach the identity endpoint at (default:
+    /// `https://shardmesh-operator.LEASE-NAMESPACE.svc:PORT`, PORT from
+    /// `--identity-listen`). With `--identity-listen` set, every pod gets
+    /// mutual TLS in issuer mode.
+    #[arg(long, env = "SHARDMESH_IDENTITY_URL")]
+    pub identity_url: Option<String>,
+    /// Audience of the ServiceAccount token projected into pods; the
+    /// endpoint's TokenReview accepts only tokens for it.
+    #[arg(long, default_value = DEFAULT_AUDIENCE)]
+    pub identity_audience: String,
 }
 
+/// Default audience of the projected ServiceAccount token.
+pub const DEFAULT_AUDIENCE: &str = "shardmesh";
+
 impl RunArgs {
-    /// The render settings these flags select.
+    /// The render settings these flags select, without mutual TLS.
     pub fn settings(&self) -> Settings {
         settings(self.sidecar_image.clone())
     }
+
+    /// The identity endpoint's URL as pods see it; `None` when it is off.
+    pub fn identity_url(&self) -> Option<String> {
+        let addr = self.identity_listen?;
+        Some(self.identity_url.clone().unwrap_or_else(|| {
+            format!(
+                "https://{}:{}",
+                default_identity_host(&self.lease_namespace),
+                addr.port()
+            )
+        }))
+    }
+
+    /// The render settings with mutual TLS for pods trusting `ca_pem`
+    /// (when the identity endpoint is on).
+    pub fn settings_with_ca(&self, ca_pem: Option<&str>) -> Settings {
+        let mut s = self.settings();
+        if let (Some(url), Some(pem)) = (self.identity_url(), ca_pem) {
+            s.mesh_tls = Some(render::MeshTls {
+                trust_domain: self.trust_domain.clone(),
+                issuer_url: url,
+                audience: self.identity_audience.clone(),
+                ca_pem: pem.to_string(),
+            });
+        }
+        s
+    }
+}
+
+/// The identity endpoint's Service DNS name in `namespace` (the chart's
+/// Service is `shardmesh-operator`).
+pub fn default_identity_host(namespace: &str) -> String {
+    format!("shardmesh-operator.{namespace}.svc")
 }
 
 fn settings(image: Option<String>) -> Settings {
