@@ -38,6 +38,14 @@ pub enum Command {
         /// Sidecar image when the spec names none.
         #[arg(long)]
         sidecar_image: Option<String>,
+        /// Render mutual TLS as `run --identity-listen` would, with pods
+        /// obtaining certificates from this URL (the CA ConfigMap holds a
+        /// placeholder: the real certificate exists only in the cluster).
+        #[arg(long)]
+        identity_url: Option<String>,
+        /// Trust domain (with `--identity-url`).
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
     },
     /// Run ShardedServices as a local mesh of processes, without Kubernetes.
     Local {
@@ -99,6 +107,10 @@ pub struct RunArgs {
     pub identity_audience: String,
 }
 
+/// What `render --identity-url` puts in the CA ConfigMap (output must be
+/// reproducible; the operator writes the real CA certificate).
+const PLACEHOLDER_CA: &str = "# the mesh CA certificate (PEM), written by the operator\n";
+
 /// Default audience of the projected ServiceAccount token.
 pub const DEFAULT_AUDIENCE: &str = "shardmesh";
 
@@ -158,7 +170,18 @@ pub fn main() -> ExitCode {
         Command::Render {
             file,
             sidecar_image,
-        } => print_or_fail(render_file(&file, &settings(sidecar_image))),
+            identity_url,
+            trust_domain,
+        } => {
+            let mut s = settings(sidecar_image);
+            s.mesh_tls = identity_url.map(|url| render::MeshTls {
+                trust_domain,
+                issuer_url: url,
+                audience: DEFAULT_AUDIENCE.into(),
+                ca_pem: PLACEHOLDER_CA.into(),
+            });
+            print_or_fail(render_file(&file, &s))
+        }
         Command::Local { command } => crate::local::main(command),
         Command::Run(args) => crate::run::main(args),
     }
@@ -210,6 +233,9 @@ pub fn render_manifests(mut svc: ShardedService, settings: &Settings) -> Result<
         // A fixed key: rendered output must be reproducible; the real one is random.
         to_yaml(&render::gossip_secret(&namespace, &[0u8; 32]))?,
     ];
+    if let Some(ca) = &children.ca_config_map {
+        docs.push(to_yaml(ca)?);
+    }
     if let Some(pdb) = &children.disruption_budget {
         docs.push(to_yaml(pdb)?);
     }
