@@ -118,6 +118,12 @@ pub struct SidecarSpec {
     /// Sidecar log filter, e.g. `info` or `shardmesh=debug`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    /// Largest request body this service's sidecars accept, from the app
+    /// (outbound) and from other sidecars (inbound); larger gets 413
+    /// `payload-too-large`. Default 16 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_request_body_bytes: Option<u64>,
 }
 
 /// How many pods a voluntary disruption (node drain) may take at once.

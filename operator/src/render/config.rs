@@ -3,8 +3,8 @@
 //! with static seeds instead of DNS.
 
 use shardmesh_config::{
-    AppConfig, IssuerConfig, LogConfig, MembershipConfig, PodConfig, SeedConfig, ServiceConfig,
-    SidecarConfig, TlsConfig,
+    AppConfig, IssuerConfig, LimitsConfig, LogConfig, MembershipConfig, PodConfig, SeedConfig,
+    ServiceConfig, SidecarConfig, TlsConfig,
 };
 
 use super::{MeshTls, GOSSIP_SERVICE};
@@ -104,6 +104,15 @@ pub fn render_sidecar_config(svc: &ShardedService, inputs: &MeshInputs) -> Sidec
     if let Some(level) = svc.spec.sidecar.as_ref().and_then(|s| s.log_level.clone()) {
         log.level = level;
     }
+    let mut limits = LimitsConfig::default();
+    if let Some(max) = svc
+        .spec
+        .sidecar
+        .as_ref()
+        .and_then(|s| s.max_request_body_bytes)
+    {
+        limits.max_request_body_bytes = max;
+    }
     let peers = inputs.peers.iter().filter(|p| p.name != own.name).cloned();
     let services = std::iter::once(own.clone()).chain(peers).collect();
     let tls = inputs.tls.clone().map(|mut tls| {
@@ -126,6 +135,7 @@ pub fn render_sidecar_config(svc: &ShardedService, inputs: &MeshInputs) -> Sidec
             gossip,
         },
         log,
+        limits,
         tls,
         ..SidecarConfig::default()
     }

@@ -352,6 +352,7 @@ fn sidecar_overrides_apply() {
         image_pull_policy: Some("Never".into()),
         resources: None,
         log_level: Some("debug".into()),
+        max_request_body_bytes: None,
     });
     let c = children(&svc);
     assert_eq!(

@@ -142,3 +142,30 @@ fn allowed_identities_must_be_spiffe_ids() {
     });
     crate::validate(&svc).unwrap();
 }
+
+#[test]
+fn the_body_limit_is_a_per_service_sidecar_setting() {
+    let mut svc = sharded_service("shop", "bank");
+    assert_eq!(
+        config(&children_plain(&svc)).limits.max_request_body_bytes,
+        16 * 1024 * 1024
+    );
+    svc.spec.sidecar = Some(crate::crd::SidecarSpec {
+        max_request_body_bytes: Some(4096),
+        ..Default::default()
+    });
+    assert_eq!(
+        config(&children_plain(&svc)).limits.max_request_body_bytes,
+        4096
+    );
+    svc.spec.sidecar = Some(crate::crd::SidecarSpec {
+        max_request_body_bytes: Some(0),
+        ..Default::default()
+    });
+    let err = crate::validate(&svc).unwrap_err().to_string();
+    assert!(err.contains("maxRequestBodyBytes"), "{err}");
+}
+
+fn children_plain(svc: &ShardedService) -> Children {
+    desired(svc, &Settings::default()).unwrap()
+}
