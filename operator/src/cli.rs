@@ -38,6 +38,14 @@ pub enum Command {
         /// Sidecar image when the spec names none.
         #[arg(long)]
         sidecar_image: Option<String>,
+        /// Render mutual TLS as `run --identity-listen` would, with pods
+        /// obtaining certificates from this URL (the CA ConfigMap holds a
+        /// placeholder: the real certificate exists only in the cluster).
+        #[arg(long)]
+        identity_url: Option<String>,
+        /// Trust domain (with `--identity-url`).
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
     },
     /// Run ShardedServices as a local mesh of processes, without Kubernetes.
     Local {
@@ -87,13 +95,63 @@ pub struct RunArgs {
     /// default: `shardmesh-operator.LEASE-NAMESPACE.svc`).
     #[arg(long, value_delimiter = ',')]
     pub identity_dns: Vec<String>,
+    /// URL pods reach the identity endpoint at (default:
+    /// `https://shardmesh-operator.LEASE-NAMESPACE.svc:PORT`, PORT from
+    /// `--identity-listen`). With `--identity-listen` set, every pod gets
+    /// mutual TLS in issuer mode.
+    #[arg(long, env = "SHARDMESH_IDENTITY_URL")]
+    pub identity_url: Option<String>,
+    /// Audience of the ServiceAccount token projected into pods; the
+    /// endpoint's TokenReview accepts only tokens for it.
+    #[arg(long, default_value = DEFAULT_AUDIENCE)]
+    pub identity_audience: String,
 }
 
+/// What `render --identity-url` puts in the CA ConfigMap (output must be
+/// reproducible; the operator writes the real CA certificate).
+const PLACEHOLDER_CA: &str = "# the mesh CA certificate (PEM), written by the operator\n";
+
+/// Default audience of the projected ServiceAccount token.
+pub const DEFAULT_AUDIENCE: &str = "shardmesh";
+
 impl RunArgs {
-    /// The render settings these flags select.
+    /// The render settings these flags select, without mutual TLS.
     pub fn settings(&self) -> Settings {
         settings(self.sidecar_image.clone())
     }
+
+    /// The identity endpoint's URL as pods see it; `None` when it is off.
+    pub fn identity_url(&self) -> Option<String> {
+        let addr = self.identity_listen?;
+        Some(self.identity_url.clone().unwrap_or_else(|| {
+            format!(
+                "https://{}:{}",
+                default_identity_host(&self.lease_namespace),
+                addr.port()
+            )
+        }))
+    }
+
+    /// The render settings with mutual TLS for pods trusting `ca_pem`
+    /// (when the identity endpoint is on).
+    pub fn settings_with_ca(&self, ca_pem: Option<&str>) -> Settings {
+        let mut s = self.settings();
+        if let (Some(url), Some(pem)) = (self.identity_url(), ca_pem) {
+            s.mesh_tls = Some(render::MeshTls {
+                trust_domain: self.trust_domain.clone(),
+                issuer_url: url,
+                audience: self.identity_audience.clone(),
+                ca_pem: pem.to_string(),
+            });
+        }
+        s
+    }
+}
+
+/// The identity endpoint's Service DNS name in `namespace` (the chart's
+/// Service is `shardmesh-operator`).
+pub fn default_identity_host(namespace: &str) -> String {
+    format!("shardmesh-operator.{namespace}.svc")
 }
 
 fn settings(image: Option<String>) -> Settings {
@@ -112,7 +170,18 @@ pub fn main() -> ExitCode {
         Command::Render {
             file,
             sidecar_image,
-        } => print_or_fail(render_file(&file, &settings(sidecar_image))),
+            identity_url,
+            trust_domain,
+        } => {
+            let mut s = settings(sidecar_image);
+            s.mesh_tls = identity_url.map(|url| render::MeshTls {
+                trust_domain,
+                issuer_url: url,
+                audience: DEFAULT_AUDIENCE.into(),
+                ca_pem: PLACEHOLDER_CA.into(),
+            });
+            print_or_fail(render_file(&file, &s))
+        }
         Command::Local { command } => crate::local::main(command),
         Command::Run(args) => crate::run::main(args),
     }
@@ -164,6 +233,9 @@ pub fn render_manifests(mut svc: ShardedService, settings: &Settings) -> Result<
         // A fixed key: rendered output must be reproducible; the real one is random.
         to_yaml(&render::gossip_secret(&namespace, &[0u8; 32]))?,
     ];
+    if let Some(ca) = &children.ca_config_map {
+        docs.push(to_yaml(ca)?);
+    }
     if let Some(pdb) = &children.disruption_budget {
         docs.push(to_yaml(pdb)?);
     }

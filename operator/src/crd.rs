@@ -49,6 +49,7 @@ use crate::validate::rules;
     validation = Rule::new(rules::APP_PORT_RANGE.0).message(rules::APP_PORT_RANGE.1),
     validation = Rule::new(rules::APP_PORT_FREE.0).message(rules::APP_PORT_FREE.1),
     validation = Rule::new(rules::KEY_FROM_PATH.0).message(rules::KEY_FROM_PATH.1),
+    validation = Rule::new(rules::ALLOWED_IDENTITIES.0).message(rules::ALLOWED_IDENTITIES.1),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ShardedServiceSpec {
@@ -83,6 +84,22 @@ pub struct ShardedServiceSpec {
     /// The StatefulSet update strategy (default: RollingUpdate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_strategy: Option<StatefulSetUpdateStrategy>,
+    /// Who may call this service over mutual TLS (when the operator runs the
+    /// identity endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecuritySpec>,
+}
+
+/// Access control between mesh services.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecuritySpec {
+    /// SPIFFE ids (`spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/SERVICEACCOUNT`)
+    /// allowed to call this service; others get 403 `forbidden`. Empty allows
+    /// every identity of the mesh. The service's own pods are always allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub allowed_identities: Vec<String>,
 }
 
 /// Overrides for the injected sidecar container.
@@ -101,6 +118,12 @@ pub struct SidecarSpec {
     /// Sidecar log filter, e.g. `info` or `shardmesh=debug`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    /// Largest request body this service's sidecars accept, from the app
+    /// (outbound) and from other sidecars (inbound); larger gets 413
+    /// `payload-too-large`. Default 16 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_request_body_bytes: Option<u64>,
 }
 
 /// How many pods a voluntary disruption (node drain) may take at once.

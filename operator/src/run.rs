@@ -97,10 +97,20 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
 
     let result = match kube::Client::try_default().await {
         Ok(client) => {
-            if let Some(addr) = args.identity_listen {
-                start_identity(&args, client.clone(), addr, stopped()).await?;
-            }
-            operate(&args, client, metrics, health, stop_rx_for_operate).await
+            let ca_pem = match args.identity_listen {
+                Some(addr) => Some(start_identity(&args, client.clone(), addr, stopped()).await?),
+                None => None,
+            };
+            let settings = args.settings_with_ca(ca_pem.as_deref());
+            operate(
+                &args,
+                settings,
+                client,
+                metrics,
+                health,
+                stop_rx_for_operate,
+            )
+            .await
         }
         Err(e) => Err(e.into()),
     };
@@ -112,13 +122,14 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     result
 }
 
-/// Loads (or creates) the CA Secret and serves the identity endpoint.
+/// Loads (or creates) the CA Secret and serves the identity endpoint; the
+/// CA certificate's PEM (for the pods' trust anchor ConfigMaps).
 async fn start_identity(
     args: &RunArgs,
     client: kube::Client,
     addr: std::net::SocketAddr,
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
+) -> Result<String, Error> {
     let namespace = args.lease_namespace.clone();
     let ca = crate::identity::load_or_create_ca(
         &client,
@@ -128,13 +139,13 @@ async fn start_identity(
     )
     .await
     .map_err(Error::Identity)?;
-    let service = Arc::new(crate::identity::IdentityService::new(
-        ca,
-        client,
-        &args.trust_domain,
-    ));
+    let ca_pem = ca.cert_pem().to_string();
+    let service = Arc::new(
+        crate::identity::IdentityService::new(ca, client, &args.trust_domain)
+            .with_audience(&args.identity_audience),
+    );
     let dns = if args.identity_dns.is_empty() {
-        vec![format!("shardmesh-operator.{namespace}.svc")]
+        vec![crate::cli::default_identity_host(&namespace)]
     } else {
         args.identity_dns.clone()
     };
@@ -147,13 +158,14 @@ async fn start_identity(
             tracing::error!(error = %e, "identity endpoint stopped");
         }
     });
-    Ok(())
+    Ok(ca_pem)
 }
 
 /// Everything after start-up: the election (unless disabled) and the
 /// controller while leading, until `stop` turns true.
 pub async fn operate(
     args: &RunArgs,
+    settings: crate::render::Settings,
     client: kube::Client,
     metrics: Metrics,
     health: Arc<Health>,
@@ -171,7 +183,7 @@ pub async fn operate(
         .unwrap_or_else(|| format!("shardmesh-operator-{}", std::process::id()));
     let ctx = Arc::new(Context::new(
         client.clone(),
-        args.settings(),
+        settings,
         metrics,
         Some(identity.clone()),
     ));

@@ -44,6 +44,11 @@ pub mod rules {
         "!has(self.routing) || !has(self.routing.keyFromPath) || (self.routing.keyFromPath.startsWith('/') && self.routing.keyFromPath.contains('{key}'))",
         "routing.keyFromPath must start with '/' and contain a '{key}' segment",
     );
+    /// Allowed client identities are SPIFFE ids.
+    pub const ALLOWED_IDENTITIES: (&str, &str) = (
+        "!has(self.security) || !has(self.security.allowedIdentities) || self.security.allowedIdentities.all(id, id.startsWith('spiffe://'))",
+        "security.allowedIdentities must each start with 'spiffe://'",
+    );
 }
 
 /// Why a spec cannot be reconciled: every problem found, each a sentence.
@@ -92,6 +97,16 @@ pub fn validate(svc: &ShardedService) -> Result<(), InvalidSpec> {
             errs.push(rules::KEY_FROM_PATH.1.to_string());
         }
     }
+    let identities = spec.security.iter().flat_map(|s| &s.allowed_identities);
+    if identities.clone().any(|id| !id.starts_with("spiffe://")) {
+        errs.push(rules::ALLOWED_IDENTITIES.1.to_string());
+    }
+    if identities.count() > shardmesh_config::tls::MAX_ALLOWED_IDENTITIES {
+        errs.push(format!(
+            "security.allowedIdentities must list at most {} identities",
+            shardmesh_config::tls::MAX_ALLOWED_IDENTITIES
+        ));
+    }
     check_template(svc, &mut errs);
     if errs.is_empty() {
         check_sidecar_config(svc, &mut errs);
@@ -129,7 +144,15 @@ fn check_template(svc: &ShardedService, errs: &mut Vec<String>) {
 fn check_sidecar_config(svc: &ShardedService, errs: &mut Vec<String>) {
     let shards = render::resolved_shards(svc);
     let namespace = svc.metadata.namespace.as_deref().unwrap_or("default");
-    let mut config = render::render_sidecar_config(svc, &MeshInputs::cluster(namespace, shards));
+    // A stand-in endpoint, so the sidecar's checks of `tls.allowedIdentities` run too.
+    let tls = render::MeshTls {
+        trust_domain: "cluster.local".into(),
+        issuer_url: "https://identity.invalid:8443".into(),
+        audience: "shardmesh".into(),
+        ca_pem: String::new(),
+    };
+    let inputs = MeshInputs::cluster(namespace, shards).with_tls(Some(&tls));
+    let mut config = render::render_sidecar_config(svc, &inputs);
     // Per-pod facts arrive from the downward API; stand-ins keep the validator quiet about them.
     config.pod.name = "pod-0".into();
     if config.pod.service.is_empty() {
@@ -144,6 +167,11 @@ fn check_sidecar_config(svc: &ShardedService, errs: &mut Vec<String>) {
             .strip_prefix("services[0].")
             .map(String::from)
             .or_else(|| e.field.strip_prefix("membership.").map(String::from))
+            .or_else(|| {
+                e.field
+                    .strip_prefix("tls.")
+                    .map(|f| format!("security.{f}"))
+            })
             .unwrap_or(e.field);
         errs.push(format!("{field}: {}", e.message));
     }

@@ -45,7 +45,8 @@ fn start(api: &FakeApi, identity: &str) -> Replica {
     let (stop, stopped) = watch::channel(false);
     let args = args(identity);
     let (client, m, h) = (api.client(), metrics.clone(), health.clone());
-    let task = tokio::spawn(async move { operate(&args, client, m, h, stopped).await });
+    let task =
+        tokio::spawn(async move { operate(&args, args.settings(), client, m, h, stopped).await });
     Replica {
         metrics,
         health,

@@ -121,6 +121,32 @@ def check_deployment(d, problems, replicas):
                 problems.append(f"container {c['name']}: env {name} missing (leader election / sidecar image)")
 
 
+def check_identity(kinds, problems, identity):
+    """identity.enabled: the operator serves the endpoint on identity.port, pods
+    are told a URL whose host is the chart's identity Service, and that Service
+    exposes the port; disabled: none of it."""
+    args = kinds["Deployment"][0]["spec"]["template"]["spec"]["containers"][0].get("args", [])
+    flag = lambda name: args[args.index(name) + 1] if name in args[:-1] else None
+    services = {s["metadata"]["name"]: s for s in kinds.get("Service", [])}
+    if not identity["enabled"]:
+        if "--identity-listen" in args or any(n.endswith("-identity") for n in services):
+            problems.append("identity.enabled=false still renders the identity endpoint")
+        return
+    port = identity["port"]
+    if flag("--identity-listen") != f"0.0.0.0:{port}":
+        problems.append(f"operator args {args}: want --identity-listen 0.0.0.0:{port}")
+    url = flag("--identity-url") or ""
+    host = url.removeprefix("https://").rsplit(":", 1)[0]
+    name, _, ns = host.partition(".")
+    svc = services.get(name)
+    if not url.startswith("https://") or svc is None or ns != f"{NAMESPACE}.svc":
+        problems.append(f"--identity-url {url!r} does not name the chart's identity Service in {NAMESPACE}")
+    elif [p["port"] for p in svc["spec"]["ports"]] != [port]:
+        problems.append(f"Service {name} ports {svc['spec']['ports']}, want {port}")
+    if flag("--identity-dns") != host:
+        problems.append(f"--identity-dns {flag('--identity-dns')!r}, want {host!r} (the serving certificate)")
+
+
 def check_rbac(role, problems):
     got, want = rule_map(role["rules"]), expected_rbac()
     for key in sorted(set(got) | set(want)):
@@ -170,8 +196,11 @@ def main():
     # server has no watch to report them established.
     copy = Path(work) / chart.name
     shutil.copytree(chart, copy, ignore=shutil.ignore_patterns("crds", "ci"))
+    default_values = yaml.safe_load((chart / "values.yaml").read_text())
     problems = []
+    no_identity = dict(all_on, identity={"enabled": False})
     scenarios = [
+        ("every toggle on but the identity endpoint, no Prometheus Operator", no_identity, False),
         ("default values, no Prometheus Operator", None, False),
         ("every toggle on, no Prometheus Operator", all_on, False),
         ("every toggle on, Prometheus Operator present", all_on, True),
@@ -220,6 +249,7 @@ def main():
             check_deployment(d, problems, 2 if values is None else values["operator"]["replicas"])
         for role in kinds.get("ClusterRole", []):
             check_rbac(role, problems)
+        check_identity(kinds, problems, {**default_values["identity"], **(values or {}).get("identity", {})})
         if values is None and set(kinds) - {"ConfigMap"} != {"ServiceAccount", "ClusterRole", "ClusterRoleBinding",
                                                             "Service", "Deployment", "PodDisruptionBudget"}:
             problems.append(f"[{label}] unexpected kinds {sorted(kinds)}")

@@ -29,6 +29,12 @@ for f in examples/*.yaml; do
     "$bin" render "$f" > "$out/children-$(basename "$f")"
     rendered=$((rendered + 1))
 done
+# The same children with mutual TLS (identity endpoint on): token volume, CA ConfigMap.
+"$bin" render examples/bank.yaml \
+    --identity-url https://shardmesh-operator.shardmesh-system.svc:8443 \
+    > "$out/children-tls-bank.yaml"
+grep -q 'serviceAccountToken' "$out/children-tls-bank.yaml" \
+    || { echo "render --identity-url produced no projected token"; exit 1; }
 [ "$rendered" -ge 2 ] || { echo "expected at least 2 example ShardedServices, rendered $rendered"; exit 1; }
 
 "$kv" -k "$K8S_VERSION" --strict --quiet "$out"/children-*.yaml crds/shardedservice.yaml

@@ -1,7 +1,10 @@
 //! Body types shared by the listeners, the clients and the resilience layers.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http::{header, HeaderMap};
+use http_body_util::{BodyExt, Empty, Full, Limited};
+
+use crate::reason::{MeshFailure, Reason};
 
 /// Boxed errors crossing layers.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -30,4 +33,33 @@ pub fn full(bytes: impl Into<Bytes>) -> BoxBody {
 /// An empty body.
 pub fn empty() -> BoxBody {
     Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// Caps a request body at `limit` bytes while it streams: the whole body is
+/// never buffered to count it, and a larger one fails with
+/// [`http_body_util::LengthLimitError`] (rescued as `payload-too-large`).
+pub fn limited(body: BoxBody, limit: u64) -> BoxBody {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    Limited::new(body, limit).boxed()
+}
+
+/// Refuses at once a request whose declared `Content-Length` exceeds `limit`
+/// (bodies without one are caught by [`limited`] while streaming).
+pub fn check_length(headers: &HeaderMap, limit: u64) -> Result<(), MeshFailure> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(len) if len > limit => Err(too_large(limit)),
+        _ => Ok(()),
+    }
+}
+
+/// The failure of a body larger than `limit`.
+pub fn too_large(limit: u64) -> MeshFailure {
+    MeshFailure::new(
+        Reason::PayloadTooLarge,
+        format!("the request body is larger than {limit} bytes"),
+    )
 }

@@ -50,10 +50,16 @@ pub async fn handle(proxy: Proxy, req: Request<Incoming>) -> Response<BoxBody> {
         let f = MeshFailure::new(Reason::UnknownService, "service left the mesh view");
         return f.into_response(proxy.local_header());
     };
+    let limit = proxy.max_body();
+    if let Err(f) = crate::body::check_length(req.headers(), limit) {
+        let rsp = f.into_response(proxy.local_header());
+        proxy.record(Direction::Outbound, Some(&target.service), &rsp, start);
+        return rsp;
+    }
     let shard = target.key.as_deref().map(|k| routes.shard_of(k));
     let service: Arc<str> = routes.name.clone();
     let (stack, metrics) = proxy.outbound_stack(routes);
-    let mut req = req.map(boxed);
+    let mut req = req.map(|b| crate::body::limited(boxed(b), limit));
     req.extensions_mut().insert(RouteTarget { service, shard });
     let inflight = metrics.inflight();
     let result = crate::proxy::call(stack, req).await;

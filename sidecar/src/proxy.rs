@@ -83,6 +83,8 @@ struct Inner {
     /// Milliseconds after `born` when the last inbound request arrived.
     last_inbound: AtomicU64,
     unreachable: Unreachable,
+    /// `limits.maxRequestBodyBytes`.
+    max_body: u64,
 }
 
 impl Proxy {
@@ -113,6 +115,7 @@ impl Proxy {
         );
         let inbound_metrics = metrics.route(Direction::Inbound.as_str(), &config.pod.service);
         Ok(Self(Arc::new(Inner {
+            max_body: config.limits.max_request_body_bytes,
             local,
             local_header,
             service: Arc::from(config.pod.service.as_str()),
@@ -140,6 +143,11 @@ impl Proxy {
     /// This pod's name.
     pub fn local(&self) -> &Arc<str> {
         &self.0.local
+    }
+
+    /// Largest request body accepted (outbound and inbound).
+    pub fn max_body(&self) -> u64 {
+        self.0.max_body
     }
 
     /// This pod's name as a header value (`x-shardmesh-served-by`).

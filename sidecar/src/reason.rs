@@ -34,11 +34,13 @@ pub enum Reason {
     HeadersTooLarge,
     /// The caller's mesh identity may not call this service.
     Forbidden,
+    /// The request body was larger than `limits.maxRequestBodyBytes`.
+    PayloadTooLarge,
 }
 
 impl Reason {
     /// Every reason, for metrics initialisation and docs.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::BadRequest,
         Reason::UnknownService,
         Reason::Overloaded,
@@ -49,6 +51,7 @@ impl Reason {
         Reason::Timeout,
         Reason::HeadersTooLarge,
         Reason::Forbidden,
+        Reason::PayloadTooLarge,
     ];
 
     /// The value of `x-shardmesh-error` and of the `reason` metric label.
@@ -64,6 +67,7 @@ impl Reason {
             Reason::Timeout => "timeout",
             Reason::HeadersTooLarge => "headers-too-large",
             Reason::Forbidden => "forbidden",
+            Reason::PayloadTooLarge => "payload-too-large",
         }
     }
 
@@ -80,6 +84,7 @@ impl Reason {
             Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Reason::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reason::Forbidden => StatusCode::FORBIDDEN,
+            Reason::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 

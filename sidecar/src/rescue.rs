@@ -38,6 +38,12 @@ pub fn rescue(err: &BoxError) -> MeshFailure {
     if let Some(b) = boxed_cause::<BadTimeoutHeader>(err) {
         return MeshFailure::new(Reason::BadRequest, b.to_string());
     }
+    if boxed_cause::<http_body_util::LengthLimitError>(err).is_some() {
+        return MeshFailure::new(
+            Reason::PayloadTooLarge,
+            "the request body is larger than limits.maxRequestBodyBytes",
+        );
+    }
     if let Some(b) = boxed_cause::<RequestBodyError>(err) {
         return MeshFailure::new(
             Reason::BadRequest,

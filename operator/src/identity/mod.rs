@@ -80,6 +80,7 @@ pub struct IdentityService {
     client: kube::Client,
     trust_domain: String,
     lifetime: Duration,
+    audience: Option<String>,
 }
 
 impl IdentityService {
@@ -90,7 +91,15 @@ impl IdentityService {
             client,
             trust_domain: trust_domain.to_string(),
             lifetime: DEFAULT_LIFETIME,
+            audience: None,
         }
+    }
+
+    /// Accepts only tokens for `audience` (the projected token the operator
+    /// mounts into pods), so a pod's default API token is refused.
+    pub fn with_audience(mut self, audience: &str) -> Self {
+        self.audience = Some(audience.to_string());
+        self
     }
 
     /// The CA (to issue the endpoint's own serving certificate).
@@ -109,7 +118,7 @@ impl IdentityService {
             metadata: ObjectMeta::default(),
             spec: TokenReviewSpec {
                 token: Some(token.to_string()),
-                audiences: None,
+                audiences: self.audience.clone().map(|a| vec![a]),
             },
             status: None,
         };
@@ -124,6 +133,14 @@ impl IdentityService {
                     .error
                     .unwrap_or_else(|| "token not authenticated".into()),
             ));
+        }
+        if let Some(audience) = &self.audience {
+            // An authenticator that ignores audiences answers without them.
+            if !status.audiences.iter().flatten().any(|a| a == audience) {
+                return Err(IssueError::Unauthenticated(format!(
+                    "token not valid for audience {audience:?}"
+                )));
+            }
         }
         let user = status.user.unwrap_or_default();
         let username = user.username.unwrap_or_default();

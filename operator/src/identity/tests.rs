@@ -167,3 +167,33 @@ async fn the_https_endpoint_answers_a_csr() {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn an_audience_refuses_tokens_for_other_audiences() {
+    let fake = FakeApi::new();
+    fake.add_token("projected", "shop", "bank", Some("bank-0"));
+    fake.set_token_audience("projected", "shardmesh");
+    fake.add_token("api-token", "shop", "bank", None);
+    fake.set_token_audience("api-token", "https://kubernetes.default.svc");
+    let svc = service(&fake).await.with_audience("shardmesh");
+    let key = LeafKey::generate().unwrap();
+    let pem = svc
+        .issue(Some("Bearer projected"), csr(&key).as_bytes())
+        .await
+        .unwrap();
+    assert!(!pem.is_empty());
+    let refused = svc
+        .issue(Some("Bearer api-token"), csr(&key).as_bytes())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, IssueError::Unauthenticated(_)),
+        "{refused}"
+    );
+    let sent = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.path.ends_with("/tokenreviews"))
+        .count();
+    assert_eq!(sent, 2);
+}

@@ -139,6 +139,7 @@ fn own_service(svc: &ShardedService) -> Option<shardmesh_config::ServiceConfig> 
         gossip_enabled: true,
         keyring_file: None,
         peers: Vec::new(),
+        tls: None,
     };
     render::render_sidecar_config(svc, &inputs)
         .services
@@ -171,6 +172,7 @@ fn plan_service(
         gossip_enabled: true,
         keyring_file: Some(keyring.display().to_string()),
         peers: peers.to_vec(),
+        tls: None,
     };
     let mut base = render::render_sidecar_config(svc, &inputs);
     base.log.format = LogFormat::Json;

@@ -144,6 +144,13 @@ async fn reconcile_inner(svc: &ShardedService, ctx: &Context) -> Result<Action, 
         )
         .await?,
     );
+    if let Some(ca) = &children.ca_config_map {
+        note(
+            &mut changes,
+            "ConfigMap",
+            apply::apply(&Api::<ConfigMap>::namespaced(client.clone(), &ns), ca).await?,
+        );
+    }
     let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
     note(
         &mut changes,

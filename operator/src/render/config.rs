@@ -3,14 +3,19 @@
 //! with static seeds instead of DNS.
 
 use shardmesh_config::{
-    AppConfig, LogConfig, MembershipConfig, PodConfig, SeedConfig, ServiceConfig, SidecarConfig,
+    AppConfig, IssuerConfig, LimitsConfig, LogConfig, MembershipConfig, PodConfig, SeedConfig,
+    ServiceConfig, SidecarConfig, TlsConfig,
 };
 
-use super::GOSSIP_SERVICE;
+use super::{MeshTls, GOSSIP_SERVICE};
 use crate::crd::ShardedService;
 
 /// Where the gossip keyring is mounted in a cluster pod.
 pub const KEYRING_FILE: &str = "/etc/shardmesh/gossip/keyring";
+/// Where the trust anchor ConfigMap is mounted in a cluster pod.
+pub const CA_FILE: &str = "/etc/shardmesh/ca/ca.crt";
+/// Where the projected ServiceAccount token (audience: the identity endpoint) is mounted.
+pub const TOKEN_FILE: &str = "/var/run/secrets/shardmesh/token";
 /// Gossip port of every sidecar.
 pub const GOSSIP_PORT: u16 = 7946;
 
@@ -28,6 +33,8 @@ pub struct MeshInputs {
     pub keyring_file: Option<String>,
     /// Other services this sidecar should know (local mode lists them all).
     pub peers: Vec<ServiceConfig>,
+    /// Mutual TLS; the spec's `security.allowedIdentities` is added to it.
+    pub tls: Option<TlsConfig>,
 }
 
 impl MeshInputs {
@@ -45,9 +52,34 @@ impl MeshInputs {
             gossip_enabled: true,
             keyring_file: Some(KEYRING_FILE.to_string()),
             peers: Vec::new(),
+            tls: None,
         }
     }
+
+    /// Adds mutual TLS in issuer mode: the sidecar obtains its certificate
+    /// from the identity endpoint with the projected token, and trusts the
+    /// mounted CA ConfigMap. `None` leaves the inputs as they are.
+    pub fn with_tls(mut self, tls: Option<&MeshTls>) -> Self {
+        if let Some(tls) = tls {
+            self.tls = Some(TlsConfig {
+                trust_domain: tls.trust_domain.clone(),
+                ca_file: CA_FILE.to_string(),
+                cert_file: None,
+                key_file: None,
+                issuer: Some(IssuerConfig {
+                    url: tls.issuer_url.clone(),
+                    token_file: TOKEN_FILE.to_string(),
+                }),
+                allowed_identities: Vec::new(),
+                handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            });
+        }
+        self
+    }
 }
+
+/// The sidecar's default TLS handshake budget.
+const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 
 /// The service entry of `svc` as every sidecar routes to it.
 pub fn service_config(svc: &ShardedService, shards: u32) -> ServiceConfig {
@@ -72,8 +104,23 @@ pub fn render_sidecar_config(svc: &ShardedService, inputs: &MeshInputs) -> Sidec
     if let Some(level) = svc.spec.sidecar.as_ref().and_then(|s| s.log_level.clone()) {
         log.level = level;
     }
+    let mut limits = LimitsConfig::default();
+    if let Some(max) = svc
+        .spec
+        .sidecar
+        .as_ref()
+        .and_then(|s| s.max_request_body_bytes)
+    {
+        limits.max_request_body_bytes = max;
+    }
     let peers = inputs.peers.iter().filter(|p| p.name != own.name).cloned();
     let services = std::iter::once(own.clone()).chain(peers).collect();
+    let tls = inputs.tls.clone().map(|mut tls| {
+        if let Some(security) = &svc.spec.security {
+            tls.allowed_identities = security.allowed_identities.clone();
+        }
+        tls
+    });
     SidecarConfig {
         pod: PodConfig {
             service: svc.metadata.name.clone().unwrap_or_default(),
@@ -88,6 +135,8 @@ pub fn render_sidecar_config(svc: &ShardedService, inputs: &MeshInputs) -> Sidec
             gossip,
         },
         log,
+        limits,
+        tls,
         ..SidecarConfig::default()
     }
 }

@@ -5,9 +5,11 @@ mod config;
 mod pod;
 mod services;
 
-pub use config::{render_sidecar_config, MeshInputs};
+pub use config::{render_sidecar_config, MeshInputs, CA_FILE, TOKEN_FILE};
 pub use pod::stateful_set;
-pub use services::{client_service, disruption_budget, gossip_secret, gossip_service};
+pub use services::{
+    ca_config_map, client_service, disruption_budget, gossip_secret, gossip_service,
+};
 
 use std::collections::BTreeMap;
 
@@ -44,19 +46,43 @@ pub const ANNOTATION_APPLIED: &str = "shardmesh.io/applied-hash";
 /// Key of the sidecar config file in the ConfigMap.
 pub const CONFIG_FILE: &str = "sidecar.yaml";
 
+/// Namespace-wide ConfigMap with the mesh CA's public certificate (the trust
+/// anchor every sidecar verifies peers and the identity endpoint with).
+pub const CA_CONFIG_MAP: &str = "shardmesh-ca";
+/// Key of the CA certificate in [`CA_CONFIG_MAP`].
+pub const CA_CONFIG_MAP_KEY: &str = "ca.crt";
+
 /// Operator-wide settings that shape the children (flags of `shardmesh-operator run`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// Sidecar image when the spec names none.
     pub sidecar_image: String,
+    /// Mutual TLS for the pods; `None` renders plaintext h2c sidecars (the
+    /// identity endpoint is off, so no pod could obtain a certificate).
+    pub mesh_tls: Option<MeshTls>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             sidecar_image: format!("ghcr.io/shardmesh/sidecar:{}", env!("CARGO_PKG_VERSION")),
+            mesh_tls: None,
         }
     }
+}
+
+/// What the pods need to obtain certificates from the operator's identity
+/// endpoint: where it is, the token audience it checks, and the trust anchor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshTls {
+    /// Trust domain of mesh identities.
+    pub trust_domain: String,
+    /// `https://` base URL of the identity endpoint (its Service).
+    pub issuer_url: String,
+    /// Audience of the projected ServiceAccount token (the endpoint's TokenReview asks for it).
+    pub audience: String,
+    /// PEM of the CA certificate, delivered to each namespace as [`CA_CONFIG_MAP`].
+    pub ca_pem: String,
 }
 
 /// Everything one ShardedService owns, as it should be.
@@ -72,6 +98,8 @@ pub struct Children {
     pub gossip_service: Service,
     /// None when replicas ≤ 1.
     pub disruption_budget: Option<PodDisruptionBudget>,
+    /// The namespace's trust anchor ConfigMap; `None` without mesh TLS.
+    pub ca_config_map: Option<ConfigMap>,
     /// The shard count in force.
     pub shards: u32,
     /// sha256 of the rendered sidecar config.
@@ -94,7 +122,8 @@ pub fn desired(svc: &ShardedService, settings: &Settings) -> Result<Children, Er
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let shards = resolved_shards(svc);
-    let config = render_sidecar_config(svc, &MeshInputs::cluster(&namespace, shards));
+    let inputs = MeshInputs::cluster(&namespace, shards).with_tls(settings.mesh_tls.as_ref());
+    let config = render_sidecar_config(svc, &inputs);
     let yaml = config.to_yaml().map_err(|e| Error::Render(e.to_string()))?;
     let config_checksum = sha256_hex(yaml.as_bytes());
     let config_map = ConfigMap {
@@ -107,6 +136,10 @@ pub fn desired(svc: &ShardedService, settings: &Settings) -> Result<Children, Er
         stateful_set: stateful_set(svc, settings, &config_checksum)?,
         client_service: client_service(svc)?,
         gossip_service: gossip_service(&namespace),
+        ca_config_map: settings
+            .mesh_tls
+            .as_ref()
+            .map(|tls| ca_config_map(&namespace, &tls.ca_pem)),
         disruption_budget: disruption_budget(svc)?,
         shards,
         config_checksum,
@@ -168,3 +201,5 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

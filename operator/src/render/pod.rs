@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
+    ProjectedVolumeSource, ResourceRequirements, SecretVolumeSource, SecurityContext,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -15,8 +16,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::{
-    child_meta, config_map_name, pod_selector, Settings, ANNOTATION_CHECKSUM, CONFIG_FILE,
-    GOSSIP_SECRET, GOSSIP_SERVICE, LABEL_MESH, LABEL_SERVICE, SIDECAR_CONTAINER,
+    child_meta, config_map_name, pod_selector, MeshTls, Settings, ANNOTATION_CHECKSUM,
+    CA_CONFIG_MAP, CA_CONFIG_MAP_KEY, CONFIG_FILE, GOSSIP_SECRET, GOSSIP_SERVICE, LABEL_MESH,
+    LABEL_SERVICE, SIDECAR_CONTAINER,
 };
 use crate::crd::ShardedService;
 use crate::Error;
@@ -28,6 +30,14 @@ pub const GOSSIP_DIR: &str = "/etc/shardmesh/gossip";
 /// Volume names the operator adds to the pod.
 const CONFIG_VOLUME: &str = "shardmesh-config";
 const GOSSIP_VOLUME: &str = "shardmesh-gossip-key";
+const CA_VOLUME: &str = "shardmesh-ca";
+const TOKEN_VOLUME: &str = "shardmesh-token";
+/// Where the CA ConfigMap is mounted ([`super::CA_FILE`] is its `ca.crt`).
+pub const CA_DIR: &str = "/etc/shardmesh/ca";
+/// Where the projected token is mounted ([`super::TOKEN_FILE`] is its `token`).
+pub const TOKEN_DIR: &str = "/var/run/secrets/shardmesh";
+/// Lifetime of the projected token; the kubelet refreshes it at 80 %.
+const TOKEN_SECONDS: i64 = 3600;
 /// Long enough for the sidecar's 20 s drain plus a shard handoff.
 const DEFAULT_GRACE_SECONDS: i64 = 30;
 
@@ -110,6 +120,9 @@ fn pod_template(svc: &ShardedService, settings: &Settings, checksum: &str) -> Po
         }),
         ..Volume::default()
     });
+    if let Some(tls) = &settings.mesh_tls {
+        volumes.extend(tls_volumes(tls));
+    }
     spec.termination_grace_period_seconds = spec
         .termination_grace_period_seconds
         .or(Some(DEFAULT_GRACE_SECONDS));
@@ -163,21 +176,7 @@ pub fn sidecar_container(svc: &ShardedService, settings: &Settings) -> Container
         readiness_probe: Some(probe("/ready", 5)),
         liveness_probe: Some(probe("/live", 10)),
         resources: Some(overrides.resources.unwrap_or_else(default_resources)),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: CONFIG_VOLUME.into(),
-                mount_path: CONFIG_PATH.into(),
-                sub_path: Some(CONFIG_FILE.into()),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: GOSSIP_VOLUME.into(),
-                mount_path: GOSSIP_DIR.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(sidecar_mounts(settings.mesh_tls.is_some())),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -190,6 +189,68 @@ pub fn sidecar_container(svc: &ShardedService, settings: &Settings) -> Container
         }),
         ..Container::default()
     }
+}
+
+/// The volumes mutual TLS adds: the namespace's CA ConfigMap and a
+/// ServiceAccount token bound to the pod, with the identity endpoint's
+/// audience (so the token is useless against the API server itself).
+fn tls_volumes(tls: &MeshTls) -> [Volume; 2] {
+    [
+        Volume {
+            name: CA_VOLUME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: CA_CONFIG_MAP.into(),
+                items: Some(vec![KeyToPath {
+                    key: CA_CONFIG_MAP_KEY.into(),
+                    path: CA_CONFIG_MAP_KEY.into(),
+                    mode: None,
+                }]),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: TOKEN_VOLUME.into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(vec![VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        audience: Some(tls.audience.clone()),
+                        expiration_seconds: Some(TOKEN_SECONDS),
+                        path: "token".into(),
+                    }),
+                    ..VolumeProjection::default()
+                }]),
+                default_mode: None,
+            }),
+            ..Volume::default()
+        },
+    ]
+}
+
+/// The sidecar's read-only mounts: config, gossip keyring, and with mutual
+/// TLS the CA and the token.
+fn sidecar_mounts(tls: bool) -> Vec<VolumeMount> {
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    let mut mounts = vec![
+        VolumeMount {
+            name: CONFIG_VOLUME.into(),
+            mount_path: CONFIG_PATH.into(),
+            sub_path: Some(CONFIG_FILE.into()),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        mount(GOSSIP_VOLUME, GOSSIP_DIR),
+    ];
+    if tls {
+        mounts.push(mount(CA_VOLUME, CA_DIR));
+        mounts.push(mount(TOKEN_VOLUME, TOKEN_DIR));
+    }
+    mounts
 }
 
 fn default_resources() -> ResourceRequirements {

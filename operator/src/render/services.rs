@@ -1,9 +1,9 @@
-//! Services, the disruption budget and the gossip-key Secret.
+//! Services, the disruption budget, the gossip-key Secret and the CA ConfigMap.
 
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use k8s_openapi::api::core::v1::{Secret, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -11,8 +11,8 @@ use k8s_openapi::ByteString;
 use kube::ResourceExt;
 
 use super::{
-    child_meta, pod_selector, FIELD_MANAGER, GOSSIP_SECRET, GOSSIP_SECRET_KEY, GOSSIP_SERVICE,
-    LABEL_MESH,
+    child_meta, pod_selector, CA_CONFIG_MAP, CA_CONFIG_MAP_KEY, FIELD_MANAGER, GOSSIP_SECRET,
+    GOSSIP_SECRET_KEY, GOSSIP_SERVICE, LABEL_MESH,
 };
 use crate::crd::ShardedService;
 use crate::Error;
@@ -124,5 +124,21 @@ pub fn gossip_secret(namespace: &str, key: &[u8; 32]) -> Secret {
             ByteString(line.into_bytes()),
         )])),
         ..Secret::default()
+    }
+}
+
+/// The namespace-wide trust anchor: the mesh CA's public certificate, which
+/// sidecars mount read-only to verify peers and the identity endpoint. Only
+/// the certificate (never the key) leaves the operator's namespace. No owner
+/// reference: it is shared by every ShardedService in the namespace, and
+/// re-applied when the CA changes.
+pub fn ca_config_map(namespace: &str, ca_pem: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: shared_meta(CA_CONFIG_MAP, namespace),
+        data: Some(BTreeMap::from([(
+            CA_CONFIG_MAP_KEY.to_string(),
+            ca_pem.to_string(),
+        )])),
+        ..ConfigMap::default()
     }
 }

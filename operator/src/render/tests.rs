@@ -94,6 +94,7 @@ fn local_inputs_list_peers_once() {
             config::service_config(&other, 8),
             config::service_config(&svc, 4),
         ],
+        tls: None,
     };
     let config = render_sidecar_config(&svc, &inputs);
     let names: Vec<_> = config.services.iter().map(|s| s.name.as_str()).collect();
@@ -351,6 +352,7 @@ fn sidecar_overrides_apply() {
         image_pull_policy: Some("Never".into()),
         resources: None,
         log_level: Some("debug".into()),
+        max_request_body_bytes: None,
     });
     let c = children(&svc);
     assert_eq!(
@@ -364,6 +366,7 @@ fn sidecar_overrides_apply() {
         &sharded_service("ns", "bank"),
         &Settings {
             sidecar_image: "mirror/sidecar:1".into(),
+            mesh_tls: None,
         },
     )
     .unwrap();

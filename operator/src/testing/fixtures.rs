@@ -46,5 +46,6 @@ pub fn spec() -> ShardedServiceSpec {
         sidecar: None,
         disruption_budget: None,
         update_strategy: None,
+        security: None,
     }
 }

@@ -332,6 +332,10 @@ pub struct LimitsConfig {
     /// Open connections per listener.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: u32,
+    /// Largest request body accepted on the outbound and inbound paths,
+    /// counted while streaming; larger gets 413 `payload-too-large`.
+    #[serde(default = "defaults::max_request_body_bytes")]
+    pub max_request_body_bytes: u64,
 }
 
 /// Log format and filter.
@@ -464,6 +468,9 @@ pub mod defaults {
     pub fn max_connections() -> u32 {
         10_000
     }
+    pub fn max_request_body_bytes() -> u64 {
+        16 * 1024 * 1024
+    }
     pub fn log_level() -> String {
         "info".into()
     }
@@ -574,6 +581,7 @@ impl Default for LimitsConfig {
             max_header_bytes: defaults::max_header_bytes(),
             header_read_timeout_ms: defaults::header_read_timeout_ms(),
             max_connections: defaults::max_connections(),
+            max_request_body_bytes: defaults::max_request_body_bytes(),
         }
     }
 }

@@ -57,6 +57,9 @@ pub fn validate(config: &SidecarConfig) -> Vec<FieldError> {
     if limits.max_connections == 0 {
         errs.push("limits.maxConnections", "must be at least 1");
     }
+    if limits.max_request_body_bytes == 0 {
+        errs.push("limits.maxRequestBodyBytes", "must be at least 1");
+    }
     if let Some(tls) = &config.tls {
         crate::tls::validate_tls(&mut errs, tls);
     }

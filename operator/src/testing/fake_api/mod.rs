@@ -67,6 +67,8 @@ struct Inner {
     ready_statefulsets: std::sync::atomic::AtomicBool,
     /// ServiceAccount tokens TokenReview accepts: token -> (namespace, account, pod).
     tokens: Mutex<HashMap<String, TokenOwner>>,
+    /// The one audience a token was issued for; tokens absent here suit any audience.
+    token_audiences: Mutex<HashMap<String, String>>,
 }
 
 /// Who a fake token belongs to: namespace, ServiceAccount, bound pod.
@@ -113,6 +115,12 @@ impl FakeApi {
                 pod.map(String::from),
             ),
         );
+    }
+
+    /// Restricts `token` to `audience`: a TokenReview asking for other
+    /// audiences fails, like the API server's audience check.
+    pub fn set_token_audience(&self, token: &str, audience: &str) {
+        lock(&self.inner.token_audiences).insert(token.to_string(), audience.to_string());
     }
 
     /// Every request so far.
@@ -316,7 +324,23 @@ impl FakeApi {
     /// was added with [`FakeApi::add_token`].
     fn token_review(&self, review: &Value) -> Response<FakeBody> {
         let token = review["spec"]["token"].as_str().unwrap_or_default();
-        let status = match lock(&self.inner.tokens).get(token) {
+        let wanted: Vec<String> = review["spec"]["audiences"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let audiences = match lock(&self.inner.token_audiences).get(token) {
+            Some(own) if !wanted.is_empty() => {
+                wanted.iter().filter(|a| *a == own).cloned().collect()
+            }
+            _ => wanted.clone(),
+        };
+        let owner = lock(&self.inner.tokens).get(token).cloned();
+        let owner = owner.filter(|_| wanted.is_empty() || !audiences.is_empty());
+        let status = match owner {
             Some((ns, sa, pod)) => {
                 let mut extra = serde_json::Map::new();
                 if let Some(pod) = pod {
@@ -329,7 +353,7 @@ impl FakeApi {
                         "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}")],
                         "extra": extra,
                     },
-                    "audiences": review["spec"]["audiences"].clone(),
+                    "audiences": audiences,
                 })
             }
             None => json!({"authenticated": false, "error": "invalid bearer token"}),
