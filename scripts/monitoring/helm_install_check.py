@@ -126,7 +126,10 @@ def check_identity(kinds, problems, identity):
     are told a URL whose host is the chart's identity Service, and that Service
     exposes the port; disabled: none of it."""
     args = kinds["Deployment"][0]["spec"]["template"]["spec"]["containers"][0].get("args", [])
-    flag = lambda name: args[args.index(name) + 1] if name in args[:-1] else None
+
+    def flag(name):
+        return args[args.index(name) + 1] if name in args[:-1] else None
+
     services = {s["metadata"]["name"]: s for s in kinds.get("Service", [])}
     if not identity["enabled"]:
         if "--identity-listen" in args or any(n.endswith("-identity") for n in services):
