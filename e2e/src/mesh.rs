@@ -89,6 +89,12 @@ impl Mesh {
         std::fs::read_to_string(self.dir.join("up.log")).unwrap_or_default()
     }
 
+    /// Waits until `up` has printed `needle` (its log trails the state file,
+    /// which is rewritten on its own tick); whether it did within `timeout`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        poll(timeout, || self.log().contains(needle).then_some(())).is_some()
+    }
+
     /// Waits until every pod is ready and every shard served; the time since start.
     pub fn wait_ready(&self, timeout: Duration) -> Duration {
         let ok = poll(timeout, || (self.state()["ready"] == true).then_some(()));

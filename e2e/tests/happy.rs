@@ -15,7 +15,10 @@ fn three_replicas_serve_mixed_traffic_without_errors() {
         setup.as_secs_f64()
     );
     assert!(
-        m.log().contains("curl -H 'x-shardmesh-service: bank'"),
+        m.wait_log(
+            "curl -H 'x-shardmesh-service: bank'",
+            Duration::from_secs(5)
+        ),
         "{}",
         m.log()
     );
