@@ -14,21 +14,10 @@ const SMALL: u64 = 1024;
 
 /// Two bank members; bank-0 accepts 1 MiB, bank-1 only [`SMALL`] bytes.
 async fn bank() -> (Vec<TestApp>, Vec<Member>) {
-    let mut apps = Vec::new();
-    let mut specs = Vec::new();
-    for i in 0..2 {
-        let name = format!("bank-{i}");
-        let app = start_app(&name, |req| async move {
-            (StatusCode::OK, format!("got {} bytes", req.body().len()))
-        })
-        .await;
-        specs.push(MemberSpec {
-            name,
-            service: "bank".into(),
-            app: app.addr,
-        });
-        apps.push(app);
-    }
+    let (apps, specs) = start_apps("bank", 2, |req| async move {
+        (StatusCode::OK, format!("got {} bytes", req.body().len()))
+    })
+    .await;
     let members = start_mesh(specs, vec![service("bank", 20)], |c| {
         c.limits.max_request_body_bytes = if c.pod.name == "bank-0" {
             1024 * 1024

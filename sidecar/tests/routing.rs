@@ -7,21 +7,10 @@ use http::StatusCode;
 use support::*;
 
 async fn three_bank_members() -> (Vec<TestApp>, Vec<Member>) {
-    let mut apps = Vec::new();
-    let mut specs = Vec::new();
-    for i in 0..3 {
-        let name = format!("bank-{i}");
-        let app = start_app(&name, |req| async move {
-            (StatusCode::OK, format!("path={}", req.uri().path()))
-        })
-        .await;
-        specs.push(MemberSpec {
-            name,
-            service: "bank".into(),
-            app: app.addr,
-        });
-        apps.push(app);
-    }
+    let (apps, specs) = start_apps("bank", 3, |req| async move {
+        (StatusCode::OK, format!("path={}", req.uri().path()))
+    })
+    .await;
     let members = start_mesh(specs, vec![service("bank", 30)], |_| {}).await;
     (apps, members)
 }

@@ -33,6 +33,32 @@ pub struct TestApp {
     _stop: oneshot::Sender<()>,
 }
 
+/// Starts `count` apps (pods `{service}-0`, `{service}-1`, …) answering with
+/// `handler`, and the member specs that put a sidecar beside each.
+pub async fn start_apps<F, Fut>(
+    service: &str,
+    count: usize,
+    handler: F,
+) -> (Vec<TestApp>, Vec<MemberSpec>)
+where
+    F: Fn(Request<Bytes>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Reply> + Send + 'static,
+{
+    let mut apps = Vec::new();
+    let mut specs = Vec::new();
+    for i in 0..count {
+        let name = format!("{service}-{i}");
+        let app = start_app(&name, handler.clone()).await;
+        specs.push(MemberSpec {
+            name,
+            service: service.into(),
+            app: app.addr,
+        });
+        apps.push(app);
+    }
+    (apps, specs)
+}
+
 /// Starts an HTTP/1.1 app on 127.0.0.1:0 answering with `handler`.
 pub async fn start_app<F, Fut>(name: &str, handler: F) -> TestApp
 where
