@@ -11,6 +11,7 @@
 # drives the handshake-rate client; the mesh itself uses rustls).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source scripts/lib/common.sh
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
@@ -48,14 +49,6 @@ cp "$BENCH/sidecar-b.yaml" "$RUN/b-plain.yaml"
 { cat "$BENCH/sidecar-a.yaml"; tls_section client; } >"$RUN/a-tls.yaml"
 { cat "$BENCH/sidecar-b.yaml"; tls_section bench; } >"$RUN/b-tls.yaml"
 
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on port $1; see $RUN/*.log" >&2
-    exit 1
-}
 start() {
     local name=$1
     shift

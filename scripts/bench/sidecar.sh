@@ -77,15 +77,6 @@ start() {
     LAST_PID=$!
 }
 
-# wait_port PORT: waits up to 10 s for a listener on 127.0.0.1:PORT.
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on port $1; see $RUN/*.log" >&2
-    exit 1
-}
 
 # port_free PORT: fails when something already listens there.
 port_free() {

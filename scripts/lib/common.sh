@@ -30,3 +30,14 @@ pip_install() {
     py=$(venv_python)
     "$py" -m pip install -q "$@" >&2
 }
+
+# wait_port PORT: waits up to 10 s for a listener on 127.0.0.1:PORT; exits
+# the script otherwise (its logs are under $RUN, when the caller sets it).
+wait_port() {
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on port $1; see ${RUN:-the logs}" >&2
+    exit 1
+}

@@ -159,19 +159,11 @@ async fn plaintext_to_the_inbound_port_fails() {
     let mesh = mesh("plain", 1, &[]).await;
     let bank = &mesh.members[0];
     // HTTP/1.1 and h2c prior knowledge both: the connection is dropped.
-    let mut tcp = tokio::net::TcpStream::connect(bank.addrs.inbound)
-        .await
-        .unwrap();
-    tcp.write_all(b"GET /accounts/a HTTP/1.1\r\nhost: bank\r\nx-shardmesh-service: bank\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut buf),
+    let (read, buf) = send_plaintext(
+        bank.addrs.inbound,
+        b"GET /accounts/a HTTP/1.1\r\nhost: bank\r\nx-shardmesh-service: bank\r\n\r\n",
     )
-    .await
-    .expect("server closes the connection");
+    .await;
     assert!(
         read.is_err() || !String::from_utf8_lossy(&buf).contains("HTTP/1.1 200"),
         "plaintext got an answer: {:?}",
@@ -448,19 +440,7 @@ async fn gossip_push_pull_runs_inside_mutual_tls() {
         .await;
     }
     // A plaintext push-pull frame gets no state back: the handshake fails.
-    let mut tcp = tokio::net::TcpStream::connect(gossip_addrs[0])
-        .await
-        .unwrap();
-    tcp.write_all(&[0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8])
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut buf),
-    )
-    .await
-    .expect("the gossip port closes the connection");
+    let (read, buf) = send_plaintext(gossip_addrs[0], &[0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]).await;
     assert!(
         read.is_err() || buf.is_empty() || buf[0] == 0x15,
         "plaintext push-pull answered: {buf:?}"
@@ -513,4 +493,22 @@ async fn handshake_rate() {
         n as f64 / took
     );
     assert!(done >= n as f64 * 0.99, "{text}");
+}
+
+/// Writes `bytes` in plaintext to a TLS-only port and reads until the peer
+/// closes (within 10 s): the read result and whatever came back.
+async fn send_plaintext(
+    addr: std::net::SocketAddr,
+    bytes: &[u8],
+) -> (std::io::Result<usize>, Vec<u8>) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut buf),
+    )
+    .await
+    .expect("the peer closes the connection within 10 s");
+    (read, buf)
 }
