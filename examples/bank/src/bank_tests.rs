@@ -224,3 +224,30 @@ async fn acquire_at_another_epoch_reloads_what_other_owners_wrote() {
         Err(BankError::StaleEpoch { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_write_after_a_takeover_is_refused_not_acknowledged_and_lost() {
+    // Two pods both believe they own shard 0 (a split brain above the app):
+    // `b`'s acquire marker voids every later line of `a`, so `a` must not
+    // acknowledge one.
+    let dir = tempfile::tempdir().unwrap();
+    let a = Bank::new(dir.path().to_path_buf(), "a".into(), Mode::Mesh, None);
+    let b = Bank::new(dir.path().to_path_buf(), "b".into(), Mode::Mesh, None);
+    a.acquire(0, 1).await.unwrap();
+    a.deposit(at(0, 1), "x", "1", 10).await.unwrap();
+    b.acquire(0, 2).await.unwrap();
+    assert!(matches!(
+        a.deposit(at(0, 1), "x", "2", 7).await,
+        Err(BankError::NotOwned(0))
+    ));
+    assert!(
+        matches!(a.balance(at(0, 1), "x").await, Err(BankError::NotOwned(0))),
+        "the superseded term serves nothing more"
+    );
+    assert_eq!(b.balance(at(0, 2), "x").await.unwrap(), 10);
+    assert_eq!(
+        b.deposit(at(0, 2), "x", "2", 7).await.unwrap(),
+        applied(17),
+        "the refused op was never applied"
+    );
+}

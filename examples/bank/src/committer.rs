@@ -6,10 +6,21 @@
 //! No answer is sent before its event is on disk. After an I/O error the
 //! committer stops for good: every waiter past the last durable line gets an
 //! error, and the shard must be re-acquired (which replays the log).
+//!
+//! Fencing: the log is shared by every owner term of the shard, and a newer
+//! owner's `acquire` marker makes later lines of ours count for nothing (see
+//! `journal`). So after each batch the task checks that no other owner's
+//! marker landed between our previous line and this batch; if one did, the
+//! batch is void: its waiters get [`CommitFailed::Superseded`] (a definite
+//! "not applied") and the committer stops. Acknowledging such a write would
+//! lose it, whatever the ownership layer above believed at the time.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::sync::Arc;
+
+use crate::fence::foreign_marker;
+pub use crate::fence::Fence;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -22,13 +33,20 @@ const MAX_BATCH: usize = 1024 * 1024;
 struct Durable {
     /// Every event up to this sequence number is fsync'd.
     seq: u64,
-    /// The committer hit an I/O error and stopped.
-    failed: bool,
+    /// The committer stopped: why, if it did.
+    failed: Option<CommitFailed>,
 }
 
-/// The log could not be made durable; the outcome of the write is unknown.
+/// Why a queued line did not become a durable line of this owner term.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CommitFailed;
+pub enum CommitFailed {
+    /// The log could not be made durable (or the committer is closed): the
+    /// outcome of the write is unknown.
+    Io,
+    /// Another owner took the shard before the line was written: the line
+    /// counts for nothing, the write is definitely not applied.
+    Superseded,
+}
 
 /// Handle to the group-commit task of one shard log.
 #[derive(Debug)]
@@ -44,14 +62,15 @@ pub struct Committer {
 // === impl Committer ===
 
 impl Committer {
-    /// Starts the task for `file`, whose events up to `last_seq` are already durable.
-    pub fn start(file: File, last_seq: u64) -> Self {
+    /// Starts the task for `file`, whose events up to `last_seq` are already
+    /// durable and whose lines of ours end at `fence.end`.
+    pub fn start(file: File, last_seq: u64, fence: Fence) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (durable_tx, durable) = watch::channel(Durable {
             seq: last_seq,
-            failed: false,
+            failed: None,
         });
-        let task = tokio::spawn(run(Arc::new(file), rx, durable_tx));
+        let task = tokio::spawn(run(Arc::new(file), fence, rx, durable_tx));
         Committer {
             tx: Some(tx),
             durable,
@@ -62,8 +81,8 @@ impl Committer {
     /// Queues line `seq`; callers queue in increasing `seq` order.
     pub fn queue(&self, seq: u64, line: Vec<u8>) -> Result<(), CommitFailed> {
         match &self.tx {
-            Some(tx) => tx.send((seq, line)).map_err(|_| CommitFailed),
-            None => Err(CommitFailed),
+            Some(tx) => tx.send((seq, line)).map_err(|_| CommitFailed::Io),
+            None => Err(CommitFailed::Io),
         }
     }
 
@@ -71,13 +90,13 @@ impl Committer {
     pub async fn wait(&self, seq: u64) -> Result<(), CommitFailed> {
         let mut rx = self.durable.clone();
         let reached = rx
-            .wait_for(|d| d.seq >= seq || d.failed)
+            .wait_for(|d| d.seq >= seq || d.failed.is_some())
             .await
-            .map_err(|_| CommitFailed)?;
-        if reached.seq >= seq {
-            Ok(())
-        } else {
-            Err(CommitFailed)
+            .map_err(|_| CommitFailed::Io)?;
+        match reached.failed {
+            _ if reached.seq >= seq => Ok(()),
+            Some(why) => Err(why),
+            None => Err(CommitFailed::Io),
         }
     }
 
@@ -93,6 +112,7 @@ impl Committer {
 
 async fn run(
     file: Arc<File>,
+    mut fence: Fence,
     mut rx: mpsc::UnboundedReceiver<(u64, Vec<u8>)>,
     durable: watch::Sender<Durable>,
 ) {
@@ -108,20 +128,38 @@ async fn run(
             }
         }
         let file = Arc::clone(&file);
+        let checked = fence.clone();
         let written = tokio::task::spawn_blocking(move || {
+            let len = batch.len() as u64;
             (&*file).write_all(&batch)?;
-            file.sync_data()
+            // Appends go to the end, and leave the offset just past them.
+            let end = (&*file).stream_position()?;
+            let start = end.saturating_sub(len);
+            let superseded = foreign_marker(&file, &checked, start)?;
+            if !superseded {
+                file.sync_data()?;
+            }
+            Ok::<_, std::io::Error>((end, superseded))
         })
         .await;
         match written {
-            Ok(Ok(())) => {
+            Ok(Ok((end, false))) => {
+                fence.end = end;
                 durable.send_replace(Durable {
                     seq: last,
-                    failed: false,
+                    failed: None,
                 });
             }
+            Ok(Ok((_, true))) => {
+                eprintln!(
+                    "bank: {}: another owner acquired the shard; its log no longer takes our lines",
+                    fence.owner
+                );
+                durable.send_modify(|d| d.failed = Some(CommitFailed::Superseded));
+                return;
+            }
             _ => {
-                durable.send_modify(|d| d.failed = true);
+                durable.send_modify(|d| d.failed = Some(CommitFailed::Io));
                 return;
             }
         }
@@ -131,6 +169,7 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Event;
 
     #[tokio::test]
     async fn queued_lines_become_durable_in_order() {
@@ -141,7 +180,7 @@ mod tests {
             .append(true)
             .open(&path)
             .unwrap();
-        let mut c = Committer::start(file, 10);
+        let mut c = Committer::start(file, 10, fence("a/1", 0));
         c.wait(10).await.unwrap();
         for seq in 11..=60 {
             c.queue(seq, format!("{seq}\n").into_bytes()).unwrap();
@@ -162,9 +201,73 @@ mod tests {
             .write(true)
             .open("/dev/full")
             .unwrap();
-        let c = Committer::start(file, 0);
+        let c = Committer::start(file, 0, fence("a/1", 0));
         c.queue(1, b"a\n".to_vec()).unwrap();
-        assert_eq!(c.wait(1).await, Err(CommitFailed));
-        assert_eq!(c.wait(2).await, Err(CommitFailed));
+        assert_eq!(c.wait(1).await, Err(CommitFailed::Io));
+        assert_eq!(c.wait(2).await, Err(CommitFailed::Io));
+    }
+
+    fn fence(owner: &str, end: u64) -> Fence {
+        Fence {
+            owner: owner.to_string(),
+            end,
+        }
+    }
+
+    fn marker(owner: &str) -> Vec<u8> {
+        crate::journal::encode(&Event::Acquire {
+            owner: owner.to_string(),
+            epoch: 9,
+        })
+    }
+
+    /// A log holding our marker, opened for appending as a shard does.
+    fn our_log(dir: &std::path::Path) -> (std::path::PathBuf, File, u64) {
+        let path = dir.join("log");
+        std::fs::write(&path, marker("a/1")).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let end = file.metadata().unwrap().len();
+        (path, file, end)
+    }
+
+    #[tokio::test]
+    async fn a_batch_after_another_owners_marker_is_void_and_stops_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, file, end) = our_log(dir.path());
+        let c = Committer::start(file, 1, fence("a/1", end));
+        c.queue(2, b"{\"mine\":2}\n".to_vec()).unwrap();
+        c.wait(2).await.unwrap();
+        // The new owner appends its marker through its own handle.
+        let mut theirs = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        theirs.write_all(&marker("b/1")).unwrap();
+        c.queue(3, b"{\"mine\":3}\n".to_vec()).unwrap();
+        assert_eq!(c.wait(3).await, Err(CommitFailed::Superseded));
+        assert_eq!(c.wait(2).await, Ok(()), "what was durable stays so");
+        assert!(c.queue(4, b"x\n".to_vec()).is_err() || c.wait(4).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_marker_after_our_batch_or_our_own_lines_void_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, file, end) = our_log(dir.path());
+        // A stale line of ours from an earlier handle counts as ours.
+        let mut again = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        again.write_all(&marker("a/1")).unwrap();
+        let c = Committer::start(file, 1, fence("a/1", end));
+        c.queue(2, b"{\"mine\":2}\n".to_vec()).unwrap();
+        assert_eq!(c.wait(2).await, Ok(()));
+        // Taken over only after our line: that line was replayed by the new owner.
+        again.write_all(&marker("b/1")).unwrap();
+        assert_eq!(c.wait(2).await, Ok(()));
     }
 }

@@ -12,7 +12,7 @@
 //! Appends after opening go through [`crate::committer`] (group commit).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use crate::event::Event;
@@ -58,6 +58,8 @@ pub struct Opened {
     pub last_seq: u64,
     /// Lines ignored because a superseded owner wrote them.
     pub fenced_lines: u64,
+    /// Offset just past our `acquire` marker: where our lines start.
+    pub end: u64,
 }
 
 /// What a scan of a log found.
@@ -116,6 +118,8 @@ pub fn open(path: &Path, owner: &str, epoch: u64) -> Result<Opened, JournalError
         epoch,
     };
     file.write_all(&encode(&marker)).map_err(io)?;
+    // Appends leave the offset just past them.
+    let end = file.stream_position().map_err(io)?;
     file.sync_data().map_err(io)?;
     // Make the file's directory entry durable too (it may have just been created).
     if let Some(dir) = path.parent() {
@@ -134,6 +138,7 @@ pub fn open(path: &Path, owner: &str, epoch: u64) -> Result<Opened, JournalError
         ledger,
         last_seq: state.seq,
         fenced_lines: state.fenced,
+        end,
     })
 }
 

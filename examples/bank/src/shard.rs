@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::committer::Committer;
+use crate::committer::{CommitFailed, Committer, Fence};
 use crate::event::Outcome;
 use crate::journal::{self, JournalError};
 use crate::ledger::{Command, Decision, Ledger};
@@ -72,7 +72,11 @@ impl Shard {
                 path: journal::log_path(dir, id),
                 source: std::io::Error::other(e.to_string()),
             })??;
-        let committer = Committer::start(opened.file, opened.last_seq);
+        let fence = Fence {
+            owner: owner.clone(),
+            end: opened.end,
+        };
+        let committer = Committer::start(opened.file, opened.last_seq, fence);
         Ok(Shard {
             id,
             owner,
@@ -179,11 +183,24 @@ impl Shard {
     }
 
     async fn durable(&self, committer: &Committer, seq: u64) -> Result<(), ShardError> {
-        committer.wait(seq).await.map_err(|_| {
-            if let Ok(mut inner) = self.inner.lock() {
-                inner.failed = true;
+        committer.wait(seq).await.map_err(|why| {
+            let mut inner = self.inner.lock().ok();
+            match why {
+                // A newer owner holds the shard: our line is void, and our
+                // state may be ahead of the log; serve nothing more.
+                CommitFailed::Superseded => {
+                    if let Some(inner) = inner.as_mut() {
+                        inner.closed = true;
+                    }
+                    ShardError::NotOwned
+                }
+                CommitFailed::Io => {
+                    if let Some(inner) = inner.as_mut() {
+                        inner.failed = true;
+                    }
+                    ShardError::LogFailed
+                }
             }
-            ShardError::LogFailed
         })
     }
 }

@@ -61,6 +61,10 @@ pub struct ShardTable {
     /// The view says the others declared this member dead (or left): they
     /// are taking its shards, so it must own nothing until it is back.
     declared_gone: bool,
+    /// Members dead in the view, with when this member (reaching a
+    /// majority) first saw them so, `None` once the margin ran out; see
+    /// [`HandoffConfig::dead_owner_margin`].
+    dead_since: BTreeMap<MemberId, Option<Instant>>,
 }
 
 // === impl ShardTable ===
@@ -93,6 +97,7 @@ impl ShardTable {
             clock_base: None,
             leaving: None,
             declared_gone: false,
+            dead_since: BTreeMap::new(),
         })
     }
 
@@ -115,6 +120,7 @@ impl ShardTable {
         self.max_epoch = self.max_epoch.max(tags);
         let view: Vec<Peer> = self.peers.values().cloned().collect();
         self.majority.observe(now, &view);
+        self.track_dead(now);
         let mut out = Vec::new();
         self.recompute(now, &mut out);
         out
@@ -220,6 +226,7 @@ impl ShardTable {
         let mut out = Vec::new();
         let had = self.majority.has_majority();
         self.majority.tick(now);
+        self.track_dead(now);
         if had != self.majority.has_majority() {
             self.recompute(now, &mut out);
         }
@@ -308,6 +315,7 @@ impl ShardTable {
     }
 }
 
+mod margin;
 mod queries;
 mod recompute;
 

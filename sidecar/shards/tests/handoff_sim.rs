@@ -104,12 +104,21 @@ fn scale_three_to_four_to_three_hands_off_with_growing_epochs() {
 }
 
 #[test]
-fn dead_owner_shards_are_acquired_at_once() {
+fn dead_owner_shards_are_acquired_once_the_margin_ran_out() {
     let mut sim = cluster(&["bank-0", "bank-1", "bank-2"]);
     let before = sim.servers(&set(&["bank-0", "bank-1", "bank-2"]));
     sim.kill("bank-2");
-    // The very first view showing bank-2 dead makes bank-0 call acquire for
-    // what it inherits, without waiting for anyone.
+    // The first view showing bank-2 dead starts the margin; when it runs
+    // out bank-0 calls acquire for what it inherits, without waiting for
+    // anyone.
+    let early = sim.feed("bank-0");
+    assert!(
+        !early
+            .iter()
+            .any(|a| matches!(a, Action::CallAcquire { .. })),
+        "{early:?}"
+    );
+    sim.now = sim.tables["bank-0"].next_deadline().expect("margin timer");
     let actions = sim.feed("bank-0");
     let acquired: BTreeSet<u32> = actions
         .iter()

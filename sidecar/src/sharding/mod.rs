@@ -105,6 +105,10 @@ impl ShardManager {
         // half its shutdown grace, leaving the rest for the handoff itself.
         let grace = Duration::from_millis(config.shutdown_grace_ms);
         handoff.leave_wait = handoff.leave_wait.min(grace / 2);
+        // A member falsely declared dead hears of it and rejoins within
+        // about two probe rounds; until then it may still serve.
+        let probe = Duration::from_millis(config.membership.gossip.probe_interval_ms);
+        handoff.dead_owner_margin = 2 * probe;
         let hold_timeout = handoff.hold_timeout;
         let (events, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {

@@ -109,6 +109,7 @@ impl ShardTable {
         slots
             .chain(self.majority.next_deadline())
             .chain(leave)
+            .chain(self.margin_deadline())
             .min()
     }
 }

@@ -106,7 +106,7 @@ impl ShardTable {
         if !self.majority.has_majority() {
             return;
         }
-        let barrier = self.barrier_passed();
+        let barrier = self.barrier_passed(now);
         for shard in 0..self.cfg.shards {
             let Some(slot) = self.slots.get(shard as usize) else {
                 continue;
@@ -116,7 +116,7 @@ impl ShardTable {
                     wait,
                     call: Call::Idle,
                     ..
-                } => barrier || self.wait_over(wait, slot),
+                } => barrier || self.wait_over(now, wait, slot),
                 _ => false,
             };
             if !ready {
@@ -149,14 +149,14 @@ impl ShardTable {
     }
 
     /// Whether the previous owner released, died or left.
-    fn wait_over(&self, wait: &Wait, slot: &Slot) -> bool {
+    fn wait_over(&self, now: Instant, wait: &Wait, slot: &Slot) -> bool {
         match wait {
             Wait::Barrier => false,
             Wait::Owner(p) => {
                 let gone = self
                     .peers
                     .get(p)
-                    .is_none_or(|peer| !peer.health.may_hold_shards());
+                    .is_none_or(|peer| !self.may_hold(now, peer));
                 // A leaving member may still serve any shard it had, even one
                 // our previous view gave to `p` (it kept serving while the
                 // others caught up): `p`'s death frees nothing while one is
@@ -173,12 +173,13 @@ impl ShardTable {
         }
     }
 
-    /// Whether every other member that may hold shards (owners, and
-    /// leaving members that have not released yet) settled on our view.
-    fn barrier_passed(&self) -> bool {
+    /// Whether every other member that may hold shards (owners, leaving
+    /// members that have not released yet, and members dead for less than
+    /// the margin) settled on our view.
+    fn barrier_passed(&self, now: Instant) -> bool {
         self.peers
             .values()
-            .filter(|p| p.health.may_hold_shards() && p.id != self.me)
+            .filter(|p| p.id != self.me && self.may_hold(now, p))
             .all(|p| p.settled == Some(self.view))
     }
 
@@ -196,7 +197,7 @@ impl ShardTable {
     /// other member settled on the view without it, or the leave wait passed.
     pub(super) fn others_settled_without_me(&self, now: Instant) -> bool {
         let waited = self.leaving.is_some_and(|t| now >= t + self.cfg.leave_wait);
-        waited || self.barrier_passed()
+        waited || self.barrier_passed(now)
     }
 
     /// The app released the shard: gossip it and look at ownership again.

@@ -138,9 +138,9 @@ fn a_notice_of_a_release_to_another_member_frees_nothing() {
     assert_eq!(acquires(&out).len(), 1, "{out:?}");
 }
 
-#[test]
-fn dead_previous_owner_means_acquire_at_once() {
-    let t0 = Instant::now();
+/// `b` in a view of `a`, `b`, `c` where `a` (which held shards at epochs up
+/// to 7) was just declared dead; returns the shards `b` inherits from `a`.
+fn a_declared_dead(t0: Instant) -> (ShardTable, Vec<Action>, Vec<u32>) {
     let mut b = ShardTable::new(MemberId::new("b"), cfg()).unwrap();
     b.on_membership(t0, &[peer("a", 7), peer("b", 0), peer("c", 0)]);
     let mut a = peer("a", 7);
@@ -156,10 +156,76 @@ fn dead_previous_owner_means_acquire_at_once() {
         })
         .collect();
     assert!(!inherited.is_empty());
-    let acquired: Vec<u32> = acquires(&out).into_iter().map(|(s, _)| s).collect();
-    for s in inherited {
-        assert!(acquired.contains(&s), "shard {s} of dead a: {out:?}");
+    (b, out, inherited)
+}
+
+#[test]
+fn dead_previous_owner_is_taken_over_after_the_margin() {
+    let t0 = Instant::now();
+    let (mut b, out, inherited) = a_declared_dead(t0);
+    assert!(acquires(&out).is_empty(), "not before the margin: {out:?}");
+    for s in &inherited {
+        assert_eq!(b.route(t0, *s), Route::Hold, "requests wait meanwhile");
     }
+    let t1 = t0 + cfg().dead_owner_margin;
+    assert_eq!(b.next_deadline(), Some(t1));
+    assert!(acquires(&b.tick(t1 - Duration::from_millis(1))).is_empty());
+    let acquired: Vec<u32> = acquires(&b.tick(t1)).into_iter().map(|(s, _)| s).collect();
+    for s in inherited {
+        assert!(acquired.contains(&s), "shard {s} of dead a: {acquired:?}");
+    }
+    assert_ne!(b.next_deadline(), Some(t1), "the spent margin is no timer");
+}
+
+#[test]
+fn a_falsely_declared_dead_owner_that_rejoins_is_waited_for() {
+    // The verdict came from the healed small side of a partition; `a` was
+    // serving all along, hears of it, rejoins and releases.
+    let t0 = Instant::now();
+    let (mut b, _, inherited) = a_declared_dead(t0);
+    let t1 = t0 + Duration::from_millis(300);
+    let out = b.on_membership(t1, &[peer("a", 7), peer("b", 0), peer("c", 0)]);
+    assert!(acquires(&out).is_empty(), "{out:?}");
+    let later = t0 + 2 * cfg().dead_owner_margin;
+    assert!(
+        acquires(&b.tick(later)).is_empty(),
+        "alive again: no margin"
+    );
+    let s = inherited[0];
+    let out = b.on_membership(later, &[dead_peer("a"), peer("b", 0), peer("c", 0)]);
+    assert!(acquires(&out).is_empty(), "a fresh verdict, a fresh margin");
+    let out = b.on_release_notice(later, &notice_to(s, 7, "a", "b"));
+    assert_eq!(
+        acquires(&out).len(),
+        1,
+        "its release frees the shard: {out:?}"
+    );
+}
+
+#[test]
+fn verdicts_reached_without_a_majority_start_their_margin_at_the_heal() {
+    // `b` was cut off with `c`'s death in its view; once `a` is reachable
+    // again it has a majority, but `c` may have served all along.
+    let t0 = Instant::now();
+    let mut b = ShardTable::new(MemberId::new("b"), cfg()).unwrap();
+    b.on_membership(t0, &[peer("a", 0), peer("b", 0), peer("c", 7)]);
+    let cut = [dead_peer("a"), peer("b", 0), dead_peer("c")];
+    b.on_membership(t0, &cut);
+    let t1 = t0 + 10 * cfg().dead_owner_margin;
+    assert!(acquires(&b.tick(t1)).is_empty(), "no majority");
+    let out = b.on_membership(t1, &[peer("a", 0), peer("b", 0), dead_peer("c")]);
+    assert!(
+        acquires(&out).is_empty(),
+        "c's old verdict frees nothing: {out:?}"
+    );
+    let t2 = t1 + cfg().dead_owner_margin;
+    assert_eq!(b.next_deadline(), Some(t2));
+}
+
+fn dead_peer(id: &str) -> Peer {
+    let mut p = peer(id, 7);
+    p.health = Health::Dead;
+    p
 }
 
 #[test]
@@ -359,7 +425,8 @@ fn epochs_follow_the_wall_clock_floor_so_a_restarted_cluster_never_reuses_them()
     b.on_membership(t0, &[peer("a", 9_000_000), peer("b", 0), peer("c", 0)]);
     let mut dead = peer("a", 9_000_000);
     dead.health = Health::Dead;
-    let out = acquires(&b.on_membership(t0, &[dead, peer("b", 0), peer("c", 0)]));
+    b.on_membership(t0, &[dead, peer("b", 0), peer("c", 0)]);
+    let out = acquires(&b.tick(t0 + cfg().dead_owner_margin));
     assert!(!out.is_empty());
     assert!(out.iter().all(|&(_, e)| e > 9_000_000), "{out:?}");
 }

@@ -45,6 +45,17 @@ pub struct HandoffConfig {
     /// to the new owners, who hold requests until the release) before it
     /// releases them anyway.
     pub leave_wait: Duration,
+    /// How long a member declared dead still counts as possibly holding its
+    /// shards (Akka Cluster Sharding's `down-removal-margin`). A dead
+    /// verdict can be false: after a partition heals, the side that was cut
+    /// off spreads the verdicts it reached about the other side, whose
+    /// members were serving all along. Such a member learns it was declared
+    /// dead, rejoins under a new generation and releases its shards, which
+    /// takes about one gossip round trip; the margin leaves it that time, so
+    /// a new owner waits for its release notice instead of serving beside
+    /// it. The clock only runs while this member reaches a majority: verdicts
+    /// reached on the small side of a partition never free a shard.
+    pub dead_owner_margin: Duration,
     /// Wall-clock time when the table starts, in microseconds since the Unix
     /// epoch (0: off). New epochs are at least this plus the time since, so
     /// they keep growing even after every member restarted and the epochs
@@ -55,7 +66,7 @@ pub struct HandoffConfig {
 impl HandoffConfig {
     /// Defaults for `service` with `shards` shards: hold 5 s, 100 held
     /// requests per shard, retry callbacks after 1 s, stable after 10 s,
-    /// leave wait 3 s, no epoch floor (set it from the wall clock at start).
+    /// leave wait 3 s, dead-owner margin 2 s, no epoch floor (set it from the wall clock at start).
     pub fn new(service: impl Into<String>, shards: u32) -> Self {
         Self {
             service: service.into(),
@@ -65,6 +76,7 @@ impl HandoffConfig {
             retry_after: Duration::from_secs(1),
             stable_after: Duration::from_secs(10),
             leave_wait: Duration::from_secs(3),
+            dead_owner_margin: Duration::from_secs(2),
             epoch_floor: 0,
         }
     }

@@ -185,8 +185,9 @@ impl Sim {
                 self.deliver();
             }
             if self.queue.is_empty() && before == self.fingerprint() && round > 0 {
-                // Quiet: jump to a pending callback retry, if any.
-                let soon = self.now + self.cfg.retry_after;
+                // Quiet: jump to a pending callback retry or dead-owner
+                // margin, if any.
+                let soon = self.now + self.cfg.retry_after.max(self.cfg.dead_owner_margin);
                 match self.tables.values().filter_map(|t| t.next_deadline()).min() {
                     Some(at) if at <= soon => self.now = self.now.max(at),
                     _ => return round,

@@ -1,0 +1,62 @@
+//! Fencing a shard log shared by several owner terms: did another owner's
+//! `acquire` marker land before a batch of ours? If so the batch is void
+//! (replays ignore it), and its writes must not be acknowledged.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::FileExt;
+
+use crate::event::Event;
+
+/// Where this owner term's lines end in the shared log, and whose they are.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    /// Owner term token written on every line of ours.
+    pub owner: String,
+    /// Offset just past our last line (our `acquire` marker at first).
+    pub end: u64,
+}
+
+/// Most bytes of other owners' lines read between two batches of ours;
+/// more than that is taken as a takeover (it can only be one).
+const MAX_FOREIGN: u64 = 16 * 1024 * 1024;
+
+/// Whether another owner's `acquire` marker lies between our previous line
+/// (`fence.end`) and our batch at `start`.
+pub fn foreign_marker(file: &File, fence: &Fence, start: u64) -> std::io::Result<bool> {
+    if start <= fence.end {
+        return Ok(false);
+    }
+    let gap = start - fence.end;
+    if gap > MAX_FOREIGN {
+        return Ok(true);
+    }
+    let reader = BufReader::new(Reader {
+        file,
+        at: fence.end,
+    })
+    .take(gap);
+    for line in reader.split(b'\n') {
+        let line = line?;
+        if let Ok(Event::Acquire { owner, .. }) = serde_json::from_slice::<Event>(&line) {
+            if owner != fence.owner {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Positional reads of a shared file (the append offset stays untouched).
+struct Reader<'a> {
+    file: &'a File,
+    at: u64,
+}
+
+impl Read for Reader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
