@@ -43,6 +43,11 @@ pub(crate) struct Suspicion {
     confirmations: HashSet<SocketAddr>,
 }
 
+/// Failed probes in a row whose indirect helpers all stayed silent (no ack,
+/// no nack) after which this member issues no down verdict: it is most
+/// likely the one cut off, not everyone it probes.
+const ISOLATED_AFTER: u32 = 2;
+
 /// The probe in flight, for acks, nacks and the local health.
 #[derive(Debug)]
 pub(crate) struct ProbeState {
@@ -279,6 +284,7 @@ impl Core {
                         p.acked = true;
                         self.observer.probe(ProbeResult::Ack);
                         self.health.apply(-1);
+                        self.silent_probes = 0;
                     }
                 }
             }
@@ -290,6 +296,7 @@ impl Core {
                             p.acked = true;
                             self.observer.probe(ProbeResult::IndirectAck);
                             self.health.apply(-1);
+                            self.silent_probes = 0;
                         }
                     }
                 }
@@ -341,6 +348,8 @@ impl Core {
         if let Some(p) = self.probe.as_mut() {
             if p.target.addr == target.addr && p.indirect.contains(&from) {
                 p.responses += 1;
+                // A helper reached us: we are not the one cut off.
+                self.silent_probes = 0;
             }
         }
     }
@@ -352,6 +361,12 @@ impl Core {
             (Some(_), None) => self.probe.take(),
             _ => None,
         };
+        match &probe {
+            Some(p) if !p.indirect.is_empty() && p.responses == 0 => {
+                self.silent_probes = self.silent_probes.saturating_add(1);
+            }
+            _ => {}
+        }
         if self.timing.lifeguard {
             let delta = match probe {
                 Some(p) => LocalHealth::failed_probe_delta(p.indirect.len() as u32, p.responses),
@@ -457,6 +472,16 @@ impl Core {
                 let deadline = s.start + s.bounds.timeout(s.confirmations.len() as u32);
                 if self.now < deadline {
                     return; // a later entry for the same suspicion is queued
+                }
+                if self.timing.lifeguard && self.silent_probes >= ISOLATED_AFTER {
+                    // Our probes keep failing and no helper even nacks: most
+                    // likely this member is the one cut off. A down verdict
+                    // from here would be false, and after a partition heals it
+                    // would spread to the side that kept the majority (whose
+                    // members would rejoin and drop their shards). Keep the
+                    // member suspect and look again a probe interval later.
+                    self.schedule(self.timing.probe_interval, CoreTimer::Suspicion(addr));
+                    return;
                 }
                 let Some(s) = self.suspicions.remove(&addr) else {
                     return;

@@ -124,6 +124,8 @@ pub struct Core {
     app_seq: u64,
     out: VecDeque<Output>,
     health: LocalHealth,
+    /// Failed probes in a row whose indirect helpers all stayed silent.
+    silent_probes: u32,
     suspicions: HashMap<SocketAddr, Suspicion>,
     probe: Option<ProbeState>,
     /// Indirect pings we relay and may have to nack: (origin, target).
@@ -186,6 +188,7 @@ impl Core {
             app_seq: 0,
             out: VecDeque::new(),
             health: LocalHealth::new(MAX_HEALTH),
+            silent_probes: 0,
             suspicions: HashMap::new(),
             probe: None,
             nack_watch: HashMap::new(),

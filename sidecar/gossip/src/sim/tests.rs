@@ -129,3 +129,46 @@ fn paused_member_is_suspected_then_refutes_and_is_never_declared_dead() {
     assert_eq!(state, State::Alive);
     assert!(incarnation >= 1, "refuted by raising its incarnation");
 }
+
+#[test]
+fn a_lone_cut_off_member_downs_nobody_and_only_it_rejoins_after_the_heal() {
+    let mut sim = Sim::converged(3, lan(), Net::default(), 8);
+    sim.run_until(Duration::from_secs(3), |_| {});
+    let generations: Vec<u64> = (0..3)
+        .map(|i| sim.core(i).unwrap().id().generation)
+        .collect();
+    sim.net.groups = Some(vec![0, 0, 1]);
+    let mut downs_by_lone = 0;
+    sim.run_until(Duration::from_secs(30), |s| {
+        let verdicts = s.core.take_downs();
+        if s.node == 2 {
+            downs_by_lone += verdicts.iter().filter(|v| v.by_self).count();
+        }
+    });
+    assert_eq!(
+        sim.core(0).unwrap().state_of(addr(2)).unwrap().1,
+        State::Down,
+        "the majority downs the cut-off member"
+    );
+    assert_eq!(downs_by_lone, 0, "its helpers stay silent: it downs nobody");
+    for i in [0, 1] {
+        assert_eq!(
+            sim.core(2).unwrap().state_of(addr(i)).unwrap().1,
+            State::Suspect,
+            "node {i} stays suspect on the cut-off side"
+        );
+    }
+    sim.net.groups = None;
+    sim.run_until(Duration::from_secs(90), |_| {});
+    for i in 0..3 {
+        assert_eq!(sim.core(i).unwrap().active_members(), 2, "node {i}");
+    }
+    for i in [0, 1] {
+        assert_eq!(
+            sim.core(i).unwrap().id().generation,
+            generations[i],
+            "node {i} on the majority side was never declared down"
+        );
+    }
+    assert!(sim.core(2).unwrap().id().generation > generations[2]);
+}
