@@ -198,13 +198,20 @@ async fn a_failed_log_stops_the_shard_until_it_is_reacquired() {
     );
 }
 
+/// Pods `a` and `b` sharing `dir`; `a` holds shard 0 at epoch 1 and
+/// deposited 10 on account `x` (op "1").
+async fn a_holds_x_at_10(dir: &Path) -> (Bank, Bank) {
+    let a = Bank::new(dir.to_path_buf(), "a".into(), Mode::Mesh, None);
+    let b = Bank::new(dir.to_path_buf(), "b".into(), Mode::Mesh, None);
+    a.acquire(0, 1).await.unwrap();
+    a.deposit(at(0, 1), "x", "1", 10).await.unwrap();
+    (a, b)
+}
+
 #[tokio::test]
 async fn acquire_at_another_epoch_reloads_what_other_owners_wrote() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Bank::new(dir.path().to_path_buf(), "a".into(), Mode::Mesh, None);
-    let b = Bank::new(dir.path().to_path_buf(), "b".into(), Mode::Mesh, None);
-    a.acquire(0, 1).await.unwrap();
-    a.deposit(at(0, 1), "x", "1", 10).await.unwrap();
+    let (a, b) = a_holds_x_at_10(dir.path()).await;
     // `a` misses its release; `b` owns the shard for a while and writes.
     b.acquire(0, 2).await.unwrap();
     b.deposit(at(0, 2), "x", "2", 5).await.unwrap();
@@ -231,10 +238,7 @@ async fn a_write_after_a_takeover_is_refused_not_acknowledged_and_lost() {
     // `b`'s acquire marker voids every later line of `a`, so `a` must not
     // acknowledge one.
     let dir = tempfile::tempdir().unwrap();
-    let a = Bank::new(dir.path().to_path_buf(), "a".into(), Mode::Mesh, None);
-    let b = Bank::new(dir.path().to_path_buf(), "b".into(), Mode::Mesh, None);
-    a.acquire(0, 1).await.unwrap();
-    a.deposit(at(0, 1), "x", "1", 10).await.unwrap();
+    let (a, b) = a_holds_x_at_10(dir.path()).await;
     b.acquire(0, 2).await.unwrap();
     assert!(matches!(
         a.deposit(at(0, 1), "x", "2", 7).await,
