@@ -255,3 +255,16 @@ async fn a_write_after_a_takeover_is_refused_not_acknowledged_and_lost() {
         "the refused op was never applied"
     );
 }
+
+#[tokio::test]
+async fn a_read_after_a_takeover_is_refused_not_answered_from_stale_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = a_holds_x_at_10(dir.path()).await;
+    b.acquire(0, 2).await.unwrap();
+    b.deposit(at(0, 2), "x", "2", 7).await.unwrap();
+    assert!(
+        matches!(a.balance(at(0, 1), "x").await, Err(BankError::NotOwned(0))),
+        "a would answer 10, but the balance is 17"
+    );
+    assert_eq!(b.balance(at(0, 2), "x").await.unwrap(), 17);
+}

@@ -35,6 +35,8 @@ struct Durable {
     seq: u64,
     /// The committer stopped: why, if it did.
     failed: Option<CommitFailed>,
+    /// Offset just past our last durable line.
+    end: u64,
 }
 
 /// Why a queued line did not become a durable line of this owner term.
@@ -57,6 +59,10 @@ pub struct Committer {
     durable: watch::Receiver<Durable>,
     /// The task, joined on close.
     task: Option<JoinHandle<()>>,
+    /// The log, for [`Committer::still_ours`].
+    file: Arc<File>,
+    /// Our owner term token.
+    owner: String,
 }
 
 // === impl Committer ===
@@ -69,12 +75,39 @@ impl Committer {
         let (durable_tx, durable) = watch::channel(Durable {
             seq: last_seq,
             failed: None,
+            end: fence.end,
         });
-        let task = tokio::spawn(run(Arc::new(file), fence, rx, durable_tx));
+        let file = Arc::new(file);
+        let owner = fence.owner.clone();
+        let task = tokio::spawn(run(Arc::clone(&file), fence, rx, durable_tx));
         Committer {
             tx: Some(tx),
             durable,
             task: Some(task),
+            file,
+            owner,
+        }
+    }
+
+    /// Whether no other owner's `acquire` marker follows our last durable
+    /// line, so a read may answer from our state; `Superseded` otherwise.
+    pub async fn still_ours(&self) -> Result<(), CommitFailed> {
+        let fence = Fence {
+            owner: self.owner.clone(),
+            end: self.durable.borrow().end,
+        };
+        let file = Arc::clone(&self.file);
+        let superseded = tokio::task::spawn_blocking(move || {
+            let len = file.metadata()?.len();
+            foreign_marker(&file, &fence, len)
+        })
+        .await
+        .map_err(|_| CommitFailed::Io)?
+        .map_err(|_| CommitFailed::Io)?;
+        if superseded {
+            Err(CommitFailed::Superseded)
+        } else {
+            Ok(())
         }
     }
 
@@ -148,6 +181,7 @@ async fn run(
                 durable.send_replace(Durable {
                     seq: last,
                     failed: None,
+                    end,
                 });
             }
             Ok(Ok((_, true))) => {

@@ -21,6 +21,9 @@ pub struct Fence {
 /// more than that is taken as a takeover (it can only be one).
 const MAX_FOREIGN: u64 = 16 * 1024 * 1024;
 
+/// How every `acquire` marker line starts.
+const MARKER_PREFIX: &[u8] = b"{\"t\":\"acquire\"";
+
 /// Whether another owner's `acquire` marker lies between our previous line
 /// (`fence.end`) and our batch at `start`.
 pub fn foreign_marker(file: &File, fence: &Fence, start: u64) -> std::io::Result<bool> {
@@ -38,6 +41,11 @@ pub fn foreign_marker(file: &File, fence: &Fence, start: u64) -> std::io::Result
     .take(gap);
     for line in reader.split(b'\n') {
         let line = line?;
+        // Markers are written by `journal::encode`, tag first: skip the
+        // data lines without parsing them.
+        if !line.starts_with(MARKER_PREFIX) {
+            continue;
+        }
         if let Ok(Event::Acquire { owner, .. }) = serde_json::from_slice::<Event>(&line) {
             if owner != fence.owner {
                 return Ok(true);
@@ -58,5 +66,19 @@ impl Read for Reader<'_> {
         let n = self.file.read_at(buf, self.at)?;
         self.at += n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_start_with_the_prefix_the_scan_looks_for() {
+        let line = crate::journal::encode(&Event::Acquire {
+            owner: "b/1".into(),
+            epoch: 3,
+        });
+        assert!(line.starts_with(MARKER_PREFIX));
     }
 }

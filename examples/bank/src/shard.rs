@@ -3,7 +3,8 @@
 //! Decisions happen under a short lock (no `.await` inside), the event is
 //! queued to the group committer in sequence order, and the answer waits
 //! outside the lock until the event is durable. Reads also wait until every
-//! event they could have seen is durable, so nothing unacknowledged is shown.
+//! event they could have seen is durable, so nothing unacknowledged is shown,
+//! and check that no newer owner took the log, so no stale state is shown.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -154,6 +155,11 @@ impl Shard {
             (inner.ledger.balance(account), inner.last_seq)
         };
         self.durable(committer, seq).await?;
+        // A newer owner may have taken the shard without our term writing
+        // since: its state, not ours, is the current one.
+        if let Err(why) = committer.still_ours().await {
+            return Err(self.stop(why));
+        }
         Ok(balance)
     }
 
@@ -183,24 +189,27 @@ impl Shard {
     }
 
     async fn durable(&self, committer: &Committer, seq: u64) -> Result<(), ShardError> {
-        committer.wait(seq).await.map_err(|why| {
-            let mut inner = self.inner.lock().ok();
-            match why {
-                // A newer owner holds the shard: our line is void, and our
-                // state may be ahead of the log; serve nothing more.
-                CommitFailed::Superseded => {
-                    if let Some(inner) = inner.as_mut() {
-                        inner.closed = true;
-                    }
-                    ShardError::NotOwned
+        committer.wait(seq).await.map_err(|why| self.stop(why))
+    }
+
+    /// Stops serving after a commit or fence failure and says why.
+    fn stop(&self, why: CommitFailed) -> ShardError {
+        let mut inner = self.inner.lock().ok();
+        match why {
+            // A newer owner holds the shard: our line is void, and our
+            // state may be ahead of or behind the log; serve nothing more.
+            CommitFailed::Superseded => {
+                if let Some(inner) = inner.as_mut() {
+                    inner.closed = true;
                 }
-                CommitFailed::Io => {
-                    if let Some(inner) = inner.as_mut() {
-                        inner.failed = true;
-                    }
-                    ShardError::LogFailed
-                }
+                ShardError::NotOwned
             }
-        })
+            CommitFailed::Io => {
+                if let Some(inner) = inner.as_mut() {
+                    inner.failed = true;
+                }
+                ShardError::LogFailed
+            }
+        }
     }
 }
