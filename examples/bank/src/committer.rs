@@ -92,18 +92,21 @@ impl Committer {
     /// Whether no other owner's `acquire` marker follows our last durable
     /// line, so a read may answer from our state; `Superseded` otherwise.
     pub async fn still_ours(&self) -> Result<(), CommitFailed> {
+        let end = self.durable.borrow().end;
+        // Usually nobody appended since our last line: one fstat decides.
+        let len = self.file.metadata().map_err(|_| CommitFailed::Io)?.len();
+        if len <= end {
+            return Ok(());
+        }
         let fence = Fence {
             owner: self.owner.clone(),
-            end: self.durable.borrow().end,
+            end,
         };
         let file = Arc::clone(&self.file);
-        let superseded = tokio::task::spawn_blocking(move || {
-            let len = file.metadata()?.len();
-            foreign_marker(&file, &fence, len)
-        })
-        .await
-        .map_err(|_| CommitFailed::Io)?
-        .map_err(|_| CommitFailed::Io)?;
+        let superseded = tokio::task::spawn_blocking(move || foreign_marker(&file, &fence, len))
+            .await
+            .map_err(|_| CommitFailed::Io)?
+            .map_err(|_| CommitFailed::Io)?;
         if superseded {
             Err(CommitFailed::Superseded)
         } else {

@@ -3,7 +3,6 @@
 //! (replays ignore it), and its writes must not be acknowledged.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::FileExt;
 
 use crate::event::Event;
@@ -34,39 +33,22 @@ pub fn foreign_marker(file: &File, fence: &Fence, start: u64) -> std::io::Result
     if gap > MAX_FOREIGN {
         return Ok(true);
     }
-    let reader = BufReader::new(Reader {
-        file,
-        at: fence.end,
-    })
-    .take(gap);
-    for line in reader.split(b'\n') {
-        let line = line?;
+    // The gap is usually one batch of ours; read it in one positional read
+    // (the append offset stays untouched).
+    let mut gap_bytes = vec![0; gap as usize];
+    file.read_exact_at(&mut gap_bytes, fence.end)?;
+    let superseded = gap_bytes
+        .split(|b| *b == b'\n')
         // Markers are written by `journal::encode`, tag first: skip the
         // data lines without parsing them.
-        if !line.starts_with(MARKER_PREFIX) {
-            continue;
-        }
-        if let Ok(Event::Acquire { owner, .. }) = serde_json::from_slice::<Event>(&line) {
-            if owner != fence.owner {
-                return Ok(true);
-            }
-        }
-    }
-    Ok(false)
-}
-
-/// Positional reads of a shared file (the append offset stays untouched).
-struct Reader<'a> {
-    file: &'a File,
-    at: u64,
-}
-
-impl Read for Reader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.file.read_at(buf, self.at)?;
-        self.at += n as u64;
-        Ok(n)
-    }
+        .filter(|line| line.starts_with(MARKER_PREFIX))
+        .any(|line| {
+            matches!(
+                serde_json::from_slice::<Event>(line),
+                Ok(Event::Acquire { owner, .. }) if owner != fence.owner
+            )
+        });
+    Ok(superseded)
 }
 
 #[cfg(test)]
