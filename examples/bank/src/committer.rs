@@ -17,9 +17,10 @@
 
 use std::fs::File;
 use std::io::{Seek, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::fence::foreign_marker;
+use crate::fence::scan_for_marker;
 pub use crate::fence::Fence;
 
 use tokio::sync::{mpsc, watch};
@@ -63,6 +64,9 @@ pub struct Committer {
     file: Arc<File>,
     /// Our owner term token.
     owner: String,
+    /// The log is known free of other owners' markers up to here, so reads
+    /// scan only what was appended since.
+    clean_to: AtomicU64,
 }
 
 // === impl Committer ===
@@ -86,31 +90,38 @@ impl Committer {
             task: Some(task),
             file,
             owner,
+            clean_to: AtomicU64::new(0),
         }
     }
 
     /// Whether no other owner's `acquire` marker follows our last durable
     /// line, so a read may answer from our state; `Superseded` otherwise.
     pub async fn still_ours(&self) -> Result<(), CommitFailed> {
-        let end = self.durable.borrow().end;
-        // Usually nobody appended since our last line: one fstat decides.
+        let from = self
+            .durable
+            .borrow()
+            .end
+            .max(self.clean_to.load(Ordering::Acquire));
+        // Usually nobody appended since: one fstat decides.
         let len = self.file.metadata().map_err(|_| CommitFailed::Io)?.len();
-        if len <= end {
+        if len <= from {
             return Ok(());
         }
         let fence = Fence {
             owner: self.owner.clone(),
-            end,
+            end: from,
         };
         let file = Arc::clone(&self.file);
-        let superseded = tokio::task::spawn_blocking(move || foreign_marker(&file, &fence, len))
+        let scanned = tokio::task::spawn_blocking(move || scan_for_marker(&file, &fence, len))
             .await
             .map_err(|_| CommitFailed::Io)?
             .map_err(|_| CommitFailed::Io)?;
-        if superseded {
-            Err(CommitFailed::Superseded)
-        } else {
-            Ok(())
+        match scanned {
+            Some(clean_to) => {
+                self.clean_to.fetch_max(clean_to, Ordering::AcqRel);
+                Ok(())
+            }
+            None => Err(CommitFailed::Superseded),
         }
     }
 
@@ -171,7 +182,7 @@ async fn run(
             // Appends go to the end, and leave the offset just past them.
             let end = (&*file).stream_position()?;
             let start = end.saturating_sub(len);
-            let superseded = foreign_marker(&file, &checked, start)?;
+            let superseded = scan_for_marker(&file, &checked, start)?.is_none();
             if !superseded {
                 file.sync_data()?;
             }

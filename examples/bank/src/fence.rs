@@ -23,21 +23,28 @@ const MAX_FOREIGN: u64 = 16 * 1024 * 1024;
 /// How every `acquire` marker line starts.
 const MARKER_PREFIX: &[u8] = b"{\"t\":\"acquire\"";
 
-/// Whether another owner's `acquire` marker lies between our previous line
-/// (`fence.end`) and our batch at `start`.
-pub fn foreign_marker(file: &File, fence: &Fence, start: u64) -> std::io::Result<bool> {
-    if start <= fence.end {
-        return Ok(false);
+/// Scans the log from our previous line (`fence.end`) to `to` for another
+/// owner's `acquire` marker: `None` if there is one (we are superseded),
+/// otherwise the offset just past the last complete line scanned, up to
+/// which the log is known clean (a line still being appended is left for
+/// the next scan).
+pub fn scan_for_marker(file: &File, fence: &Fence, to: u64) -> std::io::Result<Option<u64>> {
+    if to <= fence.end {
+        return Ok(Some(fence.end));
     }
-    let gap = start - fence.end;
+    let gap = to - fence.end;
     if gap > MAX_FOREIGN {
-        return Ok(true);
+        return Ok(None);
     }
     // The gap is usually one batch of ours; read it in one positional read
     // (the append offset stays untouched).
     let mut gap_bytes = vec![0; gap as usize];
     file.read_exact_at(&mut gap_bytes, fence.end)?;
-    let superseded = gap_bytes
+    let complete = gap_bytes
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let superseded = gap_bytes[..complete]
         .split(|b| *b == b'\n')
         // Markers are written by `journal::encode`, tag first: skip the
         // data lines without parsing them.
@@ -48,7 +55,7 @@ pub fn foreign_marker(file: &File, fence: &Fence, start: u64) -> std::io::Result
                 Ok(Event::Acquire { owner, .. }) if owner != fence.owner
             )
         });
-    Ok(superseded)
+    Ok((!superseded).then_some(fence.end + complete as u64))
 }
 
 #[cfg(test)]
