@@ -44,7 +44,7 @@ pub enum Command {
         #[arg(long)]
         identity_url: Option<String>,
         /// Trust domain (with `--identity-url`).
-        #[arg(long, default_value = "cluster.local")]
+        #[arg(long, default_value = crate::render::DEFAULT_TRUST_DOMAIN)]
         trust_domain: String,
     },
     /// Run ShardedServices as a local mesh of processes, without Kubernetes.
@@ -85,7 +85,7 @@ pub struct RunArgs {
     #[arg(long, env = "SHARDMESH_IDENTITY_LISTEN")]
     pub identity_listen: Option<SocketAddr>,
     /// Trust domain of mesh identities (`spiffe://TRUST-DOMAIN/ns/NS/sa/SA`).
-    #[arg(long, env = "SHARDMESH_TRUST_DOMAIN", default_value = "cluster.local")]
+    #[arg(long, env = "SHARDMESH_TRUST_DOMAIN", default_value = crate::render::DEFAULT_TRUST_DOMAIN)]
     pub trust_domain: String,
     /// Secret (in the operator's namespace) holding the mesh CA
     /// (`ca.crt`, `ca.key`): generated once when absent, or supplied by you.
@@ -222,7 +222,7 @@ pub fn render_manifests(mut svc: ShardedService, settings: &Settings) -> Result<
         .namespace
         .get_or_insert_with(|| "default".into());
     svc.metadata.uid.get_or_insert_with(|| RENDER_UID.into());
-    crate::validate(&svc)?;
+    crate::validate(&svc, settings.trust_domain())?;
     let namespace = svc.metadata.namespace.clone().unwrap_or_default();
     let children = render::desired(&svc, settings)?;
     let mut docs = vec![

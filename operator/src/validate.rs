@@ -66,7 +66,9 @@ impl std::error::Error for InvalidSpec {}
 /// Checks a ShardedService with the CEL rules' messages, plus what CEL cannot
 /// express: the full path-template grammar, the sidecar's own config checks,
 /// reserved container names, and the shard count against the one in force.
-pub fn validate(svc: &ShardedService) -> Result<(), InvalidSpec> {
+/// `trust_domain` is the mesh's (`--trust-domain`): `allowedIdentities` must
+/// name identities in it.
+pub fn validate(svc: &ShardedService, trust_domain: &str) -> Result<(), InvalidSpec> {
     let mut errs = Vec::new();
     let spec = &svc.spec;
     let name = svc.metadata.name.as_deref().unwrap_or_default();
@@ -109,7 +111,7 @@ pub fn validate(svc: &ShardedService) -> Result<(), InvalidSpec> {
     }
     check_template(svc, &mut errs);
     if errs.is_empty() {
-        check_sidecar_config(svc, &mut errs);
+        check_sidecar_config(svc, trust_domain, &mut errs);
     }
     if errs.is_empty() {
         Ok(())
@@ -141,12 +143,12 @@ fn check_template(svc: &ShardedService, errs: &mut Vec<String>) {
 
 /// Runs the sidecar's own validator on the config the operator would render,
 /// so a policy the sidecar would refuse at start is refused here first.
-fn check_sidecar_config(svc: &ShardedService, errs: &mut Vec<String>) {
+fn check_sidecar_config(svc: &ShardedService, trust_domain: &str, errs: &mut Vec<String>) {
     let shards = render::resolved_shards(svc);
     let namespace = svc.metadata.namespace.as_deref().unwrap_or("default");
     // A stand-in endpoint, so the sidecar's checks of `tls.allowedIdentities` run too.
     let tls = render::MeshTls {
-        trust_domain: "cluster.local".into(),
+        trust_domain: trust_domain.into(),
         issuer_url: "https://identity.invalid:8443".into(),
         audience: "shardmesh".into(),
         ca_pem: String::new(),

@@ -110,7 +110,7 @@ fn cel_rules_reject_with_the_validate_messages() {
         mutate(&mut svc);
         assert_eq!(cel_messages(validate_cel(&svc)), vec![message.to_string()]);
         // The operator's own check says the same thing.
-        let err = crate::validate(&svc).unwrap_err();
+        let err = crate::validate(&svc, crate::render::DEFAULT_TRUST_DOMAIN).unwrap_err();
         assert!(
             err.0.contains(&message.to_string()),
             "validate() said {err}"

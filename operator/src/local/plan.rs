@@ -110,7 +110,8 @@ pub fn plan(
     let mut names = std::collections::BTreeSet::new();
     for svc in services {
         let name = svc.metadata.name.clone().unwrap_or_default();
-        crate::validate(svc).map_err(|e| LocalError::Manifest(format!("{name}: {e}")))?;
+        crate::validate(svc, crate::local::pki::TRUST_DOMAIN)
+            .map_err(|e| LocalError::Manifest(format!("{name}: {e}")))?;
         if !names.insert(name.clone()) {
             return Err(LocalError::Manifest(format!(
                 "ShardedService {name} appears twice"

@@ -115,7 +115,7 @@ async fn reconcile_inner(svc: &ShardedService, ctx: &Context) -> Result<Action, 
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
 
-    if let Err(invalid) = crate::validate(svc) {
+    if let Err(invalid) = crate::validate(svc, ctx.settings.trust_domain()) {
         let live = sets.get_opt(&name).await?;
         let observed = Observed {
             svc,

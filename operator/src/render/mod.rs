@@ -62,6 +62,19 @@ pub struct Settings {
     pub mesh_tls: Option<MeshTls>,
 }
 
+/// Trust domain of mesh identities unless `--trust-domain` says otherwise.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+
+impl Settings {
+    /// The mesh's trust domain, which `allowedIdentities` must name
+    /// (the default one while mutual TLS is off).
+    pub fn trust_domain(&self) -> &str {
+        self.mesh_tls
+            .as_ref()
+            .map_or(DEFAULT_TRUST_DOMAIN, |t| t.trust_domain.as_str())
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {

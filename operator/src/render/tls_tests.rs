@@ -135,12 +135,28 @@ fn allowed_identities_must_be_spiffe_ids() {
     svc.spec.security = Some(SecuritySpec {
         allowed_identities: vec!["web".into()],
     });
-    let err = crate::validate(&svc).unwrap_err().to_string();
+    let err = crate::validate(&svc, crate::render::DEFAULT_TRUST_DOMAIN)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("security.allowedIdentities"), "{err}");
     svc.spec.security = Some(SecuritySpec {
         allowed_identities: vec!["spiffe://cluster.local/ns/shop/sa/web".into()],
     });
-    crate::validate(&svc).unwrap();
+    crate::validate(&svc, crate::render::DEFAULT_TRUST_DOMAIN).unwrap();
+}
+
+#[test]
+fn allowed_identities_are_checked_against_the_operators_trust_domain() {
+    let mut svc = sharded_service("shop", "bank");
+    svc.spec.security = Some(SecuritySpec {
+        allowed_identities: vec!["spiffe://mesh.example/ns/shop/sa/web".into()],
+    });
+    crate::validate(&svc, "mesh.example").unwrap();
+    let err = crate::validate(&svc, "cluster.local")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("security.allowedIdentities"), "{err}");
+    assert_eq!(tls_settings().trust_domain(), "mesh.example");
 }
 
 #[test]
@@ -162,7 +178,9 @@ fn the_body_limit_is_a_per_service_sidecar_setting() {
         max_request_body_bytes: Some(0),
         ..Default::default()
     });
-    let err = crate::validate(&svc).unwrap_err().to_string();
+    let err = crate::validate(&svc, crate::render::DEFAULT_TRUST_DOMAIN)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("maxRequestBodyBytes"), "{err}");
 }
 

@@ -4,7 +4,7 @@ use crate::testing::fixtures::sharded_service;
 use k8s_openapi::api::core::v1::Container;
 
 fn messages(svc: &ShardedService) -> Vec<String> {
-    match validate(svc) {
+    match validate(svc, crate::render::DEFAULT_TRUST_DOMAIN) {
         Ok(()) => Vec::new(),
         Err(e) => e.0,
     }
