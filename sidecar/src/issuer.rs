@@ -18,14 +18,11 @@ use shardmesh_config::{IssuerConfig, PodConfig};
 use shardmesh_identity::tls::Trust;
 use shardmesh_identity::LeafKey;
 
-/// Path of the identity endpoint's CSR resource.
-pub const CERTIFICATE_PATH: &str = "/v1/certificate";
+use shardmesh_identity::CERTIFICATE_PATH;
+use shardmesh_identity::MAX_TOKEN_BYTES;
 
 /// Largest answer read (a chain of a few certificates).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-
-/// Largest token file read.
-const MAX_TOKEN_BYTES: u64 = 16 * 1024;
 
 /// Time for one issuing request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -119,7 +116,7 @@ fn read_token(path: &std::path::Path) -> Result<String, String> {
     let file = std::fs::File::open(path)
         .map_err(|e| format!("cannot read token {}: {e}", path.display()))?;
     let mut s = String::new();
-    file.take(MAX_TOKEN_BYTES)
+    file.take(MAX_TOKEN_BYTES as u64)
         .read_to_string(&mut s)
         .map_err(|e| format!("cannot read token {}: {e}", path.display()))?;
     let token = s.trim();

@@ -214,7 +214,9 @@ impl Metrics {
                 .identities_seen
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if seen.contains(identity) || seen.len() < MAX_IDENTITY_LABELS {
+            if seen.contains(identity) {
+                identity
+            } else if seen.len() < MAX_IDENTITY_LABELS {
                 seen.insert(identity.to_string());
                 identity
             } else {

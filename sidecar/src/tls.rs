@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use shardmesh_config::{PodConfig, TlsConfig};
 use shardmesh_identity::store::CertInfo;
 use shardmesh_identity::tls::{client_config, server_config, Trust};
-use shardmesh_identity::{CertStore, SpiffeId};
+use shardmesh_identity::CertStore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::issuer::IssuerClient;
@@ -43,7 +43,6 @@ enum Source {
 /// and gossip push-pull.
 pub struct MeshTls {
     store: Arc<CertStore>,
-    trust: Trust,
     acceptor: TlsAcceptor,
     client: Arc<rustls::ClientConfig>,
     allowed: Option<HashSet<String>>,
@@ -107,7 +106,6 @@ impl MeshTls {
         tracing::info!(identity = %info.id, not_after = info.not_after, "mesh certificate loaded");
         Ok(Arc::new(Self {
             store,
-            trust,
             acceptor,
             client,
             allowed,
@@ -128,11 +126,6 @@ impl MeshTls {
         self.client.clone()
     }
 
-    /// The trust anchor.
-    pub fn trust(&self) -> &Trust {
-        &self.trust
-    }
-
     /// Time a peer gets to finish its handshake.
     pub fn handshake_timeout(&self) -> Duration {
         self.handshake_timeout
@@ -141,11 +134,6 @@ impl MeshTls {
     /// The current certificate's identity and validity.
     pub fn info(&self) -> CertInfo {
         self.store.info()
-    }
-
-    /// This sidecar's identity.
-    pub fn identity(&self) -> SpiffeId {
-        self.store.info().id
     }
 
     /// The metrics handshakes are counted in.

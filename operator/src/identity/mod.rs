@@ -26,14 +26,11 @@ use shardmesh_identity::{Authority, SpiffeId, DEFAULT_LIFETIME};
 
 pub use serve::serve;
 
-/// Path sidecars POST their CSR to (same as the sidecar's client).
-pub const CERTIFICATE_PATH: &str = "/v1/certificate";
+pub use shardmesh_identity::CERTIFICATE_PATH;
+use shardmesh_identity::MAX_TOKEN_BYTES;
 
 /// Default name of the CA Secret in the operator's namespace.
 pub const CA_SECRET: &str = "shardmesh-ca";
-
-/// Largest bearer token accepted.
-const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// Why a certificate was not issued.
 #[derive(Debug, thiserror::Error)]

@@ -57,7 +57,7 @@ impl LocalPki {
             key_file: Some(plan.dir.join(KEY_FILE).display().to_string()),
             issuer: None,
             allowed_identities: Vec::new(),
-            handshake_timeout_ms: 5_000,
+            handshake_timeout_ms: shardmesh_config::tls::DEFAULT_HANDSHAKE_TIMEOUT_MS,
         });
     }
 

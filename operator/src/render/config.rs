@@ -71,15 +71,12 @@ impl MeshInputs {
                     token_file: TOKEN_FILE.to_string(),
                 }),
                 allowed_identities: Vec::new(),
-                handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+                handshake_timeout_ms: shardmesh_config::tls::DEFAULT_HANDSHAKE_TIMEOUT_MS,
             });
         }
         self
     }
 }
-
-/// The sidecar's default TLS handshake budget.
-const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 
 /// The service entry of `svc` as every sidecar routes to it.
 pub fn service_config(svc: &ShardedService, shards: u32) -> ServiceConfig {

@@ -64,8 +64,12 @@ fn default_trust_domain() -> String {
     "cluster.local".to_string()
 }
 
+/// TLS handshake deadline unless `tls.handshakeTimeoutMs` says otherwise;
+/// the operator renders it too.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+
 fn default_handshake_timeout_ms() -> u64 {
-    5_000
+    DEFAULT_HANDSHAKE_TIMEOUT_MS
 }
 
 fn default_token_file() -> String {

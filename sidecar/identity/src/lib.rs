@@ -24,6 +24,13 @@ pub mod store;
 pub mod tls;
 
 pub use ca::{Authority, DEFAULT_LIFETIME};
+
+/// Path of the operator's identity endpoint that sidecars POST their CSR to;
+/// the contract between the sidecar's issuer client and the operator.
+pub const CERTIFICATE_PATH: &str = "/v1/certificate";
+
+/// Largest ServiceAccount token a sidecar sends and the endpoint accepts.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 pub use id::SpiffeId;
 pub use leaf::LeafKey;
 pub use store::CertStore;
