@@ -38,7 +38,11 @@ pub fn empty() -> BoxBody {
 /// Caps a request body at `limit` bytes while it streams: the whole body is
 /// never buffered to count it, and a larger one fails with
 /// [`http_body_util::LengthLimitError`] (rescued as `payload-too-large`).
-pub fn limited(body: BoxBody, limit: u64) -> BoxBody {
+pub fn limited<B>(body: B, limit: u64) -> BoxBody
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     Limited::new(body, limit).boxed()
 }

@@ -9,7 +9,7 @@ use shardmesh_resilience::BoxError;
 use tokio::time::Instant;
 
 use crate::app_client::AppClient;
-use crate::body::{boxed, check_length, limited, BoxBody};
+use crate::body::{check_length, limited, BoxBody};
 use crate::gate::Admission;
 use crate::headers;
 use crate::proxy::Proxy;
@@ -61,7 +61,7 @@ async fn admit(proxy: &Proxy, req: Request<Incoming>) -> Result<Response<BoxBody
     let shard = shard_key(&req, routes)?.map(|k| routes.shard_of(&k));
     let limit = proxy.max_body();
     check_length(req.headers(), limit)?;
-    let mut req = req.map(|b| limited(boxed(b), limit));
+    let mut req = req.map(|b| limited(b, limit));
     let Some(shard) = shard else {
         // Keyless: any member serves it.
         return serve_locally(proxy, req, None).await;

@@ -13,7 +13,7 @@ use shardmesh_resilience::{BoxError, Deadline, Peer, TryDeadline};
 use tokio::time::Instant;
 use tower::Service;
 
-use crate::body::{boxed, BoxBody};
+use crate::body::BoxBody;
 use crate::headers;
 use crate::proxy::{Direction, Proxy, RouteStack};
 use crate::reason::{MeshFailure, Reason};
@@ -59,7 +59,7 @@ pub async fn handle(proxy: Proxy, req: Request<Incoming>) -> Response<BoxBody> {
     let shard = target.key.as_deref().map(|k| routes.shard_of(k));
     let service: Arc<str> = routes.name.clone();
     let (stack, metrics) = proxy.outbound_stack(routes);
-    let mut req = req.map(|b| crate::body::limited(boxed(b), limit));
+    let mut req = req.map(|b| crate::body::limited(b, limit));
     req.extensions_mut().insert(RouteTarget { service, shard });
     let inflight = metrics.inflight();
     let result = crate::proxy::call(stack, req).await;
