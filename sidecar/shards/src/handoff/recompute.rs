@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::{Action, Call, ShardTable, Slot, State, Step, Wait};
-use crate::{assign, view_id, Assignment, MemberId, ReleaseNotice};
+use crate::{assign, view_id, Assignment, Health, MemberId, ReleaseNotice};
 
 impl ShardTable {
     /// Recomputes ownership from `self.peers` and moves every shard toward it.
@@ -107,6 +107,14 @@ impl ShardTable {
             return;
         }
         let barrier = self.barrier_passed(now);
+        // A leaving member may still serve any shard it had, even one our
+        // previous view gave to a dead owner (it kept serving while the
+        // others caught up): that death frees nothing while one is around;
+        // its release notice or the barrier will.
+        let leaver_around = self
+            .peers
+            .values()
+            .any(|q| q.id != self.me && q.health == Health::Leaving);
         for shard in 0..self.cfg.shards {
             let Some(slot) = self.slots.get(shard as usize) else {
                 continue;
@@ -116,7 +124,7 @@ impl ShardTable {
                     wait,
                     call: Call::Idle,
                     ..
-                } => barrier || self.wait_over(now, wait, slot),
+                } => barrier || self.wait_over(now, wait, slot, leaver_around),
                 _ => false,
             };
             if !ready {
@@ -148,8 +156,9 @@ impl ShardTable {
         epoch
     }
 
-    /// Whether the previous owner released, died or left.
-    fn wait_over(&self, now: Instant, wait: &Wait, slot: &Slot) -> bool {
+    /// Whether the previous owner released, or died or left while no
+    /// leaving member is around.
+    fn wait_over(&self, now: Instant, wait: &Wait, slot: &Slot, leaver_around: bool) -> bool {
         match wait {
             Wait::Barrier => false,
             Wait::Owner(p) => {
@@ -157,18 +166,7 @@ impl ShardTable {
                     .peers
                     .get(p)
                     .is_none_or(|peer| !self.may_hold(now, peer));
-                // A leaving member may still serve any shard it had, even one
-                // our previous view gave to `p` (it kept serving while the
-                // others caught up): `p`'s death frees nothing while one is
-                // around; its release notice or the barrier will.
-                let leaver_may_hold = self.peers.values().any(|q| {
-                    q.id != self.me
-                        && q.id != *p
-                        && q.health.may_hold_shards()
-                        && !q.health.owns_shards()
-                });
-                (gone && !leaver_may_hold)
-                    || slot.notice.as_ref().is_some_and(|(from, _)| from == p)
+                (gone && !leaver_around) || slot.notice.as_ref().is_some_and(|(from, _)| from == p)
             }
         }
     }
