@@ -361,15 +361,14 @@ impl Core {
             (Some(_), None) => self.probe.take(),
             _ => None,
         };
-        match &probe {
-            Some(p) if !p.indirect.is_empty() && p.responses == 0 => {
-                self.silent_probes = self.silent_probes.saturating_add(1);
-            }
-            _ => {}
-        }
         if self.timing.lifeguard {
             let delta = match probe {
-                Some(p) => LocalHealth::failed_probe_delta(p.indirect.len() as u32, p.responses),
+                Some(p) => {
+                    if !p.indirect.is_empty() && p.responses == 0 {
+                        self.silent_probes = self.silent_probes.saturating_add(1);
+                    }
+                    LocalHealth::failed_probe_delta(p.indirect.len() as u32, p.responses)
+                }
                 None => 1,
             };
             self.health.apply(delta);
