@@ -37,6 +37,9 @@ const PRUNE_ABOVE: usize = 256;
 pub struct Unreachable {
     /// Each unreachable peer with when the next request may try it.
     peers: Mutex<HashMap<Arc<str>, Instant>>,
+    /// Size of `peers`, kept under its lock: while it is 0 (nearly always)
+    /// every request skips the lock.
+    count: AtomicUsize,
     held: AtomicUsize,
 }
 
@@ -48,9 +51,13 @@ impl Unreachable {
     /// came back (whatever its status). The set is forgotten when it grows
     /// beyond [`PRUNE_ABOVE`] peers (a failure is learned again).
     pub fn record(&self, peer: &Arc<str>, answered: bool) {
+        if answered && self.count.load(Ordering::Acquire) == 0 {
+            return;
+        }
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         if answered {
             peers.remove(peer);
+            self.count.store(peers.len(), Ordering::Release);
             return;
         }
         if peers.len() >= PRUNE_ABOVE {
@@ -65,10 +72,14 @@ impl Unreachable {
                 peers.insert(peer.clone(), now);
             }
         }
+        self.count.store(peers.len(), Ordering::Release);
     }
 
     /// Whether the last try to `peer` got no answer.
     pub fn contains(&self, peer: &str) -> bool {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         peers.contains_key(peer)
     }
@@ -76,6 +87,9 @@ impl Unreachable {
     /// Whether a request for unreachable `peer` should wait: `false` for a
     /// reachable peer, and for one request per [`PROBE_EVERY`] (the probe).
     pub fn should_wait(&self, peer: &str, now: Instant) -> bool {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         match peers.get_mut(peer) {
             None => false,
