@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -64,6 +64,10 @@ impl ManagedGate {
     }
 }
 
+/// Most requests one pod keeps waiting for its view to catch up with an
+/// owner it cannot reach; beyond, they are refused at once.
+pub(super) const MAX_REROUTING: usize = 1024;
+
 /// What routing one request decided.
 enum Next<'a> {
     /// Answered at once.
@@ -73,8 +77,18 @@ enum Next<'a> {
     /// The owner in the shard table is gone from the routing table (the
     /// two are fed by the same view, the shard table a moment later) or
     /// suspected (a caller whose view declared it dead sent us the request
-    /// as the new owner): look again after the manager's next turn.
-    Reroute(tokio::sync::futures::Notified<'a>),
+    /// as the new owner): look again after the manager's next turn, or
+    /// answer with the refusal.
+    Reroute(tokio::sync::futures::Notified<'a>, Admission),
+}
+
+/// One request waiting for the manager's next turn; frees its place when dropped.
+struct Rerouting<'a>(&'a AtomicUsize);
+
+impl Drop for Rerouting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl ManagedGate {
@@ -85,7 +99,9 @@ impl ManagedGate {
             Route::Forward(owner) => match self.forward(shard, owner.as_str()) {
                 // Created under the lock the manager takes to apply a view,
                 // so its next turn cannot slip by unnoticed.
-                Admission::NoOwner(_) => Next::Reroute(self.shared.turned.notified()),
+                refusal @ Admission::NoOwner(_) => {
+                    Next::Reroute(self.shared.turned.notified(), refusal)
+                }
                 a => Next::Done(a),
             },
             Route::NoOwner if !state.table.has_majority() => Next::Done(Admission::NoOwner(
@@ -103,6 +119,17 @@ impl ManagedGate {
             }
         }
     }
+
+    /// A place among the requests waiting for a turn, or `None` when
+    /// [`MAX_REROUTING`] already wait.
+    fn rerouting(&self) -> Option<Rerouting<'_>> {
+        let count = &self.shared.rerouting;
+        if count.fetch_add(1, Ordering::SeqCst) >= MAX_REROUTING {
+            count.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Rerouting(count))
+    }
 }
 
 impl ShardGate for ManagedGate {
@@ -118,27 +145,24 @@ impl ShardGate for ManagedGate {
             // Bounded like a held request: the view catches up within the
             // failure detector's dissemination, or the caller gets no-owner.
             let give_up = Instant::now() + self.shared.hold_timeout;
-            let mut next = self.route(shard);
-            while let Next::Reroute(turned) = next {
-                let left = give_up.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    next = Next::Reroute(self.shared.turned.notified());
-                    break;
+            let mut place = None;
+            let waiter = loop {
+                match self.route(shard) {
+                    Next::Done(a) => return a,
+                    Next::Held(rx) => break rx,
+                    Next::Reroute(turned, refusal) => {
+                        if place.is_none() {
+                            place = self.rerouting();
+                        }
+                        let left = give_up.saturating_duration_since(Instant::now());
+                        if place.is_none() || left.is_zero() {
+                            return refusal;
+                        }
+                        let _ = tokio::time::timeout(left, turned).await;
+                    }
                 }
-                let _ = tokio::time::timeout(left, turned).await;
-                next = self.route(shard);
-            }
-            let waiter = match next {
-                Next::Done(a) => return a,
-                Next::Reroute(_) => {
-                    let owner = self.shared.lock().table.owner(shard).cloned();
-                    return Admission::NoOwner(format!(
-                        "shard {shard} belongs to {}, which is not reachable from here",
-                        owner.as_ref().map_or("nobody", |o| o.as_str())
-                    ));
-                }
-                Next::Held(rx) => rx,
             };
+            drop(place);
             let timeout = self.shared.hold_timeout + std::time::Duration::from_secs(1);
             match tokio::time::timeout(timeout, waiter).await {
                 Ok(Ok(Admission::Serve { epoch, .. })) => self.serve(shard, epoch),

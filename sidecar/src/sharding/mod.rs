@@ -67,6 +67,8 @@ pub(crate) struct Shared {
     /// Woken after every turn of the manager task (a view applied, a tick):
     /// a request routed to an owner this pod cannot reach waits for it.
     turned: tokio::sync::Notify,
+    /// Requests waiting for such a turn, bounded by [`gate::MAX_REROUTING`].
+    rerouting: AtomicUsize,
 }
 
 pub(crate) struct State {
@@ -123,6 +125,7 @@ impl ShardManager {
             table,
             hold_timeout,
             turned: tokio::sync::Notify::new(),
+            rerouting: AtomicUsize::new(0),
         });
         let task = Task {
             shared: shared.clone(),
