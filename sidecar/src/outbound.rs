@@ -180,14 +180,18 @@ async fn owner_when_reachable(
 /// DESIGN.md says.
 fn held_back(proxy: &Proxy, target: &RouteTarget, owner: &Endpoint) -> bool {
     let now = Instant::now();
-    let breaker_refuses = proxy
-        .breakers(&target.service)
-        .is_some_and(|b| !b.is_available(&owner.name, now));
+    // Looked up only when it matters (a reachable, trusted owner is the
+    // common case on every keyed try).
+    let breaker_refuses = || {
+        proxy
+            .breakers(&target.service)
+            .is_some_and(|b| !b.is_available(&owner.name, now))
+    };
     let unreachable = proxy.unreachable();
     if unreachable.contains(&owner.name) {
-        return breaker_refuses || unreachable.should_wait(&owner.name, now);
+        return breaker_refuses() || unreachable.should_wait(&owner.name, now);
     }
-    breaker_refuses && owner.health == EndpointHealth::Suspect
+    owner.health == EndpointHealth::Suspect && breaker_refuses()
 }
 
 /// Picks the endpoint for one try from the latest table: the shard owner for
