@@ -31,7 +31,9 @@ pub async fn serve(
     namespace: &str,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
-    let store = Arc::new(serving_cert(&identity, &dns_names, namespace, None)?);
+    let (cert, key) = serving_cert(&identity, &dns_names, namespace)?;
+    let store =
+        Arc::new(CertStore::from_pem(cert.as_bytes(), key.as_bytes()).map_err(|e| e.to_string())?);
     let acceptor = TlsAcceptor::from(
         shardmesh_identity::tls::endpoint_server_config(store.clone())
             .map_err(|e| e.to_string())?,
@@ -50,7 +52,10 @@ pub async fn serve(
                 }
             },
             _ = renew.tick() => {
-                if let Err(e) = serving_cert(&identity, &dns_names, namespace, Some(&store)) {
+                let renewed = serving_cert(&identity, &dns_names, namespace).and_then(|(cert, key)| {
+                    store.replace_pem(cert.as_bytes(), key.as_bytes()).map_err(|e| e.to_string())
+                });
+                if let Err(e) = renewed {
                     tracing::warn!(error = %e, "cannot renew the identity endpoint's certificate");
                 }
                 continue;
@@ -97,13 +102,12 @@ pub async fn serve(
     }
 }
 
-/// Issues (or re-issues into `store`) the endpoint's own certificate.
+/// Issues the endpoint's own certificate: (certificate PEM, key PEM).
 fn serving_cert(
     identity: &SharedIdentity,
     dns_names: &[String],
     namespace: &str,
-    store: Option<&CertStore>,
-) -> Result<CertStore, String> {
+) -> Result<(String, String), String> {
     let id = SpiffeId::new(identity.trust_domain(), namespace, "shardmesh-operator")
         .map_err(|e| e.to_string())?;
     let key = LeafKey::generate().map_err(|e| e.to_string())?;
@@ -114,10 +118,5 @@ fn serving_cert(
             &LeafSpec::new(id, dns_names.to_vec(), DEFAULT_LIFETIME),
         )
         .map_err(|e| e.to_string())?;
-    if let Some(store) = store {
-        store
-            .replace_pem(cert.as_bytes(), key.key_pem().as_bytes())
-            .map_err(|e| e.to_string())?;
-    }
-    CertStore::from_pem(cert.as_bytes(), key.key_pem().as_bytes()).map_err(|e| e.to_string())
+    Ok((cert, key.key_pem()))
 }
