@@ -112,14 +112,9 @@ impl IssuerClient {
 }
 
 fn read_token(path: &std::path::Path) -> Result<String, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path)
-        .map_err(|e| format!("cannot read token {}: {e}", path.display()))?;
-    let mut s = String::new();
-    file.take(MAX_TOKEN_BYTES as u64)
-        .read_to_string(&mut s)
-        .map_err(|e| format!("cannot read token {}: {e}", path.display()))?;
-    let token = s.trim();
+    let bytes = crate::tls::read_bounded(path, MAX_TOKEN_BYTES as u64)
+        .map_err(|e| format!("token: {e}"))?;
+    let token = std::str::from_utf8(&bytes).unwrap_or_default().trim();
     if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!(
             "token file {} is empty or not a token",

@@ -69,7 +69,7 @@ impl MeshTls {
         pod: &PodConfig,
         metrics: Metrics,
     ) -> Result<Arc<Self>, String> {
-        let ca = read_bounded(Path::new(&config.ca_file))?;
+        let ca = read_bounded_pem(Path::new(&config.ca_file))?;
         let trust = Trust::from_pem(&ca, &config.trust_domain)
             .map_err(|e| format!("tls.caFile {}: {e}", config.ca_file))?;
         let source = match (&config.cert_file, &config.key_file, &config.issuer) {
@@ -155,7 +155,7 @@ impl MeshTls {
     pub async fn renew(&self) -> Result<CertInfo, String> {
         let info = match &self.source {
             Source::Files { cert, key } => {
-                let (cert, key) = (read_bounded(cert)?, read_bounded(key)?);
+                let (cert, key) = (read_bounded_pem(cert)?, read_bounded_pem(key)?);
                 self.store
                     .replace_pem(&cert, &key)
                     .map_err(|e| e.to_string())?
@@ -220,7 +220,7 @@ impl MeshTls {
 async fn obtain_first(source: &Source) -> Result<CertStore, String> {
     match source {
         Source::Files { cert, key } => {
-            CertStore::from_pem(&read_bounded(cert)?, &read_bounded(key)?)
+            CertStore::from_pem(&read_bounded_pem(cert)?, &read_bounded_pem(key)?)
                 .map_err(|e| format!("tls certificate {}: {e}", cert.display()))
         }
         Source::Issuer(issuer) => {
@@ -230,19 +230,22 @@ async fn obtain_first(source: &Source) -> Result<CertStore, String> {
     }
 }
 
-fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+fn read_bounded_pem(path: &Path) -> Result<Vec<u8>, String> {
+    read_bounded(path, MAX_PEM_BYTES)
+}
+
+/// Reads at most `max` bytes of a file; a longer file is an error, never a
+/// truncated read.
+pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let file =
         std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut buf = Vec::new();
-    file.take(MAX_PEM_BYTES + 1)
+    file.take(max + 1)
         .read_to_end(&mut buf)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if buf.len() as u64 > MAX_PEM_BYTES {
-        return Err(format!(
-            "{} is larger than {MAX_PEM_BYTES} bytes",
-            path.display()
-        ));
+    if buf.len() as u64 > max {
+        return Err(format!("{} is larger than {max} bytes", path.display()));
     }
     Ok(buf)
 }
