@@ -100,15 +100,7 @@ impl LocalPki {
 }
 
 fn write(path: &Path, text: &str, mode: u32) -> Result<(), LocalError> {
-    use std::os::unix::fs::PermissionsExt;
-    // Write then rename: a reader never sees half a file.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)
-        .map_err(|e| LocalError::io(format!("cannot write {}", tmp.display()), e))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| LocalError::io(format!("cannot protect {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| LocalError::io(format!("cannot write {}", path.display()), e))
+    super::state::write_atomic(path, text.as_bytes(), Some(mode))
 }
 
 #[cfg(test)]

@@ -107,9 +107,22 @@ pub struct Control {
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), LocalError> {
     let text = serde_json::to_vec_pretty(value)
         .map_err(|e| LocalError::State(format!("cannot encode {}: {e}", path.display())))?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text)
+    write_atomic(path, &text, None)
+}
+
+/// Writes `bytes` to `path` through a temp file and a rename, so a reader
+/// never sees half a file; `mode` sets the permissions before the rename.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<(), LocalError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)
         .map_err(|e| LocalError::io(format!("cannot write {}", tmp.display()), e))?;
+    if let Some(mode) = mode {
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| LocalError::io(format!("cannot protect {}", tmp.display()), e))?;
+    }
     std::fs::rename(&tmp, path)
         .map_err(|e| LocalError::io(format!("cannot write {}", path.display()), e))
 }
