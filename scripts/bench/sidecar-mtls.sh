@@ -12,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/lib/common.sh
+source scripts/bench/lib.sh
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
@@ -23,10 +24,7 @@ cargo build --release -q -p shardmesh-sidecar -p shardmesh-e2e
 RUN=target/bench/mtls-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$RUN/pki"
 PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+trap stop_all EXIT
 
 # --- certificates: one CA, one leaf per sidecar --------------------------------
 P=$RUN/pki
@@ -49,22 +47,12 @@ cp "$BENCH/sidecar-b.yaml" "$RUN/b-plain.yaml"
 { cat "$BENCH/sidecar-a.yaml"; tls_section client; } >"$RUN/a-tls.yaml"
 { cat "$BENCH/sidecar-b.yaml"; tls_section bench; } >"$RUN/b-tls.yaml"
 
-start() {
-    local name=$1
-    shift
-    taskset -c "$PROXY_CPU" "$@" >"$RUN/$name.log" 2>&1 &
-    PIDS+=($!)
-    LAST_PID=$!
-}
-stop_pid() {
-    kill "$1" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
-    kill -9 "$1" 2>/dev/null || true
-}
-
+for port in 18080 18090 18091 18092 18093 18095 18096 18097 18098; do
+    port_free "$port"
+done
 start upstream "$BIN/bench-upstream" --listen 127.0.0.1:18080
 wait_port 18080
-printf 'round\tcase\treq_s\tp50\tp99\terrors\n' >"$RUN/results.tsv"
+printf 'round\tcase\treq_s\tp50_us\tp99_us\terrors\n' >"$RUN/results.tsv"
 for round in $(seq "$ROUNDS"); do
     for mode in plain tls; do
         start "b-$mode-r$round" env SHARDMESH_WORKER_THREADS=1 "$BIN/shardmesh-sidecar" --config "$RUN/b-$mode.yaml"
@@ -73,14 +61,11 @@ for round in $(seq "$ROUNDS"); do
         start "a-$mode-r$round" env SHARDMESH_WORKER_THREADS=1 "$BIN/shardmesh-sidecar" --config "$RUN/a-$mode.yaml"
         A=$LAST_PID
         wait_port 18095
-        url=http://127.0.0.1:18095/bench
-        taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d2s -H 'x-shardmesh-service: bench' "$url" >/dev/null
+        wrk_run /dev/null "$CONNS" 2s 18095
         out=$RUN/wrk-$mode-r$round.txt
-        taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H 'x-shardmesh-service: bench' "$url" >"$out"
-        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$mode" \
-            "$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out")" \
-            "$(awk '$1 == "50%" { print $2 }' "$out")" "$(awk '$1 == "99%" { print $2 }' "$out")" \
-            "$(awk '/Non-2xx|Socket errors/ { gsub(/[^0-9 ]/, " "); for (i = 1; i <= NF; i++) s += $i } END { print s + 0 }' "$out")" \
+        wrk_run "$out" "$CONNS" "$DURATION" 18095
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$mode" "$(wrk_field "$out" req_s)" \
+            "$(wrk_field "$out" p50)" "$(wrk_field "$out" p99)" "$(wrk_field "$out" errors)" \
             | tee -a "$RUN/results.tsv"
         if [ "$mode" = tls ] && [ "$round" = 1 ]; then
             # Full handshakes (no resumption) against B's inbound port for 5 s.

@@ -22,6 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export SHARDMESH_ROOT="$PWD"
 source scripts/lib/common.sh
+source scripts/bench/lib.sh
 # Symbols for perf/callgrind and fewer codegen units than the test builds use.
 export CARGO_PROFILE_RELEASE_DEBUG=1 CARGO_PROFILE_RELEASE_CODEGEN_UNITS=4
 
@@ -56,35 +57,9 @@ EXTRA=$RUN/extra.tsv
 CLK_TCK=$(getconf CLK_TCK)
 PIDS=()
 
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        # Bounded: a process that ignores SIGTERM for 5 s gets SIGKILL.
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
+trap stop_all EXIT
 
 # --- helpers -----------------------------------------------------------------
-
-# start NAME CMD...: starts CMD on PROXY_CPU in the background, logs to RUN/NAME.log.
-start() {
-    local name=$1
-    shift
-    nice -n "$NICE" taskset -c "$PROXY_CPU" "$@" >"$RUN/$name.log" 2>&1 &
-    PIDS+=($!)
-    LAST_PID=$!
-}
-
-
-# port_free PORT: fails when something already listens there.
-port_free() {
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-        echo "port $1 is in use: another benchmark running?" >&2
-        exit 1
-    fi
-}
 
 # cpu_ticks PID...: utime+stime of the processes (all threads), in clock ticks.
 cpu_ticks() {
@@ -106,35 +81,6 @@ mem_kb() {
         total=$((total + $(awk -v f="$field:" '$1 == f { print $2 }' "/proc/$pid/status")))
     done
     echo "$total"
-}
-
-# to_us VALUE: wrk's "123.45us" / "1.20ms" / "1.01s" in microseconds.
-to_us() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0
-        if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else if (v ~ /s$/) m = 1000000; else m = 1
-        printf "%.0f", n * m
-    }'
-}
-
-# wrk_run OUT CONNS DURATION PORT [wrk args...]: one wrk run pinned to WRK_CPU.
-# The URL comes before the extra args so that "-s rate.lua -- DELAY" works.
-wrk_run() {
-    local out=$1 conns=$2 dur=$3 port=$4
-    shift 4
-    timeout 120 nice -n "$NICE" taskset -c "$WRK_CPU" wrk -t1 -c"$conns" -d"$dur" --latency \
-        -H 'x-shardmesh-service: bench' "http://127.0.0.1:$port/bench" "$@" >"$out"
-}
-
-# wrk_field FILE NAME: requests, req_s, p50, p99, errors from a wrk output file.
-wrk_field() {
-    case $2 in
-        requests) awk '/requests in/ { print $1 }' "$1" ;;
-        req_s) awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$1" ;;
-        p50) to_us "$(awk '$1 == "50%" { print $2 }' "$1")" ;;
-        p99) to_us "$(awk '$1 == "99%" { print $2 }' "$1")" ;;
-        errors) awk '/Non-2xx|Socket errors/ { gsub(/[^0-9 ]/, " "); for (i = 1; i <= NF; i++) s += $i } END { print s + 0 }' "$1" ;;
-    esac
 }
 
 # measure ROUND CASE PORT "PROXY_PIDS" IDLE_KB [wrk args...]: warm up 2 s, then
@@ -262,8 +208,7 @@ printf 'half_target_req_s\t%s\n' "$TARGET" >>"$EXTRA"
 # (hold_connections.py); then wrk keeps 1,000 connections busy for DURATION
 # (every request in flight at once: sidecar-b.yaml raises the backpressure
 # limits to allow it), RSS sampled in the middle and VmHWM after.
-kill "$SIDECAR_B"
-for _ in $(seq 50); do kill -0 "$SIDECAR_B" 2>/dev/null || break; sleep 0.1; done
+stop_pid "$SIDECAR_B"
 start sidecar-b-1000 "$BIN/shardmesh-sidecar" --config "$BENCH/sidecar-b.yaml"
 SIDECAR_B=$LAST_PID
 wait_port 18091
