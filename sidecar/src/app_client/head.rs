@@ -1,0 +1,275 @@
+//! HTTP/1.1 message heads to and from the app: the request head we write
+//! and the response head we parse (with `httparse`, the parser hyper uses).
+
+use std::fmt::Write as _;
+
+use bytes::{BufMut, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
+
+use super::error::AppError;
+
+/// Most header fields accepted in a response (hyper's default is 100).
+const MAX_HEADERS: usize = 128;
+/// Largest response head accepted; a longer one is a bad gateway, never an
+/// unbounded buffer.
+pub(super) const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// How the request body is framed on the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RequestFraming {
+    /// No body.
+    Empty,
+    /// `content-length` bytes.
+    Length(u64),
+    /// `transfer-encoding: chunked`.
+    Chunked,
+}
+
+impl RequestFraming {
+    /// Chooses the framing from the declared length or, when there is none,
+    /// from what the body knows about itself.
+    pub(super) fn of(parts: &Parts, exact: Option<u64>, end_stream: bool) -> Self {
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        match (declared, exact) {
+            (Some(n), _) => RequestFraming::Length(n),
+            (None, _) if end_stream => RequestFraming::Empty,
+            (None, Some(n)) => RequestFraming::Length(n),
+            (None, None) => RequestFraming::Chunked,
+        }
+    }
+}
+
+/// Writes the request head: request line, the headers except hop-by-hop
+/// framing ones (the framing is ours), then the framing header.
+pub(super) fn encode_request(
+    parts: &Parts,
+    framing: RequestFraming,
+    host: &HeaderValue,
+    out: &mut BytesMut,
+) {
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.reserve(64 + target.len() + parts.headers.len() * 32);
+    out.put_slice(parts.method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(target.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\n");
+    let mut has_host = false;
+    for (name, value) in &parts.headers {
+        if *name == header::CONTENT_LENGTH || *name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        has_host |= *name == header::HOST;
+        put_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !has_host {
+        put_field(out, b"host", host.as_bytes());
+    }
+    match framing {
+        RequestFraming::Length(n) => {
+            out.put_slice(b"content-length: ");
+            // Writing into a BytesMut cannot fail.
+            let _ = write!(out, "{n}");
+            out.put_slice(b"\r\n");
+        }
+        RequestFraming::Chunked => put_field(out, b"transfer-encoding", b"chunked"),
+        // A method that means to carry a body says it carries none.
+        RequestFraming::Empty if body_expected(&parts.method) => {
+            put_field(out, b"content-length", b"0");
+        }
+        RequestFraming::Empty => {}
+    }
+    out.put_slice(b"\r\n");
+}
+
+fn body_expected(method: &Method) -> bool {
+    *method == Method::POST || *method == Method::PUT || *method == Method::PATCH
+}
+
+fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// How the response body is framed (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ResponseFraming {
+    /// No body (HEAD, 204, 304, or `content-length: 0`).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Everything until the app closes the connection.
+    UntilClose,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub(super) struct ResponseHead {
+    /// Status, version and end-to-end headers (hop-by-hop ones removed).
+    pub(super) response: Response<()>,
+    /// How the body that follows is framed.
+    pub(super) framing: ResponseFraming,
+    /// The connection may carry another request after this response.
+    pub(super) keep_alive: bool,
+}
+
+/// Parses the next final response head at the start of `buf`. Returns the
+/// head and its length, or `None` when more bytes are needed; interim (1xx)
+/// responses are skipped and consumed from `buf`.
+pub(super) fn parse_response(
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<Option<ResponseHead>, AppError> {
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut fields);
+        let len = match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+                return Err(AppError::HeadTooLarge)
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(AppError::BadHead(e.to_string())),
+        };
+        let code = parsed.code.unwrap_or(0);
+        let status = StatusCode::from_u16(code)
+            .map_err(|_| AppError::BadHead(format!("status code {code}")))?;
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(AppError::BadHead(
+                "101 Switching Protocols to a request without Upgrade".into(),
+            ));
+        }
+        if status.is_informational() {
+            let _ = buf.split_to(len);
+            continue;
+        }
+        let http10 = parsed.version == Some(0);
+        let head = build(status, http10, parsed.headers, method)?;
+        let _ = buf.split_to(len);
+        return Ok(Some(head));
+    }
+}
+
+fn build(
+    status: StatusCode,
+    http10: bool,
+    fields: &[httparse::Header<'_>],
+    method: &Method,
+) -> Result<ResponseHead, AppError> {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut transfer_coded = false;
+    let mut said_close = false;
+    let mut said_keep_alive = false;
+    let mut named_by_connection: Vec<HeaderName> = Vec::new();
+    for field in fields {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| AppError::BadHead(format!("header name {:?}", field.name)))?;
+        let value = HeaderValue::from_bytes(field.value)
+            .map_err(|_| AppError::BadHead(format!("value of header {name}")))?;
+        if name == header::CONTENT_LENGTH {
+            let n = parse_length(&value)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(AppError::BadHead("conflicting content-length".into()));
+            }
+            if length.is_none() {
+                headers.append(name, value);
+            }
+            length = Some(n);
+            continue;
+        }
+        if name == header::TRANSFER_ENCODING {
+            transfer_coded = true;
+            // Only the last coding decides whether the body is chunked.
+            chunked = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.rsplit(',').next())
+                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+            continue;
+        }
+        if name == header::CONNECTION {
+            for token in value.to_str().unwrap_or("").split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    said_close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    said_keep_alive = true;
+                } else if let Ok(n) = HeaderName::from_bytes(token.as_bytes()) {
+                    named_by_connection.push(n);
+                }
+            }
+            continue;
+        }
+        if is_hop_by_hop(&name) {
+            continue;
+        }
+        headers.append(name, value);
+    }
+    // HTTP/1.0 closes unless asked to keep the connection alive.
+    let mut close = said_close || (http10 && !said_keep_alive);
+    for name in &named_by_connection {
+        headers.remove(name);
+    }
+    let no_body = *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if no_body {
+        ResponseFraming::Empty
+    } else if transfer_coded {
+        // A transfer coding overrides any length (RFC 9112 §6.3 point 3),
+        // and a message with both must not be reused.
+        if length.is_some() {
+            headers.remove(header::CONTENT_LENGTH);
+            close = true;
+        }
+        if chunked {
+            ResponseFraming::Chunked
+        } else {
+            close = true;
+            ResponseFraming::UntilClose
+        }
+    } else {
+        match length {
+            Some(0) => ResponseFraming::Empty,
+            Some(n) => ResponseFraming::Length(n),
+            None => {
+                close = true;
+                ResponseFraming::UntilClose
+            }
+        }
+    };
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    Ok(ResponseHead {
+        response,
+        framing,
+        keep_alive: !close,
+    })
+}
+
+fn parse_length(value: &HeaderValue) -> Result<u64, AppError> {
+    let bytes = value.as_bytes();
+    if bytes.is_empty() || bytes.len() > 19 || !bytes.iter().all(u8::is_ascii_digit) {
+        return Err(AppError::BadHead(format!("content-length {value:?}")));
+    }
+    // 19 digits fit in a u64.
+    Ok(bytes.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "keep-alive" | "proxy-connection" | "te" | "upgrade" | "trailer"
+    )
+}
