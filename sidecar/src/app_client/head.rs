@@ -3,7 +3,9 @@
 
 use std::fmt::Write as _;
 
-use bytes::{BufMut, BytesMut};
+use std::mem::MaybeUninit;
+
+use bytes::{Buf, BufMut, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
@@ -130,9 +132,15 @@ pub(super) fn parse_response(
     method: &Method,
 ) -> Result<Option<ResponseHead>, AppError> {
     loop {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut fields);
-        let len = match parsed.parse(buf) {
+        // Uninitialised slots: hyper's trick, to skip clearing 128 headers
+        // per response.
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            buf,
+            &mut fields,
+        ) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
                 return Err(AppError::HeadTooLarge)
@@ -149,12 +157,12 @@ pub(super) fn parse_response(
             ));
         }
         if status.is_informational() {
-            let _ = buf.split_to(len);
+            buf.advance(len);
             continue;
         }
         let http10 = parsed.version == Some(0);
         let head = build(status, http10, parsed.headers, method)?;
-        let _ = buf.split_to(len);
+        buf.advance(len);
         return Ok(Some(head));
     }
 }

@@ -39,8 +39,12 @@ use decode::Decoder;
 pub use error::AppError;
 use head::RequestFraming;
 
-/// Time to establish a TCP connection to the app.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time to establish a TCP connection to the app. Long enough for one lost
+/// SYN to be sent again (after 1 s, then 3 s): an app whose accept queue
+/// overflowed under a burst of new connections (1,000 at once in
+/// docs/benchmarks/sidecar.md) drops SYNs rather than refusing them.
+/// Envoy's default is 5 s too; the request deadline still bounds the whole.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections kept; more are closed when their response ends.
 const MAX_IDLE: usize = 256;
 
