@@ -44,7 +44,7 @@ to_us() {
 }
 
 # wrk_run OUT CONNS DURATION PORT [wrk args...]: one wrk run pinned to WRK_CPU.
-# The URL comes before the extra args so that "-s rate.lua -- DELAY" works.
+# The URL comes before the extra args so that "-s SCRIPT -- ARGS" works.
 wrk_run() {
     local out=$1 conns=$2 dur=$3 port=$4
     shift 4

@@ -2,8 +2,9 @@
 
 Usage: python3 scripts/bench/report.py target/bench/RUN
 
-Reads RUN/results.tsv (one row per round and case) and RUN/extra.tsv (the
-idle, half-saturation and 1,000-connection figures) and prints the tables
+Reads RUN/results.tsv (one row per round and case), RUN/paced.tsv (the
+half-saturation latency runs) and RUN/extra.tsv (the idle and
+1,000-connection figures) and prints the tables
 that docs/benchmarks/sidecar.md shows, with the issue's targets beside the
 measured figures. Ratios are taken within a round (the machine is shared and
 noisy, so a case is only compared with "direct" measured minutes apart).
@@ -85,15 +86,23 @@ def main():
     hop_vs_nginx = [float(rd["sidecar-hop"]["req_s"]) / float(rd["nginx"]["req_s"]) for rd in rounds.values()]
     hop_vs_envoy = [float(rd["sidecar-hop"]["req_s"]) / float(rd["envoy"]["req_s"]) for rd in rounds.values()]
     cpu = med("sidecar-hop", "proxy_cpu_us")
-    half = {}
-    for name in ("direct", "sidecar-hop"):
-        fields = extra.get(f"half_{name}", "").split("\t")
-        half[name] = {
-            "rate": float(fields[0].split()[0]),
-            "p50": float(fields[1].split()[1]),
-            "p99": float(fields[2].split()[1]),
+    paced = list(csv.DictReader(open(run / "paced.tsv"), delimiter="\t"))
+    half = {
+        name: {
+            key: statistics.median(float(r[key]) for r in paced if r["case"] == name)
+            for key in ("p50_us", "p90_us", "p99_us", "p999_us", "achieved")
         }
-    added_p99 = (half["sidecar-hop"]["p99"] - half["direct"]["p99"]) / 1000
+        for name in ("direct", "nginx", "sidecar-hop")
+    }
+    # Added tail per round (hop minus direct of the same round), median.
+    added = lambda name: statistics.median(  # noqa: E731
+        float(h["p99_us"]) - float(d["p99_us"])
+        for h in paced
+        for d in paced
+        if h["round"] == d["round"] and h["case"] == name and d["case"] == "direct"
+    ) / 1000
+    added_p99, nginx_added = added("sidecar-hop"), added("nginx")
+    nginx_vs_envoy = [float(rd["nginx"]["req_s"]) / float(rd["envoy"]["req_s"]) for rd in rounds.values()]
     idle = float(extra["idle_sidecar_rss_kb"])
     c1000 = max(float(extra["c1000_rss_mid_kb"]), float(extra["c1000_hwm_kb"]))
     verdict = lambda ok: "**meets**" if ok else "**misses**"  # noqa: E731
@@ -101,14 +110,15 @@ def main():
     print("\n| target (one sidecar hop, one worker thread) | measured | verdict |")
     print("| --- | --- | --- |")
     print(f"| throughput ≥ nginx's | {ratio_range(hop_vs_nginx)} nginx | {verdict(min(hop_vs_nginx) >= 1)} |")
-    print(f"| throughput ≥ 3× Envoy's | {ratio_range(hop_vs_envoy)} Envoy | {verdict(min(hop_vs_envoy) >= 3)} |")
+    print(
+        f"| throughput ≥ 3× Envoy's | {ratio_range(hop_vs_envoy)} Envoy (nginx: {ratio_range(nginx_vs_envoy)}) "
+        f"| {verdict(min(hop_vs_envoy) >= 3)} |"
+    )
     print(f"| CPU per proxied request ≤ 10 µs | {cpu:.1f} µs | {verdict(cpu <= 10)} |")
     print(
-        f"| added p99 ≤ 0.5 ms at half of saturation | {added_p99:+.2f} ms "
-        f"(p99 {half['sidecar-hop']['p99'] / 1000:.2f} ms vs direct {half['direct']['p99'] / 1000:.2f} ms "
-        f"at {half['sidecar-hop']['rate']:,.0f} req/s) | "
-        # A hop cannot make the tail shorter: a negative figure is noise.
-        f"{'**inconclusive** (noise: direct worse)' if added_p99 < 0 else verdict(added_p99 <= 0.5)} |"
+        f"| added p99 ≤ 0.5 ms at half of saturation | {added_p99:+.2f} ms (median over rounds of hop p99 "
+        f"minus direct p99; nginx {nginx_added:+.2f} ms) at {half['sidecar-hop']['achieved']:,.0f} req/s, "
+        f"paced | {verdict(added_p99 <= 0.5)} |"
     )
     print(f"| idle RSS ≤ 10 MiB | {mib(idle)} MiB | {verdict(idle <= 10 * 1024)} |")
     held_kb, _, held_note = extra.get("c1000_idle_conns_kb", "0\t?").partition("\t")
@@ -122,14 +132,18 @@ def main():
         f"{extra['c1000_fds_mid']} fds, {extra['c1000_req_s']} req/s, {extra['c1000_errors']} errors) "
         f"| {verdict(c1000 <= 64 * 1024)} |"
     )
-    conns = {n: extra[f"half_{n}"].split("conns ")[-1] for n in ("direct", "sidecar-hop")}
     print(
-        f"\nHalf-saturation runs: target {extra['half_target_req_s']} req/s "
-        f"({conns['direct']} / {conns['sidecar-hop']} connections); direct p50 {half['direct']['p50'] / 1000:.2f} ms / "
-        f"p99 {half['direct']['p99'] / 1000:.2f} ms at {half['direct']['rate']:,.0f} req/s; "
-        f"hop p50 {half['sidecar-hop']['p50'] / 1000:.2f} ms / p99 {half['sidecar-hop']['p99'] / 1000:.2f} ms "
-        f"at {half['sidecar-hop']['rate']:,.0f} req/s."
+        f"\nHalf-saturation runs (paced-load, 16 connections, constant rate; medians over rounds): "
+        f"target {extra['half_target_req_s']} req/s."
     )
+    print("\n| path | achieved req/s | p50 | p90 | p99 | p99.9 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name in ("direct", "nginx", "sidecar-hop"):
+        h = half[name]
+        print(
+            f"| {LABELS[name]} | {h['achieved']:,.0f} | {h['p50_us'] / 1000:.2f} ms | {h['p90_us'] / 1000:.2f} ms "
+            f"| {h['p99_us'] / 1000:.2f} ms | {h['p999_us'] / 1000:.2f} ms |"
+        )
 
 
 if __name__ == "__main__":

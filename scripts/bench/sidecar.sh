@@ -167,38 +167,27 @@ for round in $(seq "$ROUNDS"); do
 done
 
 # --- added p99 of one sidecar hop at half of its saturation throughput -------
-# Saturation: the median -c32 req/s of the hop. Rate: rate.lua makes every
-# connection wait DELAY_MS after each answer, so the offered rate is set by the
-# number of connections. For each of the two paths that number is calibrated
-# with short runs until the achieved rate is half of saturation; then the app
-# directly and the app through the hop are each measured at that same rate.
+# Saturation: the median -c32 req/s of the hop. At half of it, paced-load
+# (e2e/src/bin/paced-load.rs: open loop, constant rate, latency counted from
+# when each request was due, like wrk2) sends to the app directly, through
+# nginx and through the hop, in turn, ROUNDS times. wrk's delay() hook cannot
+# do this: it releases every connection's next request on the same
+# millisecond tick, so the proxy sees bursts and the tail is burst queueing.
 SAT=$(awk -F'\t' '$2 == "sidecar-hop" { print $3 }' "$RESULTS" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
 TARGET=$((SAT / 2))
-DELAY_MS=2
-
-# calibrate PORT: prints the connection count that offers TARGET req/s.
-calibrate() {
-    local port=$1 conns got
-    conns=$(( TARGET * (DELAY_MS * 1000 + 500) / 1000000 + 1 ))
-    for _ in 1 2 3; do
-        wrk_run "$RUN/wrk-calibrate-$port.txt" "$conns" 3s "$port" -s "$BENCH/rate.lua" -- "$DELAY_MS"
-        got=$(wrk_field "$RUN/wrk-calibrate-$port.txt" req_s)
-        conns=$(( (conns * TARGET + (got > 0 ? got : 1) / 2) / (got > 0 ? got : 1) ))
-        [ "$conns" -ge 1 ] || conns=1
-        [ "$conns" -le 1000 ] || conns=1000
+PACED=$RUN/paced.tsv
+printf 'round\tcase\tp50_us\tp90_us\tp99_us\tp999_us\tachieved\terrors\n' >"$PACED"
+for round in $(seq "$ROUNDS"); do
+    for name in direct nginx sidecar-hop; do
+        case $name in direct) port=18080 ;; nginx) port=18081 ;; sidecar-hop) port=18091 ;; esac
+        line=$(timeout 120 nice -n "$NICE" taskset -c "$WRK_CPU" "$BIN/paced-load" --target "127.0.0.1:$port" \
+            --header 'x-shardmesh-service: bench' --rate "$TARGET" --connections 16 \
+            --duration "${DURATION%s}" --warmup 2)
+        echo "half-saturation $name (round $round): $line"
+        printf '%s\t%s\t%s\n' "$round" "$name" \
+            "$(echo "$line" | tr ' ' '\n' | awk -F= '$1 ~ /^(p50_us|p90_us|p99_us|p999_us|achieved|errors)$/ { v[$1] = $2 }
+                END { printf "%s\t%s\t%s\t%s\t%s\t%s", v["p50_us"], v["p90_us"], v["p99_us"], v["p999_us"], v["achieved"], v["errors"] }')" >>"$PACED"
     done
-    echo "$conns"
-}
-
-for name in direct sidecar-hop; do
-    port=18080
-    [ "$name" = sidecar-hop ] && port=18091
-    conns=$(calibrate "$port")
-    echo "half-saturation $name: target $TARGET req/s with $conns connections, ${DELAY_MS} ms between requests"
-    wrk_run "$RUN/wrk-half-$name.txt" "$conns" "$DURATION" "$port" -s "$BENCH/rate.lua" -- "$DELAY_MS"
-    printf 'half_%s\t%s req/s\tp50 %s us\tp99 %s us\terrors %s\tconns %s\n' "$name" \
-        "$(wrk_field "$RUN/wrk-half-$name.txt" req_s)" "$(wrk_field "$RUN/wrk-half-$name.txt" p50)" \
-        "$(wrk_field "$RUN/wrk-half-$name.txt" p99)" "$(wrk_field "$RUN/wrk-half-$name.txt" errors)" "$conns" | tee -a "$EXTRA"
 done
 printf 'half_target_req_s\t%s\n' "$TARGET" >>"$EXTRA"
 
