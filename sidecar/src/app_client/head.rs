@@ -281,3 +281,118 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         "keep-alive" | "proxy-connection" | "te" | "upgrade" | "trailer"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: b\r\n\r\nhello";
+
+    proptest! {
+        #[test]
+        fn any_bytes_give_a_head_an_error_or_a_wait_never_a_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+        ) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            if let Ok(None) = parse_response(&mut buf, &Method::GET) {
+                // Waiting for more is only allowed below the limit.
+                prop_assert!(buf.len() <= MAX_HEAD_BYTES);
+            }
+        }
+
+        #[test]
+        fn a_head_cut_anywhere_waits_then_parses_the_same(cut in 0..HEAD.len()) {
+            let mut buf = BytesMut::from(&HEAD[..cut]);
+            let head = match parse_response(&mut buf, &Method::GET).unwrap() {
+                Some(head) => {
+                    buf.extend_from_slice(&HEAD[cut..]);
+                    head
+                }
+                None => {
+                    buf.extend_from_slice(&HEAD[cut..]);
+                    parse_response(&mut buf, &Method::GET).unwrap().unwrap()
+                }
+            };
+            prop_assert_eq!(head.framing, ResponseFraming::Length(5));
+            prop_assert!(head.keep_alive);
+            prop_assert_eq!(&head.response.headers()["x-a"], "b");
+            prop_assert_eq!(&buf[..], b"hello");
+        }
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let cases: [(&[u8], Method, ResponseFraming, bool); 7] = [
+            (
+                b"HTTP/1.1 200 OK\r\n\r\n",
+                Method::GET,
+                ResponseFraming::UntilClose,
+                false,
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n",
+                Method::GET,
+                ResponseFraming::Length(2),
+                false,
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\n",
+                Method::GET,
+                ResponseFraming::Length(2),
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n",
+                Method::GET,
+                ResponseFraming::Chunked,
+                false,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+                Method::GET,
+                ResponseFraming::UntilClose,
+                false,
+            ),
+            (
+                b"HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n",
+                Method::GET,
+                ResponseFraming::Empty,
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+                Method::GET,
+                ResponseFraming::Empty,
+                false,
+            ),
+        ];
+        for (bytes, method, framing, keep_alive) in cases {
+            let mut buf = BytesMut::from(bytes);
+            let head = parse_response(&mut buf, &method).unwrap().unwrap();
+            let text = String::from_utf8_lossy(bytes);
+            assert_eq!(head.framing, framing, "{text}");
+            assert_eq!(head.keep_alive, keep_alive, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_request_head_carries_our_framing_only() {
+        let (parts, ()) = http::Request::post("http://app/x?y=1")
+            .header("transfer-encoding", "chunked")
+            .header("x-k", "v")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut out = BytesMut::new();
+        let host = HeaderValue::from_static("127.0.0.1:8080");
+        encode_request(&parts, RequestFraming::Length(3), &host, &mut out);
+        assert_eq!(
+            &out[..],
+            b"POST /x?y=1 HTTP/1.1\r\nx-k: v\r\nhost: 127.0.0.1:8080\r\ncontent-length: 3\r\n\r\n"
+        );
+        let mut out = BytesMut::new();
+        encode_request(&parts, RequestFraming::Empty, &host, &mut out);
+        assert!(out.ends_with(b"content-length: 0\r\n\r\n"));
+    }
+}
