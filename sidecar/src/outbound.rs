@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use rand::SeedableRng;
-use shardmesh_resilience::{BoxError, Deadline, Peer, TryDeadline};
+use shardmesh_resilience::{BoxError, Peer};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -105,30 +105,20 @@ impl Service<Request<BoxBody>> for PickEndpoint {
             };
             let endpoint = match target.shard {
                 Some(_) => {
-                    let until = [
-                        req.extensions().get::<Deadline>().map(|d| d.0),
-                        req.extensions().get::<TryDeadline>().map(|d| d.0),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .min();
+                    let until = shardmesh_resilience::try_ends(&req);
                     owner_when_reachable(&proxy, &target, until).await?
                 }
                 None => select_endpoint(&proxy, &target)?,
             };
             let h = req.headers_mut();
             headers::strip_hop_by_hop(h);
-            h.remove(header::HOST);
+            // One scan for the names a request usually lacks, instead of a
+            // hashed remove each (as inbound does).
+            headers::remove_present(h, &[header::HOST, headers::SHARD, headers::HOP]);
             h.insert(headers::SERVICE, HeaderValue::from_str(&target.service)?);
-            match target.shard {
-                Some(s) => {
-                    h.insert(headers::SHARD, HeaderValue::from(s));
-                }
-                None => {
-                    h.remove(headers::SHARD);
-                }
+            if let Some(s) = target.shard {
+                h.insert(headers::SHARD, HeaderValue::from(s));
             }
-            h.remove(headers::HOP);
             req.extensions_mut().insert(Peer(endpoint.name.clone()));
             req.extensions_mut()
                 .insert(PeerAddr(endpoint.inbound.clone()));

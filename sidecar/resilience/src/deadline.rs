@@ -34,6 +34,18 @@ pub struct Deadline(pub Instant);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TryDeadline(pub Instant);
 
+/// The earlier of the request's [`Deadline`] and the current try's
+/// [`TryDeadline`]: how long an inner layer may wait on this try's behalf.
+pub fn try_ends<B>(req: &http::Request<B>) -> Option<Instant> {
+    let ext = req.extensions();
+    let request = ext.get::<Deadline>().map(|d| d.0);
+    let try_ = ext.get::<TryDeadline>().map(|d| d.0);
+    match (request, try_) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Deadline settings of a route, from [`shardmesh_config::TimeoutPolicy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeoutSettings {

@@ -73,7 +73,9 @@ pub use backpressure::{Backpressure, BackpressureLayer, BackpressureSettings};
 pub use body::{BoxBody, NotRetryable, Prepared, ReplayableRequest, RequestBodyError};
 pub use breaker::{BreakerLayer, BreakerService, BreakerSettings, Breakers, Peer};
 pub use bulkhead::{Bulkhead, BulkheadLayer, BulkheadService, BulkheadSettings, Bulkheads};
-pub use deadline::{Deadline, DeadlineLayer, DeadlineService, TimeoutSettings, TryDeadline};
+pub use deadline::{
+    try_ends, Deadline, DeadlineLayer, DeadlineService, TimeoutSettings, TryDeadline,
+};
 pub use errors::{
     boxed_cause, find_cause, BadTimeoutHeader, BoxError, CircuitOpen, ConnectError,
     DeadlineExceeded, Overloaded, RetryBudgetExhausted, TryTimeout,

@@ -15,7 +15,7 @@ use tower::{Layer, Service};
 
 use super::registry::{Breakers, Ticket};
 use super::Peer;
-use crate::deadline::{Deadline, TryDeadline};
+
 use crate::errors::BoxError;
 
 /// Builds [`BreakerService`]s sharing one [`Breakers`] registry.
@@ -89,13 +89,7 @@ where
         let ticket = match req.extensions().get::<Peer>() {
             None => None,
             Some(Peer(peer)) => {
-                let expires = [
-                    req.extensions().get::<Deadline>().map(|d| d.0),
-                    req.extensions().get::<TryDeadline>().map(|d| d.0),
-                ]
-                .into_iter()
-                .flatten()
-                .min();
+                let expires = crate::deadline::try_ends(&req);
                 match self.breakers.admit(peer, expires) {
                     Ok(ticket) => Some(ticket),
                     Err(open) => {

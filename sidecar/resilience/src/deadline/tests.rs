@@ -108,3 +108,18 @@ fn settings_come_from_the_policy() {
     assert_eq!(s.per_try, Some(Duration::from_millis(400)));
     assert_eq!(TimeoutSettings::default().request, Duration::from_secs(10));
 }
+
+#[test]
+fn a_try_ends_at_the_earlier_of_its_own_and_the_request_deadline() {
+    let now = Instant::now();
+    let early = now + Duration::from_millis(10);
+    let late = now + Duration::from_millis(20);
+    let mut req = http::Request::new(());
+    assert_eq!(try_ends(&req), None);
+    req.extensions_mut().insert(Deadline(late));
+    assert_eq!(try_ends(&req), Some(late));
+    req.extensions_mut().insert(TryDeadline(early));
+    assert_eq!(try_ends(&req), Some(early));
+    req.extensions_mut().remove::<Deadline>();
+    assert_eq!(try_ends(&req), Some(early));
+}

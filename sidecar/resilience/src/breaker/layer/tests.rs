@@ -1,6 +1,7 @@
 use super::*;
 use crate::backoff::Jitter;
 use crate::breaker::BreakerSettings;
+use crate::deadline::{Deadline, TryDeadline};
 use crate::errors::{boxed_cause, CircuitOpen};
 use crate::observer::{BreakerState, Observer};
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
