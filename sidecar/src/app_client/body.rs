@@ -71,8 +71,7 @@ impl Body for AppBody {
             match this.decoder.decode(&mut conn.buf) {
                 Err(e) => return this.fail(e),
                 Ok(Decoded::Data(data)) => {
-                    if this.decoder.remaining() == Some(0) {
-                        this.decoder = Decoder::Done;
+                    if this.decoder == Decoder::Done {
                         this.release();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));

@@ -72,7 +72,13 @@ impl Decoder {
                         return Ok(Decoded::NeedMore);
                     }
                     let take = take_len(n, buf.len());
-                    *self = Decoder::Length(n - take as u64);
+                    let rest = n - take as u64;
+                    // Done at once, so the body ends with its last data.
+                    *self = if rest == 0 {
+                        Decoder::Done
+                    } else {
+                        Decoder::Length(rest)
+                    };
                     return Ok(Decoded::Data(buf.split_to(take).freeze()));
                 }
                 Decoder::UntilClose => {

@@ -179,7 +179,6 @@ fn build(
     let mut transfer_coded = false;
     let mut said_close = false;
     let mut said_keep_alive = false;
-    let mut named_by_connection: Vec<HeaderName> = Vec::new();
     for field in fields {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| AppError::BadHead(format!("header name {:?}", field.name)))?;
@@ -204,30 +203,20 @@ fn build(
                 .ok()
                 .and_then(|v| v.rsplit(',').next())
                 .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-            continue;
-        }
-        if name == header::CONNECTION {
+        } else if name == header::CONNECTION {
             for token in value.to_str().unwrap_or("").split(',').map(str::trim) {
-                if token.eq_ignore_ascii_case("close") {
-                    said_close = true;
-                } else if token.eq_ignore_ascii_case("keep-alive") {
-                    said_keep_alive = true;
-                } else if let Ok(n) = HeaderName::from_bytes(token.as_bytes()) {
-                    named_by_connection.push(n);
-                }
+                said_close |= token.eq_ignore_ascii_case("close");
+                said_keep_alive |= token.eq_ignore_ascii_case("keep-alive");
             }
-            continue;
-        }
-        if is_hop_by_hop(&name) {
-            continue;
         }
         headers.append(name, value);
     }
+    // The hop-by-hop headers (and those `Connection` names) are the
+    // listeners' rule too; `Trailer` goes as well, since trailers are dropped.
+    crate::headers::strip_hop_by_hop(&mut headers);
+    crate::headers::remove_present(&mut headers, &[header::TRAILER]);
     // HTTP/1.0 closes unless asked to keep the connection alive.
     let mut close = said_close || (http10 && !said_keep_alive);
-    for name in &named_by_connection {
-        headers.remove(name);
-    }
     let no_body = *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
@@ -273,13 +262,6 @@ fn parse_length(value: &HeaderValue) -> Result<u64, AppError> {
     }
     // 19 digits fit in a u64.
     Ok(bytes.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
-}
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "keep-alive" | "proxy-connection" | "te" | "upgrade" | "trailer"
-    )
 }
 
 #[cfg(test)]
