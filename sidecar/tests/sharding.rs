@@ -334,10 +334,15 @@ async fn crashed_owner_shards_are_acquired_elsewhere() {
     let seeds = vec![("SHARDMESH_SEEDS", p0.gossip.unwrap().to_string())];
     let p1 = SidecarProc::spawn(&config(&dir, "bank-1", apps[1].addr, &keyring), &seeds);
     let mut p2 = SidecarProc::spawn(&config(&dir, "bank-2", apps[2].addr, &keyring), &seeds);
+    // bank-2 joins last: the two others may serve all 12 before it has
+    // taken its share, so wait for that share too.
     wait_for(
-        "3 members serving all shards",
+        "3 members serving all shards, bank-2 some of them",
         Duration::from_secs(20),
-        async || serving_everywhere(&[&p0, &p1, &p2]).await.len() == 12,
+        async || {
+            serving_everywhere(&[&p0, &p1, &p2]).await.len() == 12
+                && !owners(p2.admin).await.is_empty()
+        },
     )
     .await;
     let lost: Vec<u64> = owners(p2.admin).await.into_keys().collect();
