@@ -44,6 +44,36 @@ pub enum Wire {
         /// Member that did not answer.
         target: NodeId,
     },
+    /// A direct liveness check outside foca's probe cycle (ring watch and
+    /// suspicion verification, see `core::watch`). `buddy` works as in
+    /// [`Wire::Swim`].
+    Check {
+        /// Echoed in the answer.
+        nonce: u64,
+        /// Suspected incarnation of the receiver, if the sender suspects it.
+        buddy: Option<u16>,
+    },
+    /// Answer to [`Wire::Check`].
+    CheckAck {
+        /// The check's nonce.
+        nonce: u64,
+    },
+    /// Please check `target` directly and tell me ([`Wire::CheckReply`]).
+    CheckReq {
+        /// Member to check.
+        target: NodeId,
+        /// Echoed in the reply.
+        nonce: u64,
+    },
+    /// Outcome of a [`Wire::CheckReq`]: an ack or, when unreached, a nack.
+    CheckReply {
+        /// Member checked.
+        target: NodeId,
+        /// The request's nonce.
+        nonce: u64,
+        /// The target answered in time.
+        reached: bool,
+    },
 }
 
 /// A custom broadcast item carried inside foca packets.

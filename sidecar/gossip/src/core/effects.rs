@@ -188,6 +188,15 @@ impl Core {
     }
 
     fn schedule_foca(&mut self, after: Duration, timer: Timer<NodeId>) {
+        match &timer {
+            Timer::ProbeRandomMember(token)
+            | Timer::SendIndirectProbe { token, .. }
+            | Timer::ChangeSuspectToDown { token, .. }
+            | Timer::PeriodicAnnounce(token)
+            | Timer::PeriodicAnnounceDown(token)
+            | Timer::PeriodicGossip(token) => self.foca_token = Some(*token),
+            Timer::RemoveDown(_) => {}
+        }
         if !self.timing.lifeguard {
             if let Timer::ChangeSuspectToDown { .. } = timer {
                 self.note_probe_failed(None);
@@ -326,21 +335,27 @@ impl Core {
             suspected_at = suspected_at.max(buddy);
         }
         if let Some(inc) = suspected_at {
-            if inc >= self.self_incarnation && !self.left {
-                self.observer.refutation();
-                if lifeguard {
-                    self.health.apply(1);
-                }
-                // The buddy flag is not a foca update: hand it to foca as one,
-                // which bumps our incarnation and gossips the refutation.
-                let update = Member::new(self.id, inc, State::Suspect);
-                if let Err(e) = self
-                    .foca
-                    .apply_many(std::iter::once(update), true, &mut self.fx)
-                {
-                    tracing::debug!(error = %e, "refutation failed");
-                }
-            }
+            self.refute(inc);
+        }
+    }
+
+    /// Refutes a suspicion of ourselves at incarnation `inc`, if it stands.
+    pub(super) fn refute(&mut self, inc: u16) {
+        if inc < self.self_incarnation || self.left {
+            return;
+        }
+        self.observer.refutation();
+        if self.timing.lifeguard {
+            self.health.apply(1);
+        }
+        // The buddy flag is not a foca update: hand it to foca as one,
+        // which bumps our incarnation and gossips the refutation.
+        let update = Member::new(self.id, inc, State::Suspect);
+        if let Err(e) = self
+            .foca
+            .apply_many(std::iter::once(update), true, &mut self.fx)
+        {
+            tracing::debug!(error = %e, "refutation failed");
         }
     }
 
@@ -381,6 +396,17 @@ impl Core {
 
     fn on_probe_failed(&mut self, member: NodeId, incarnation: u16, token: foca::TimerToken) {
         self.note_probe_failed(Some(member));
+        self.raise_suspicion(member, incarnation, token);
+    }
+
+    /// Times a suspicion we hold ourselves: shrinks with confirmations,
+    /// declares the member down through foca when it expires.
+    pub(super) fn raise_suspicion(
+        &mut self,
+        member: NodeId,
+        incarnation: u16,
+        token: foca::TimerToken,
+    ) {
         let n = self.foca.num_members() + 1;
         let bounds = SuspicionTimeout::for_cluster(
             n,
@@ -523,6 +549,10 @@ impl Core {
                 let next = self.push_pull_period();
                 self.schedule(next, CoreTimer::PushPull);
             }
+            CoreTimer::Watch => self.on_watch_timer(),
+            CoreTimer::CheckResend(nonce) => self.on_check_resend(nonce),
+            CoreTimer::CheckExpired(nonce) => self.on_check_expired(nonce),
+            CoreTimer::WatchExpired(nonce) => self.on_watch_expired(nonce),
         }
     }
 

@@ -6,11 +6,13 @@
 //! - [`inspect`]: reads foca packets for the Lifeguard layer.
 //! - `effects`: foca's `Runtime`, timer scheduling and Lifeguard hooks.
 //! - `view`: the membership view.
+//! - `watch`: ring watch and suspicion verification beside foca's probes.
 
 mod effects;
 mod inspect;
 pub(crate) mod items;
 mod view;
+mod watch;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -102,6 +104,14 @@ pub(crate) enum CoreTimer {
     Nack { origin: SocketAddr, target: NodeId },
     /// Periodic push-pull.
     PushPull,
+    /// Check our ring successor (see `watch`).
+    Watch,
+    /// Resend an unanswered check.
+    CheckResend(u64),
+    /// A check went unanswered.
+    CheckExpired(u64),
+    /// The ring watch's helpers did not reach the target either.
+    WatchExpired(u64),
 }
 
 /// One member's protocol state machine.
@@ -147,6 +157,10 @@ pub struct Core {
     /// Recent down verdicts (bounded), for the simulator and tests.
     downs: VecDeque<DownVerdict>,
     observer: Arc<dyn GossipObserver>,
+    /// Ring watch and verification checks in flight.
+    checks: watch::Checks,
+    /// foca's current timer token, to time suspicions we raise ourselves.
+    foca_token: Option<foca::TimerToken>,
 }
 
 // === impl Core ===
@@ -202,6 +216,8 @@ impl Core {
             declaring: false,
             downs: VecDeque::new(),
             observer,
+            checks: watch::Checks::default(),
+            foca_token: None,
         };
         core.announce_meta();
         // Spread members' exchanges over the period instead of aligning them.
@@ -212,6 +228,11 @@ impl Core {
                 .mul_f64(core.rng.random::<f64>())
         };
         core.schedule(first, CoreTimer::PushPull);
+        let first_watch = {
+            use rand::RngExt;
+            core.timing.probe_interval.mul_f64(core.rng.random::<f64>())
+        };
+        core.start_watch(first_watch);
         Ok(core)
     }
 
@@ -271,6 +292,7 @@ impl Core {
             Wire::Swim { buddy, packet } => {
                 let (header, updates) = inspect::inspect(&packet).ok_or(BadPacket::Malformed)?;
                 self.before_swim(&header, &updates, buddy);
+                self.verify_heard(&updates);
                 match self.foca.handle_data(&packet, &mut self.fx) {
                     Ok(()) => Ok(()),
                     Err(
@@ -287,6 +309,10 @@ impl Core {
             }
             Wire::Nack { target } => {
                 self.on_nack(from, target);
+                Ok(())
+            }
+            msg => {
+                self.on_check_message(from, msg);
                 Ok(())
             }
         }
