@@ -53,10 +53,16 @@ pub enum Wire {
         /// Suspected incarnation of the receiver, if the sender suspects it.
         buddy: Option<u16>,
     },
-    /// Answer to [`Wire::Check`].
+    /// Answer to [`Wire::Check`], with the sender's identity and current
+    /// incarnation: like a foca header, it refutes a stale suspicion
+    /// directly, without waiting for gossip to carry the refutation.
     CheckAck {
         /// The check's nonce.
         nonce: u64,
+        /// Who answers.
+        id: NodeId,
+        /// Its current incarnation.
+        incarnation: u16,
     },
     /// Please check `target` directly and tell me ([`Wire::CheckReply`]).
     CheckReq {

@@ -442,6 +442,8 @@ impl Core {
             if let Err(e) = self.foca.add_broadcast(&wire::encode_item(&item)) {
                 tracing::debug!(error = %e, "cannot broadcast confirmation");
             }
+            let first = self.timing.probe_interval / 2;
+            self.schedule(first, CoreTimer::Recheck(member, incarnation));
         }
         self.reschedule_suspicion(member.addr);
     }
@@ -553,6 +555,7 @@ impl Core {
             CoreTimer::CheckResend(nonce) => self.on_check_resend(nonce),
             CoreTimer::CheckExpired(nonce) => self.on_check_expired(nonce),
             CoreTimer::WatchExpired(nonce) => self.on_watch_expired(nonce),
+            CoreTimer::Recheck(member, incarnation) => self.on_recheck(member, incarnation),
         }
     }
 

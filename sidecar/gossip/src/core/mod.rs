@@ -112,6 +112,8 @@ pub(crate) enum CoreTimer {
     CheckExpired(u64),
     /// The ring watch's helpers did not reach the target either.
     WatchExpired(u64),
+    /// Check a member we suspect ourselves again.
+    Recheck(NodeId, u16),
 }
 
 /// One member's protocol state machine.

@@ -166,7 +166,7 @@ fn buddy_flag_makes_a_suspect_refute_at_once() {
         buddy: Some(0),
         packet: match wire::decode::<Wire>(&flagged, MAX_PLAIN).unwrap() {
             Wire::Swim { packet, .. } => packet,
-            Wire::Nack { .. } => unreachable!(),
+            other => unreachable!("{other:?}"),
         },
     });
     let _ = a.handle_udp(t, addr(1), &stale);

@@ -67,6 +67,9 @@ enum Purpose {
     Verify { incarnation: u16 },
     /// On behalf of `origin`, which sent us a `CheckReq` with `nonce`.
     Relay { origin: SocketAddr, nonce: u64 },
+    /// A member we suspect ourselves: its answer refutes our suspicion even
+    /// when gossip fails to bring us the refutation.
+    Recheck,
 }
 
 /// The ring watch of one period.
@@ -195,14 +198,36 @@ impl Core {
                 if let Some(inc) = buddy {
                     if self.timing.lifeguard {
                         self.refute(inc);
+                        // Sends what the refutation queued, which updates our
+                        // incarnation to the one the answer must carry.
+                        self.settle();
                     }
                 }
-                let plain = wire::encode(&Wire::CheckAck { nonce });
+                let plain = wire::encode(&Wire::CheckAck {
+                    nonce,
+                    id: self.id,
+                    incarnation: self.self_incarnation,
+                });
                 self.out.push_back(Output::Send { to: from, plain });
             }
-            Wire::CheckAck { nonce } => {
-                let ours = matches!(self.checks.pending.get(&nonce), Some(p) if p.target.addr == from);
+            Wire::CheckAck {
+                nonce,
+                id,
+                incarnation,
+            } => {
+                let ours = matches!(self.checks.pending.get(&nonce),
+                    Some(p) if p.target.addr == from && p.target == id);
                 if let Some(p) = ours.then(|| self.checks.pending.remove(&nonce)).flatten() {
+                    // The member itself says it is alive at `incarnation`:
+                    // foca takes that as it takes a packet header.
+                    let alive = Member::new(id, incarnation, State::Alive);
+                    if let Err(e) = self
+                        .foca
+                        .apply_many(std::iter::once(alive), true, &mut self.fx)
+                    {
+                        tracing::debug!(error = %e, "check answer not applied");
+                    }
+                    self.touched.push(id.addr);
                     self.check_done(nonce, p, true);
                 }
             }
@@ -251,6 +276,18 @@ impl Core {
         self.suspect_unreached(round.target);
     }
 
+    /// Checks a member we still suspect ourselves, once a probe period.
+    pub(super) fn on_recheck(&mut self, member: NodeId, incarnation: u16) {
+        let stands = matches!(self.suspicions.get(&member.addr),
+            Some(s) if s.member() == member && s.incarnation() == incarnation);
+        if !stands {
+            return; // refuted, declared, or replaced by a newer suspicion
+        }
+        self.start_check(member, Purpose::Recheck, Some(incarnation));
+        let period = self.health.scale(self.timing.probe_interval);
+        self.schedule(period, CoreTimer::Recheck(member, incarnation));
+    }
+
     fn start_check(&mut self, target: NodeId, purpose: Purpose, buddy: Option<u16>) -> Option<u64> {
         if self.checks.pending.len() >= MAX_PENDING {
             return None;
@@ -269,7 +306,9 @@ impl Core {
         let timeout = match purpose {
             // A helper answers before the origin gives up on it.
             Purpose::Relay { .. } => self.timing.probe_timeout.mul_f64(0.8),
-            Purpose::Watch | Purpose::Verify { .. } => self.timing.probe_timeout,
+            Purpose::Watch | Purpose::Verify { .. } | Purpose::Recheck => {
+                self.timing.probe_timeout
+            }
         };
         let timeout = self.health.scale(timeout);
         self.schedule(timeout / 2, CoreTimer::CheckResend(nonce));
@@ -311,6 +350,7 @@ impl Core {
                     }
                 }
             }
+            Purpose::Recheck => {}
             Purpose::Relay { origin, nonce } => {
                 let plain = wire::encode(&Wire::CheckReply {
                     target: p.target,
