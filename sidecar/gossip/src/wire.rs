@@ -77,8 +77,10 @@ pub enum Wire {
         target: NodeId,
         /// The request's nonce.
         nonce: u64,
-        /// The target answered in time.
-        reached: bool,
+        /// The target's incarnation as it answered the helper; `None` when
+        /// it did not answer in time. Refutes a stale suspicion at the
+        /// origin even when the origin's own link to the target is down.
+        incarnation: Option<u16>,
     },
 }
 

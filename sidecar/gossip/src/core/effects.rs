@@ -554,7 +554,7 @@ impl Core {
             CoreTimer::Watch => self.on_watch_timer(),
             CoreTimer::CheckResend(nonce) => self.on_check_resend(nonce),
             CoreTimer::CheckExpired(nonce) => self.on_check_expired(nonce),
-            CoreTimer::WatchExpired(nonce) => self.on_watch_expired(nonce),
+            CoreTimer::IndirectExpired(nonce) => self.on_indirect_expired(nonce),
             CoreTimer::Recheck(member, incarnation) => self.on_recheck(member, incarnation),
         }
     }

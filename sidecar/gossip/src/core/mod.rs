@@ -110,8 +110,8 @@ pub(crate) enum CoreTimer {
     CheckResend(u64),
     /// A check went unanswered.
     CheckExpired(u64),
-    /// The ring watch's helpers did not reach the target either.
-    WatchExpired(u64),
+    /// The helpers asked to check a member had their time.
+    IndirectExpired(u64),
     /// Check a member we suspect ourselves again.
     Recheck(NodeId, u16),
 }

@@ -47,6 +47,8 @@ pub(crate) struct Checks {
     next_nonce: u64,
     pending: HashMap<u64, Pending>,
     watch: Option<WatchRound>,
+    /// Indirect checks in flight (ring watch and rechecks): nonce -> target.
+    asked: HashMap<u64, NodeId>,
     verified: HashSet<(NodeId, u16)>,
 }
 
@@ -218,17 +220,8 @@ impl Core {
                 let ours = matches!(self.checks.pending.get(&nonce),
                     Some(p) if p.target.addr == from && p.target == id);
                 if let Some(p) = ours.then(|| self.checks.pending.remove(&nonce)).flatten() {
-                    // The member itself says it is alive at `incarnation`:
-                    // foca takes that as it takes a packet header.
-                    let alive = Member::new(id, incarnation, State::Alive);
-                    if let Err(e) = self
-                        .foca
-                        .apply_many(std::iter::once(alive), true, &mut self.fx)
-                    {
-                        tracing::debug!(error = %e, "check answer not applied");
-                    }
-                    self.touched.push(id.addr);
-                    self.check_done(nonce, p, true);
+                    self.apply_alive(id, incarnation);
+                    self.check_done(nonce, p, Some(incarnation));
                 }
             }
             Wire::CheckReq { target, nonce } => {
@@ -241,8 +234,8 @@ impl Core {
             Wire::CheckReply {
                 target,
                 nonce,
-                reached,
-            } => self.on_check_reply(from, target, nonce, reached),
+                incarnation,
+            } => self.on_check_reply(from, target, nonce, incarnation),
             Wire::Swim { .. } | Wire::Nack { .. } => {}
         }
     }
@@ -258,12 +251,14 @@ impl Core {
     /// A check's time ran out.
     pub(super) fn on_check_expired(&mut self, nonce: u64) {
         if let Some(p) = self.checks.pending.remove(&nonce) {
-            self.check_done(nonce, p, false);
+            self.check_done(nonce, p, None);
         }
     }
 
-    /// The ring watch's helpers had their time.
-    pub(super) fn on_watch_expired(&mut self, nonce: u64) {
+    /// The helpers asked to check a member had their time; for the ring
+    /// watch, nobody reaching the member makes it suspect.
+    pub(super) fn on_indirect_expired(&mut self, nonce: u64) {
+        self.checks.asked.remove(&nonce);
         let Some(round) = self.checks.watch.take_if(|w| w.nonce == nonce && !w.done) else {
             return;
         };
@@ -321,7 +316,23 @@ impl Core {
         self.out.push_back(Output::Send { to, plain });
     }
 
-    fn check_done(&mut self, nonce: u64, p: Pending, reached: bool) {
+    /// The member itself says it is alive at `incarnation` (directly or
+    /// through a helper): foca takes that as it takes a packet header, which
+    /// refutes any suspicion of an older incarnation.
+    fn apply_alive(&mut self, id: NodeId, incarnation: u16) {
+        let alive = Member::new(id, incarnation, State::Alive);
+        if let Err(e) = self
+            .foca
+            .apply_many(std::iter::once(alive), true, &mut self.fx)
+        {
+            tracing::debug!(error = %e, "check answer not applied");
+        }
+        self.touched.push(id.addr);
+    }
+
+    /// `answer` is the target's incarnation if it answered in time.
+    fn check_done(&mut self, nonce: u64, p: Pending, answer: Option<u16>) {
+        let reached = answer.is_some();
         match p.purpose {
             Purpose::Watch => {
                 let Some(round) = self.checks.watch.as_mut().filter(|w| w.nonce == nonce) else {
@@ -350,12 +361,18 @@ impl Core {
                     }
                 }
             }
-            Purpose::Recheck => {}
+            Purpose::Recheck => {
+                // Our own link to it may be what fails (a one-way cut):
+                // helpers that reach it bring back its incarnation.
+                if !reached {
+                    self.ask_helpers(nonce, p.target);
+                }
+            }
             Purpose::Relay { origin, nonce } => {
                 let plain = wire::encode(&Wire::CheckReply {
                     target: p.target,
                     nonce,
-                    reached,
+                    incarnation: answer,
                 });
                 self.out.push_back(Output::Send { to: origin, plain });
             }
@@ -364,6 +381,9 @@ impl Core {
 
     fn ask_helpers(&mut self, nonce: u64, target: NodeId) {
         use rand::seq::IteratorRandom;
+        if self.checks.asked.len() >= MAX_PENDING {
+            return;
+        }
         let k = self.timing.indirect_probes as usize;
         let me = self.id.addr;
         let helpers: Vec<SocketAddr> = self
@@ -377,14 +397,28 @@ impl Core {
             let plain = wire::encode(&Wire::CheckReq { target, nonce });
             self.out.push_back(Output::Send { to, plain });
         }
+        self.checks.asked.insert(nonce, target);
         if let Some(round) = self.checks.watch.as_mut().filter(|w| w.nonce == nonce) {
             round.helpers = helpers;
         }
         let wait = self.health.scale(self.timing.probe_timeout);
-        self.schedule(wait, CoreTimer::WatchExpired(nonce));
+        self.schedule(wait, CoreTimer::IndirectExpired(nonce));
     }
 
-    fn on_check_reply(&mut self, from: SocketAddr, target: NodeId, nonce: u64, reached: bool) {
+    fn on_check_reply(
+        &mut self,
+        from: SocketAddr,
+        target: NodeId,
+        nonce: u64,
+        incarnation: Option<u16>,
+    ) {
+        if self.checks.asked.get(&nonce) != Some(&target) {
+            return;
+        }
+        if let Some(inc) = incarnation {
+            self.apply_alive(target, inc);
+        }
+        let reached = incarnation.is_some();
         let Some(round) = self.checks.watch.as_mut() else {
             return;
         };

@@ -172,18 +172,3 @@ fn a_lone_cut_off_member_downs_nobody_and_only_it_rejoins_after_the_heal() {
     }
     assert!(sim.core(2).unwrap().id().generation > generations[2]);
 }
-
-#[test]
-#[ignore]
-fn dbg_fp_seeds() {
-    use crate::sim::bench::{false_positives, Report, Scenario};
-    let n: usize = std::env::var("DBGN").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
-    let seeds: Vec<u64> = std::env::var("DBGSEEDS").ok().map(|v| v.split(',').map(|s| s.parse().unwrap()).collect()).unwrap_or((0..20).collect());
-    for seed in seeds {
-        let mut r = Report::default();
-        false_positives(n, &crate::settings::Timing::lan(), Scenario::Loss10OneWay, 10, seed, &mut r);
-        if r.false_downs > 0 {
-            eprintln!("seed {seed}: {} downed, {} verdicts", r.false_downs, r.false_verdicts);
-        }
-    }
-}
