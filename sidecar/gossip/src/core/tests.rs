@@ -329,12 +329,11 @@ fn refuted_suspicion_expiring_sends_no_turn_undead() {
                 continue;
             };
             match wire::decode::<Wire>(&plain, MAX_PLAIN) {
-                Ok(Wire::Swim { packet, .. }) => {
+                Ok(Wire::Swim { packet, .. })
                     if inspect::header(&packet)
-                        .is_some_and(|h| h.message == foca::Message::TurnUndead)
-                    {
-                        turn_undead += 1;
-                    }
+                        .is_some_and(|h| h.message == foca::Message::TurnUndead) =>
+                {
+                    turn_undead += 1;
                 }
                 // b answers the ring watch (not foca's pings), so only the
                 // refuted suspicion could expire here.
@@ -353,4 +352,202 @@ fn refuted_suspicion_expiring_sends_no_turn_undead() {
     }
     assert_eq!(turn_undead, 0);
     assert!(a.take_downs().iter().all(|d| d.member != b));
+}
+
+/// Decoded messages `c` sent, with their destinations.
+fn sent(c: &mut Core) -> Vec<(SocketAddr, Wire)> {
+    let mut out = Vec::new();
+    while let Some(o) = c.poll_output() {
+        if let Output::Send { to, plain } = o {
+            out.push((to, wire::decode::<Wire>(&plain, MAX_PLAIN).unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_relayed_check_brings_back_the_incarnation_and_refutes_a_stale_suspicion() {
+    let mut a = core(0, Arc::new(Count::default()));
+    let b = id(1);
+    let origin = addr(2);
+    a.preload(
+        Duration::ZERO,
+        roster(&[
+            foca::Member::new(b, 0, State::Suspect),
+            foca::Member::alive(id(2)),
+        ]),
+    )
+    .unwrap();
+    while a.poll_output().is_some() {}
+    let t = secs(0.1);
+    let req = wire::encode(&Wire::CheckReq {
+        target: b,
+        nonce: 7,
+    });
+    a.handle_udp(t, origin, &req).unwrap();
+    let check = sent(&mut a)
+        .into_iter()
+        .find_map(|(to, w)| match w {
+            Wire::Check { nonce, .. } if to == b.addr => Some(nonce),
+            _ => None,
+        })
+        .expect("the helper checks the target directly");
+    // b answers at incarnation 1: newer than the suspicion.
+    let ack = wire::encode(&Wire::CheckAck {
+        nonce: check,
+        id: b,
+        incarnation: 1,
+    });
+    a.handle_udp(t + secs(0.01), b.addr, &ack).unwrap();
+    assert_eq!(a.state_of(b.addr), Some((b, State::Alive, 1)));
+    let reply = sent(&mut a).into_iter().find(|(to, _)| *to == origin);
+    assert_eq!(
+        reply.map(|(_, w)| w),
+        Some(Wire::CheckReply {
+            target: b,
+            nonce: 7,
+            incarnation: Some(1)
+        })
+    );
+}
+
+#[test]
+fn a_check_answer_from_another_identity_or_address_is_ignored() {
+    let mut a = core(0, Arc::new(Count::default()));
+    let b = id(1);
+    a.preload(
+        Duration::ZERO,
+        roster(&[foca::Member::new(b, 0, State::Suspect)]),
+    )
+    .unwrap();
+    while a.poll_output().is_some() {}
+    let req = wire::encode(&Wire::CheckReq {
+        target: b,
+        nonce: 3,
+    });
+    a.handle_udp(secs(0.1), addr(2), &req).unwrap();
+    let check = sent(&mut a)
+        .into_iter()
+        .find_map(|(_, w)| match w {
+            Wire::Check { nonce, .. } => Some(nonce),
+            _ => None,
+        })
+        .unwrap();
+    let reborn = NodeId {
+        addr: b.addr,
+        generation: 2,
+    };
+    for (from, id) in [(b.addr, reborn), (addr(3), b)] {
+        let ack = wire::encode(&Wire::CheckAck {
+            nonce: check,
+            id,
+            incarnation: 5,
+        });
+        a.handle_udp(secs(0.2), from, &ack).unwrap();
+    }
+    assert_eq!(a.state_of(b.addr), Some((b, State::Suspect, 0)));
+    // Unanswered, the helper says so (a nack) within its 0.4 s.
+    let mut t = secs(0.2);
+    let mut reply = None;
+    while reply.is_none() && t < secs(1.0) {
+        t += Duration::from_millis(10);
+        a.handle_timers(t);
+        reply = sent(&mut a)
+            .into_iter()
+            .find_map(|(to, w)| (to == addr(2)).then_some(w));
+    }
+    assert_eq!(
+        reply,
+        Some(Wire::CheckReply {
+            target: b,
+            nonce: 3,
+            incarnation: None
+        })
+    );
+    assert!(t <= secs(0.51), "nack after {t:?}");
+}
+
+#[test]
+fn a_check_with_the_buddy_flag_is_refuted_in_its_answer() {
+    let obs = Arc::new(Count::default());
+    let mut b = core(1, obs.clone());
+    b.preload(Duration::ZERO, roster(&[foca::Member::alive(id(0))]))
+        .unwrap();
+    while b.poll_output().is_some() {}
+    let check = wire::encode(&Wire::Check {
+        nonce: 9,
+        buddy: Some(0),
+    });
+    b.handle_udp(secs(0.1), addr(0), &check).unwrap();
+    let answer = sent(&mut b)
+        .into_iter()
+        .find_map(|(to, w)| matches!(w, Wire::CheckAck { .. }).then_some((to, w)));
+    assert_eq!(
+        answer,
+        Some((
+            addr(0),
+            Wire::CheckAck {
+                nonce: 9,
+                id: id(1),
+                incarnation: 1
+            }
+        ))
+    );
+    assert_eq!(obs.refutations.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn the_ring_watch_suspects_its_successor_only_when_no_helper_reaches_it() {
+    for helper_reaches in [false, true] {
+        let mut a = core(0, Arc::new(Count::default()));
+        let others: Vec<NodeId> = (1..6).map(id).collect();
+        let members: Vec<_> = others.iter().map(|m| foca::Member::alive(*m)).collect();
+        a.preload(Duration::ZERO, roster(&members)).unwrap();
+        let succ = watch::successor(&addr(0), others.iter().copied()).unwrap();
+        let mut t = Duration::ZERO;
+        let mut first_check = None;
+        let mut asked = Vec::new();
+        let mut state_after = None;
+        while t < secs(6.0) && state_after.is_none() {
+            t += Duration::from_millis(10);
+            a.handle_timers(t);
+            for (to, w) in sent(&mut a) {
+                match w {
+                    Wire::Check { .. } if to == succ.addr => {
+                        first_check.get_or_insert(t);
+                    }
+                    Wire::CheckReq { target, nonce } if target == succ => {
+                        asked.push(to);
+                        let reply = wire::encode(&Wire::CheckReply {
+                            target,
+                            nonce,
+                            incarnation: helper_reaches.then_some(0),
+                        });
+                        a.handle_udp(t, to, &reply).unwrap();
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(first) = first_check {
+                // Direct check (0.5 s) plus the helpers' time (0.5 s).
+                if t >= first + secs(1.0) + Duration::from_millis(20) {
+                    state_after = a.state_of(succ.addr).map(|s| s.1);
+                }
+            }
+        }
+        assert!(a.is_joined(), "preloaded members make the core joined");
+        assert!(first_check.is_some(), "the successor is checked");
+        assert_eq!(asked.len(), 3, "3 helpers asked: {asked:?}");
+        assert!(asked.iter().all(|h| *h != succ.addr && *h != addr(0)));
+        let expect = if helper_reaches {
+            State::Alive
+        } else {
+            State::Suspect
+        };
+        assert_eq!(
+            state_after,
+            Some(expect),
+            "helper reaches: {helper_reaches}"
+        );
+    }
 }

@@ -123,7 +123,6 @@ impl Core {
 
     /// The periodic ring-watch timer.
     pub(super) fn on_watch_timer(&mut self) {
-
         let period = self.health.scale(self.timing.probe_interval);
         self.schedule(period, CoreTimer::Watch);
         if !self.joined || self.left {
@@ -301,9 +300,7 @@ impl Core {
         let timeout = match purpose {
             // A helper answers before the origin gives up on it.
             Purpose::Relay { .. } => self.timing.probe_timeout.mul_f64(0.8),
-            Purpose::Watch | Purpose::Verify { .. } | Purpose::Recheck => {
-                self.timing.probe_timeout
-            }
+            Purpose::Watch | Purpose::Verify { .. } | Purpose::Recheck => self.timing.probe_timeout,
         };
         let timeout = self.health.scale(timeout);
         self.schedule(timeout / 2, CoreTimer::CheckResend(nonce));
@@ -349,8 +346,7 @@ impl Core {
             Purpose::Verify { incarnation } => {
                 // An unhealthy member's failures say more about itself than
                 // about the suspect: only a healthy one confirms.
-                if !reached && self.health.score() == 0 && self.is_suspect(p.target, incarnation)
-                {
+                if !reached && self.health.score() == 0 && self.is_suspect(p.target, incarnation) {
                     let item = Item::Confirm {
                         target: p.target,
                         incarnation,
@@ -489,7 +485,11 @@ mod tests {
             at = successor(&at.addr, ids.iter().copied()).unwrap();
             assert!(seen.insert(at.addr), "{at:?} watched twice");
         }
-        assert_eq!(seen.len(), ids.len(), "every member is watched by one other");
+        assert_eq!(
+            seen.len(),
+            ids.len(),
+            "every member is watched by one other"
+        );
     }
 
     #[test]
