@@ -527,11 +527,15 @@ impl Core {
 
     fn announce_meta(&mut self) {
         self.meta_version += 1;
+        let mut meta = self.meta.clone();
+        if self.timing.lifeguard {
+            watch::advertise_checks(&mut meta);
+        }
         let rec = MetaRecord {
             id: self.id,
             version: self.meta_version,
             left: self.left,
-            meta: self.meta.clone(),
+            meta,
         };
         if let Err(e) = self
             .foca

@@ -502,7 +502,21 @@ fn the_ring_watch_suspects_its_successor_only_when_no_helper_reaches_it() {
         let mut a = core(0, Arc::new(Count::default()));
         let others: Vec<NodeId> = (1..6).map(id).collect();
         let members: Vec<_> = others.iter().map(|m| foca::Member::alive(*m)).collect();
-        a.preload(Duration::ZERO, roster(&members)).unwrap();
+        let mut state = roster(&members);
+        // They all advertise that they answer checks.
+        state.metas = (1..6)
+            .map(|i| {
+                let mut m = meta(i);
+                watch::advertise_checks(&mut m);
+                MetaRecord {
+                    id: id(i),
+                    version: 1,
+                    left: false,
+                    meta: m,
+                }
+            })
+            .collect();
+        a.preload(Duration::ZERO, state).unwrap();
         let succ = watch::successor(&addr(0), others.iter().copied()).unwrap();
         let mut t = Duration::ZERO;
         let mut first_check = None;
@@ -550,4 +564,51 @@ fn the_ring_watch_suspects_its_successor_only_when_no_helper_reaches_it() {
             "helper reaches: {helper_reaches}"
         );
     }
+}
+
+#[test]
+fn members_without_the_checks_tag_are_not_watched() {
+    // An older build drops our checks as malformed: it must not be watched
+    // (and so suspected) through them; foca's own probes still cover it.
+    let mut a = core(0, Arc::new(Count::default()));
+    let members: Vec<_> = (1..4).map(|i| foca::Member::alive(id(i))).collect();
+    let mut state = roster(&members);
+    state.metas = (1..4)
+        .map(|i| MetaRecord {
+            id: id(i),
+            version: 1,
+            left: false,
+            meta: meta(i),
+        })
+        .collect();
+    a.preload(Duration::ZERO, state).unwrap();
+    let mut t = Duration::ZERO;
+    while t < secs(5.0) {
+        t += Duration::from_millis(10);
+        a.handle_timers(t);
+        for (to, w) in sent(&mut a) {
+            assert!(
+                !matches!(w, Wire::Check { .. } | Wire::CheckReq { .. }),
+                "{w:?} sent to {to}"
+            );
+        }
+    }
+    assert!(a.is_joined());
+}
+
+#[test]
+fn the_checks_tag_is_advertised_but_kept_out_of_the_view() {
+    let mut a = core(0, Arc::new(Count::default()));
+    let mine = a.full_state().metas;
+    assert!(mine[0].meta.tags.contains_key(watch::CHECKS_TAG));
+    let view = a.take_view().unwrap();
+    assert!(view.members.iter().all(|m| m.meta.tags.is_empty()));
+    // No room with 16 tags of its own: not advertised, and still valid.
+    let mut full = meta(0);
+    for i in 0..crate::meta::MAX_META_TAGS {
+        full.tags.insert(format!("k{i}"), "v".into());
+    }
+    watch::advertise_checks(&mut full);
+    assert!(!full.tags.contains_key(watch::CHECKS_TAG));
+    assert!(full.validate().is_ok());
 }

@@ -105,8 +105,11 @@ impl Core {
             let Some(rec) = tables.metas.get(addr) else {
                 continue;
             };
+            let mut meta = rec.meta.clone();
+            // A protocol capability, not the sidecar's business.
+            meta.tags.remove(super::watch::CHECKS_TAG);
             members.push(Member {
-                meta: rec.meta.clone(),
+                meta,
                 incarnation: incarnation(id.generation, *inc),
                 health: health(*state, rec.left && rec.id.generation >= id.generation),
                 gossip_addr: *addr,

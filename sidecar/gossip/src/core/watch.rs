@@ -31,8 +31,15 @@ use foca::{Member, State};
 use super::{Core, CoreTimer, Output};
 use crate::id::NodeId;
 use crate::lifeguard::LocalHealth;
+use crate::meta::{MemberMeta, MAX_META_TAGS};
 use crate::observer::ProbeResult;
-use crate::wire::{self, Item, Wire};
+use crate::wire::{self, Item, MetaRecord, Wire};
+
+/// Metadata tag by which a member says it answers checks. A member without
+/// it (an older build, or one whose tags are full) is neither watched nor
+/// verified: it would drop our checks as malformed and look dead. So a
+/// rolling upgrade mixes builds safely; such members get foca's probes only.
+pub const CHECKS_TAG: &str = "shardmesh.io/gossip-checks";
 
 /// About how many members verify each suspicion they hear of.
 const VERIFIERS: usize = 8;
@@ -103,12 +110,29 @@ pub(crate) fn ring_point(addr: &SocketAddr) -> u64 {
     h
 }
 
+/// Adds [`CHECKS_TAG`] to our own metadata when there is room for it.
+pub(crate) fn advertise_checks(meta: &mut MemberMeta) {
+    if meta.tags.len() < MAX_META_TAGS {
+        meta.tags.insert(CHECKS_TAG.to_string(), "1".to_string());
+        if meta.validate().is_err() {
+            meta.tags.remove(CHECKS_TAG);
+        }
+    }
+}
+
 /// The member after `me` on the ring, among `members`.
 pub(crate) fn successor(me: &SocketAddr, members: impl Iterator<Item = NodeId>) -> Option<NodeId> {
     let mine = ring_point(me);
     members
         .filter(|m| m.addr != *me)
         .min_by_key(|m| (ring_point(&m.addr).wrapping_sub(mine), m.addr))
+}
+
+/// Whether `member` advertises [`CHECKS_TAG`] in the metadata we hold.
+fn answers_checks(metas: &HashMap<SocketAddr, MetaRecord>, member: NodeId) -> bool {
+    metas
+        .get(&member.addr)
+        .is_some_and(|r| r.id == member && r.meta.tags.contains_key(CHECKS_TAG))
 }
 
 // === impl Core: checks ===
@@ -137,8 +161,16 @@ impl Core {
         if busy {
             return;
         }
-        let Some(target) = successor(&self.id.addr, self.foca.iter_members().map(|m| *m.id()))
-        else {
+        let target = {
+            let t = self.tables.lock();
+            let capable = self
+                .foca
+                .iter_members()
+                .map(|m| *m.id())
+                .filter(|id| answers_checks(&t.metas, *id));
+            successor(&self.id.addr, capable)
+        };
+        let Some(target) = target else {
             return;
         };
         let buddy = match self.states.get(&target.addr) {
@@ -180,7 +212,7 @@ impl Core {
                 use rand::RngExt;
                 self.rng.random::<f64>() < p
             };
-            if pick {
+            if pick && self.answers_checks(*m.id()) {
                 let purpose = Purpose::Verify {
                     incarnation: m.incarnation(),
                 };
@@ -274,8 +306,8 @@ impl Core {
     pub(super) fn on_recheck(&mut self, member: NodeId, incarnation: u16) {
         let stands = matches!(self.suspicions.get(&member.addr),
             Some(s) if s.member() == member && s.incarnation() == incarnation);
-        if !stands {
-            return; // refuted, declared, or replaced by a newer suspicion
+        if !stands || !self.answers_checks(member) {
+            return; // refuted, declared, replaced, or an older build
         }
         self.start_check(member, Purpose::Recheck, Some(incarnation));
         let period = self.health.scale(self.timing.probe_interval);
@@ -428,6 +460,10 @@ impl Core {
             round.done = true;
             self.observer.probe(ProbeResult::IndirectAck);
         }
+    }
+
+    fn answers_checks(&self, member: NodeId) -> bool {
+        answers_checks(&self.tables.lock().metas, member)
     }
 
     fn is_suspect(&self, member: NodeId, incarnation: u16) -> bool {
