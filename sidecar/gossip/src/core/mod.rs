@@ -230,11 +230,14 @@ impl Core {
                 .mul_f64(core.rng.random::<f64>())
         };
         core.schedule(first, CoreTimer::PushPull);
-        let first_watch = {
-            use rand::RngExt;
-            core.timing.probe_interval.mul_f64(core.rng.random::<f64>())
-        };
-        core.start_watch(first_watch);
+        if core.timing.lifeguard {
+            // Drawn only here, so plain foca's random choices stay as they were.
+            let first_watch = {
+                use rand::RngExt;
+                core.timing.probe_interval.mul_f64(core.rng.random::<f64>())
+            };
+            core.start_watch(first_watch);
+        }
         Ok(core)
     }
 

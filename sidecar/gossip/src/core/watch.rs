@@ -138,11 +138,9 @@ fn answers_checks(metas: &HashMap<SocketAddr, MetaRecord>, member: NodeId) -> bo
 // === impl Core: checks ===
 
 impl Core {
-    /// Starts the ring watch (called once, at construction).
+    /// Starts the ring watch (called once, at construction, with Lifeguard on).
     pub(super) fn start_watch(&mut self, first: Duration) {
-        if self.timing.lifeguard {
-            self.schedule(first, CoreTimer::Watch);
-        }
+        self.schedule(first, CoreTimer::Watch);
     }
 
     /// The periodic ring-watch timer.
