@@ -589,8 +589,18 @@ pub(crate) fn foca_config(t: &Timing, n: usize) -> foca::Config {
         frequency: t.push_pull_interval,
         num_members: NonZeroUsize::MIN,
     });
+    // Members held down are how a healed partition finds its way back (a
+    // live one answers and rejoins). With Lifeguard's fast downs both sides of
+    // a cut are down within seconds, so waiting a whole push-pull interval
+    // made every heal take ~30 s; every 5 probe periods heals in seconds for
+    // about 40 B/s per member while anyone is held down.
+    let to_down = if t.lifeguard {
+        t.probe_interval.saturating_mul(5)
+    } else {
+        t.push_pull_interval
+    };
     c.periodic_announce_to_down_members = Some(PeriodicParams {
-        frequency: t.push_pull_interval,
+        frequency: to_down,
         num_members: NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN),
     });
     c.periodic_gossip = Some(PeriodicParams {
