@@ -1,4 +1,4 @@
-//! Two checks beside foca's random probing, both part of the Lifeguard layer:
+//! Checks beside foca's random probing, all part of the Lifeguard layer:
 //!
 //! - **Ring watch.** Each member also checks its successor on a hash ring of
 //!   the active members once a probe period. With random probing alone,
@@ -12,6 +12,12 @@
 //!   timeout shrinks to its floor within a probe timeout instead of about one
 //!   confirmation per period. The check carries the buddy flag, so a live
 //!   suspect learns of the suspicion at once and refutes.
+//! - **Rechecks.** A member holding a suspicion of its own checks the suspect
+//!   every period, through helpers when the direct check fails. Answers carry
+//!   the member's incarnation, so they refute even when gossip never brings
+//!   the refutation (or a one-way cut keeps the suspect's packets away).
+//!
+//! Only members that advertise [`CHECKS_TAG`] are checked.
 //!
 //! A check is a direct ping with one resend half way through the timeout.
 //! The ring watch falls back to `indirect_probes` helpers, each of which
