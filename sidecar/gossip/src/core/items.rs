@@ -28,6 +28,9 @@ pub(crate) struct Tables {
     pub(crate) metas: HashMap<SocketAddr, MetaRecord>,
     /// Set when `metas` changed.
     pub(crate) metas_dirty: bool,
+    /// Members whose newest metadata advertises `watch::CHECKS_TAG`; kept
+    /// with `metas` because the ring watch asks about every member each period.
+    pub(crate) answers_checks: HashSet<NodeId>,
     /// Recent application sequence numbers per origin.
     app_seen: HashMap<SocketAddr, (u64, VecDeque<u64>)>,
     /// Accepted application messages, drained by the core.
@@ -182,7 +185,17 @@ impl Tables {
             None => self.metas.len() < MAX_MEMBERS,
         };
         if newer {
-            self.metas.insert(rec.id.addr, rec);
+            if rec.meta.tags.contains_key(super::watch::CHECKS_TAG) {
+                self.answers_checks.insert(rec.id);
+            }
+            if let Some(old) = self.metas.insert(rec.id.addr, rec) {
+                let same_and_capable = self.metas.get(&old.id.addr).is_some_and(|new| {
+                    new.id == old.id && new.meta.tags.contains_key(super::watch::CHECKS_TAG)
+                });
+                if !same_and_capable {
+                    self.answers_checks.remove(&old.id);
+                }
+            }
             self.metas_dirty = true;
         }
         newer

@@ -39,7 +39,7 @@ use crate::id::NodeId;
 use crate::lifeguard::LocalHealth;
 use crate::meta::{MemberMeta, MAX_META_TAGS};
 use crate::observer::ProbeResult;
-use crate::wire::{self, Item, MetaRecord, Wire};
+use crate::wire::{self, Item, Wire};
 
 /// Metadata tag by which a member says it answers checks. A member without
 /// it (an older build, or one whose tags are full) is neither watched nor
@@ -134,13 +134,6 @@ pub(crate) fn successor(me: &SocketAddr, members: impl Iterator<Item = NodeId>) 
         .min_by_key(|m| (ring_point(&m.addr).wrapping_sub(mine), m.addr))
 }
 
-/// Whether `member` advertises [`CHECKS_TAG`] in the metadata we hold.
-fn answers_checks(metas: &HashMap<SocketAddr, MetaRecord>, member: NodeId) -> bool {
-    metas
-        .get(&member.addr)
-        .is_some_and(|r| r.id == member && r.meta.tags.contains_key(CHECKS_TAG))
-}
-
 // === impl Core: checks ===
 
 impl Core {
@@ -171,7 +164,7 @@ impl Core {
                 .foca
                 .iter_members()
                 .map(|m| *m.id())
-                .filter(|id| answers_checks(&t.metas, *id));
+                .filter(|id| t.answers_checks.contains(id));
             successor(&self.id.addr, capable)
         };
         let Some(target) = target else {
@@ -467,7 +460,7 @@ impl Core {
     }
 
     fn answers_checks(&self, member: NodeId) -> bool {
-        answers_checks(&self.tables.lock().metas, member)
+        self.tables.lock().answers_checks.contains(&member)
     }
 
     fn is_suspect(&self, member: NodeId, incarnation: u16) -> bool {
