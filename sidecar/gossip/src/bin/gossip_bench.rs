@@ -5,6 +5,12 @@
 //!     --n 10,100,1000 --seeds 100 --fp-seeds 10 --fp-minutes 10 --variants lifeguard,foca
 //! ```
 //! Every run is seeded; the same arguments print the same numbers.
+//!
+//! False-positive runs at N = 1,000 cost minutes of CPU per seed, so they can
+//! be split: `--fp-first-seed 40 --fp-seeds 10 --fp-scenarios Loss10OneWay,Starved`
+//! runs seeds 40..50 of two scenarios and also prints one line per seed
+//! (`fp-seed N VARIANT SCENARIO SEED downed verdicts impaired_downed
+//! impaired_declared bytes_per_member_s`), which add up across runs.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +21,8 @@ struct Args {
     sizes: Vec<usize>,
     seeds: u64,
     fp_seeds: u64,
+    fp_first_seed: u64,
+    fp_scenarios: Option<Vec<String>>,
     fp_minutes: u64,
     variants: Vec<String>,
     only: Vec<String>,
@@ -25,6 +33,8 @@ fn parse() -> Result<Args, String> {
         sizes: vec![10, 100, 1000],
         seeds: 100,
         fp_seeds: 10,
+        fp_first_seed: 0,
+        fp_scenarios: None,
         fp_minutes: 10,
         variants: vec!["lifeguard".into(), "foca".into()],
         only: vec![
@@ -49,6 +59,8 @@ fn parse() -> Result<Args, String> {
             }
             "--seeds" => a.seeds = num(&value)?,
             "--fp-seeds" => a.fp_seeds = num(&value)?,
+            "--fp-first-seed" => a.fp_first_seed = num(&value)?,
+            "--fp-scenarios" => a.fp_scenarios = Some(list()),
             "--fp-minutes" => a.fp_minutes = num(&value)?,
             "--variants" => a.variants = list(),
             "--only" => a.only = list(),
@@ -133,10 +145,28 @@ fn main() {
                     Scenario::SlowOutbound,
                     Scenario::Starved,
                 ] {
+                    let wanted = args
+                        .fp_scenarios
+                        .as_ref()
+                        .is_none_or(|names| names.iter().any(|name| *name == format!("{sc:?}")));
+                    if !wanted {
+                        continue;
+                    }
                     let t0 = Instant::now();
                     let mut r = Report::default();
-                    for seed in 0..args.fp_seeds {
-                        bench::false_positives(n, &timing(v), sc, args.fp_minutes, seed, &mut r);
+                    let first = args.fp_first_seed;
+                    for seed in first..first + args.fp_seeds {
+                        let mut one = Report::default();
+                        bench::false_positives(n, &timing(v), sc, args.fp_minutes, seed, &mut one);
+                        eprintln!(
+                            "fp-seed {n} {v} {sc:?} {seed} {} {} {} {} {}",
+                            one.false_downs,
+                            one.false_verdicts,
+                            one.impaired_downed,
+                            one.impaired_declared,
+                            f(mean(&one.bytes_per_member_s))
+                        );
+                        r.absorb(one);
                     }
                     println!(
                         "| {n} | {v} | {sc:?} | {} | {} | {} | {} | {} | {} |",

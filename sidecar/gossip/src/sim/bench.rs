@@ -68,6 +68,21 @@ pub struct Report {
     pub first_hash: u64,
 }
 
+impl Report {
+    /// Adds another run's false-positive figures (one seed) to these.
+    pub fn absorb(&mut self, one: Report) {
+        self.false_downs += one.false_downs;
+        self.false_verdicts += one.false_verdicts;
+        self.impaired_downed += one.impaired_downed;
+        self.impaired_declared += one.impaired_declared;
+        self.fp_member_seconds += one.fp_member_seconds;
+        self.bytes_per_member_s.extend(one.bytes_per_member_s);
+        if self.first_hash == 0 {
+            self.first_hash = one.first_hash;
+        }
+    }
+}
+
 /// Percentile `p` (0–1) of `v`; NaN for no data.
 pub fn percentile(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
