@@ -517,7 +517,7 @@ fn the_ring_watch_suspects_its_successor_only_when_no_helper_reaches_it() {
             })
             .collect();
         a.preload(Duration::ZERO, state).unwrap();
-        let succ = watch::successor(&addr(0), others.iter().copied()).unwrap();
+        let succ = watch::successor(&addr(0), others.iter().copied(), |_| true).unwrap();
         let mut t = Duration::ZERO;
         let mut first_check = None;
         let mut asked = Vec::new();

@@ -126,12 +126,26 @@ pub(crate) fn advertise_checks(meta: &mut MemberMeta) {
     }
 }
 
-/// The member after `me` on the ring, among `members`.
-pub(crate) fn successor(me: &SocketAddr, members: impl Iterator<Item = NodeId>) -> Option<NodeId> {
+/// The member after `me` on the ring, among the `members` that `keep`
+/// accepts. `keep` is asked only about members closer than the best so far
+/// (about ln N of them), since it may cost a lookup.
+pub(crate) fn successor(
+    me: &SocketAddr,
+    members: impl Iterator<Item = NodeId>,
+    mut keep: impl FnMut(&NodeId) -> bool,
+) -> Option<NodeId> {
     let mine = ring_point(me);
-    members
-        .filter(|m| m.addr != *me)
-        .min_by_key(|m| (ring_point(&m.addr).wrapping_sub(mine), m.addr))
+    let mut best: Option<((u64, SocketAddr), NodeId)> = None;
+    for m in members.filter(|m| m.addr != *me) {
+        let key = (ring_point(&m.addr).wrapping_sub(mine), m.addr);
+        if best.as_ref().is_some_and(|(b, _)| *b <= key) {
+            continue;
+        }
+        if keep(&m) {
+            best = Some((key, m));
+        }
+    }
+    best.map(|(_, m)| m)
 }
 
 // === impl Core: checks ===
@@ -160,12 +174,8 @@ impl Core {
         }
         let target = {
             let t = self.tables.lock();
-            let capable = self
-                .foca
-                .iter_members()
-                .map(|m| *m.id())
-                .filter(|id| t.answers_checks.contains(id));
-            successor(&self.id.addr, capable)
+            let members = self.foca.iter_members().map(|m| *m.id());
+            successor(&self.id.addr, members, |id| t.answers_checks.contains(id))
         };
         let Some(target) = target else {
             return;
@@ -515,7 +525,7 @@ mod tests {
         let mut seen = HashSet::new();
         let mut at = ids[0];
         for _ in 0..ids.len() {
-            at = successor(&at.addr, ids.iter().copied()).unwrap();
+            at = successor(&at.addr, ids.iter().copied(), |_| true).unwrap();
             assert!(seen.insert(at.addr), "{at:?} watched twice");
         }
         assert_eq!(
@@ -526,9 +536,29 @@ mod tests {
     }
 
     #[test]
+    fn the_successor_skips_members_keep_refuses_and_asks_about_few() {
+        let ids: Vec<NodeId> = (7000..8000).map(id).collect();
+        let me = ids[0].addr;
+        let refused = |m: &NodeId| m.addr.port().is_multiple_of(3);
+        let mine = ring_point(&me);
+        let brute = ids
+            .iter()
+            .filter(|m| m.addr != me && !refused(m))
+            .min_by_key(|m| ring_point(&m.addr).wrapping_sub(mine))
+            .copied();
+        let mut asked = 0;
+        let got = successor(&me, ids.iter().copied(), |m| {
+            asked += 1;
+            !refused(m)
+        });
+        assert_eq!(got, brute);
+        assert!(asked < 60, "asked about {asked} of 1000");
+    }
+
+    #[test]
     fn alone_watches_nobody() {
         let me = id(7000);
-        assert_eq!(successor(&me.addr, std::iter::once(me)), None);
-        assert_eq!(successor(&me.addr, std::iter::empty()), None);
+        assert_eq!(successor(&me.addr, std::iter::once(me), |_| true), None);
+        assert_eq!(successor(&me.addr, std::iter::empty(), |_| true), None);
     }
 }
