@@ -369,6 +369,17 @@ impl Core {
         }
     }
 
+    /// Lifeguard's bookkeeping for a failed probe (foca's or the ring
+    /// watch's) that asked `helpers` members, of whom `responses` answered.
+    pub(super) fn count_failed_probe(&mut self, helpers: usize, responses: u32) {
+        if helpers > 0 && responses == 0 {
+            self.silent_probes = self.silent_probes.saturating_add(1);
+        }
+        let helpers = u32::try_from(helpers).unwrap_or(u32::MAX);
+        self.health
+            .apply(LocalHealth::failed_probe_delta(helpers, responses));
+    }
+
     fn note_probe_failed(&mut self, member: Option<NodeId>) {
         self.observer.probe(ProbeResult::Failed);
         let probe = match (&self.probe, member) {
@@ -377,16 +388,10 @@ impl Core {
             _ => None,
         };
         if self.timing.lifeguard {
-            let delta = match probe {
-                Some(p) => {
-                    if !p.indirect.is_empty() && p.responses == 0 {
-                        self.silent_probes = self.silent_probes.saturating_add(1);
-                    }
-                    LocalHealth::failed_probe_delta(p.indirect.len() as u32, p.responses)
-                }
-                None => 1,
-            };
-            self.health.apply(delta);
+            match probe {
+                Some(p) => self.count_failed_probe(p.indirect.len(), p.responses),
+                None => self.health.apply(1),
+            }
         }
         match member {
             Some(m) => self.touched.push(m.addr),
@@ -518,12 +523,7 @@ impl Core {
                 // courtesy message goes out anyway), which makes a live member
                 // rejoin under a new identity: a false death. Only hand foca
                 // suspicions that still stand.
-                let stands = self.foca.iter_membership_state().any(|m| {
-                    m.id() == &s.member
-                        && m.state() == State::Suspect
-                        && m.incarnation() == s.incarnation
-                });
-                if !stands {
+                if !self.is_suspect(s.member, s.incarnation) {
                     self.touched.push(addr);
                     return;
                 }

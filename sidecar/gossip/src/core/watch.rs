@@ -36,7 +36,6 @@ use foca::{Member, State};
 
 use super::{Core, CoreTimer, Output};
 use crate::id::NodeId;
-use crate::lifeguard::LocalHealth;
 use crate::meta::{MemberMeta, MAX_META_TAGS};
 use crate::observer::ProbeResult;
 use crate::wire::{self, Item, Wire};
@@ -301,11 +300,7 @@ impl Core {
             return;
         };
         self.observer.probe(ProbeResult::Failed);
-        let delta = LocalHealth::failed_probe_delta(round.helpers.len() as u32, round.replies);
-        self.health.apply(delta);
-        if !round.helpers.is_empty() && round.replies == 0 {
-            self.silent_probes = self.silent_probes.saturating_add(1);
-        }
+        self.count_failed_probe(round.helpers.len(), round.replies);
         self.suspect_unreached(round.target);
     }
 
@@ -473,7 +468,8 @@ impl Core {
         self.tables.lock().answers_checks.contains(&member)
     }
 
-    fn is_suspect(&self, member: NodeId, incarnation: u16) -> bool {
+    /// foca still holds `member` suspect at `incarnation`.
+    pub(super) fn is_suspect(&self, member: NodeId, incarnation: u16) -> bool {
         self.foca.iter_membership_state().any(|m| {
             m.id() == &member && m.state() == State::Suspect && m.incarnation() == incarnation
         })
