@@ -6,8 +6,26 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::routing::TableRx;
+
+/// How long a pod waits for its view to change when a forward bounced: the
+/// pod it forwarded to names this pod as the owner, so one of the two views
+/// is stale. Gossip spreads a membership change to every member within
+/// about a second even at 1,000 members (docs/benchmarks/gossip.md), and the
+/// default request deadline is 10 s.
+pub const BOUNCE_WAIT: Duration = Duration::from_secs(1);
+
+/// Whether a request reached this pod straight from the caller's sidecar or
+/// was forwarded by a pod whose view names this one as the owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arrival {
+    /// From the caller's sidecar: may be forwarded once.
+    Direct,
+    /// Already forwarded once: never forwarded again.
+    Forwarded,
+}
 
 /// Keeps a shard's in-flight count until dropped, so a releasing owner can
 /// wait for its requests to drain.
@@ -36,11 +54,28 @@ pub enum Admission {
 /// Decides admissions for this pod's own shards.
 pub trait ShardGate: Send + Sync + 'static {
     /// Admission for `shard` of `service`; may wait (bounded) during a handoff.
+    /// A [`Arrival::Forwarded`] request that this pod would forward again
+    /// waits (at most [`BOUNCE_WAIT`]) for this pod's view to change first:
+    /// the forwarder names this pod as the owner, and if this pod's view is
+    /// the stale one it serves the request once it catches up.
     fn admit<'a>(
         &'a self,
         service: &'a str,
         shard: u32,
+        arrival: Arrival,
     ) -> Pin<Box<dyn Future<Output = Admission> + Send + 'a>>;
+
+    /// After `owner` refused a request this pod forwarded to it as the
+    /// owner of `shard`: waits, at most `wait`, until this pod no longer
+    /// names `owner` as the owner, so that the caller's retry (the refusal
+    /// is `no-owner`, which is retried) finds the new owner instead of
+    /// bouncing again.
+    fn bounced<'a>(
+        &'a self,
+        shard: u32,
+        owner: &'a str,
+        wait: Duration,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 }
 
 /// The gate of static ownership: whatever the routing table says.
@@ -76,8 +111,20 @@ impl ShardGate for TableGate {
         &'a self,
         service: &'a str,
         shard: u32,
+        _arrival: Arrival,
     ) -> Pin<Box<dyn Future<Output = Admission> + Send + 'a>> {
+        // Static ownership comes from one config: a bounce is a config
+        // mistake, not a view catching up, so nothing is worth waiting for.
         let decision = self.decide(service, shard);
         Box::pin(std::future::ready(decision))
+    }
+
+    fn bounced<'a>(
+        &'a self,
+        _shard: u32,
+        _owner: &'a str,
+        _wait: Duration,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(std::future::ready(()))
     }
 }

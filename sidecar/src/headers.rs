@@ -20,6 +20,10 @@ pub const SHARD: HeaderName = HeaderName::from_static("x-shardmesh-shard");
 pub const EPOCH: HeaderName = HeaderName::from_static("x-shardmesh-epoch");
 /// Hops a request has taken between sidecars (forwarding limit).
 pub const HOP: HeaderName = HeaderName::from_static("x-shardmesh-hop");
+/// On a `no-owner` refusal of a forwarded request: the pod the refusing
+/// sidecar names as the owner. A forwarder named there knows the two views
+/// disagree and waits for its own to catch up (`gate::BOUNCE_WAIT`).
+pub const OWNER: HeaderName = HeaderName::from_static("x-shardmesh-owner");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) that must not cross a proxy, plus
 /// those HTTP/2 forbids.

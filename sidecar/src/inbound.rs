@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::app_client::AppClient;
 use crate::body::{check_length, limited, BoxBody};
-use crate::gate::Admission;
+use crate::gate::{Admission, Arrival, BOUNCE_WAIT};
 use crate::headers;
 use crate::proxy::Proxy;
 use crate::reason::{MeshFailure, Reason};
@@ -66,13 +66,21 @@ async fn admit(proxy: &Proxy, req: Request<Incoming>) -> Result<Response<BoxBody
         // Keyless: any member serves it.
         return serve_locally(proxy, req, None).await;
     };
-    match proxy.gate().admit(&own, shard).await {
+    let gate = proxy.gate();
+    let mut admission = gate.admit(&own, shard, Arrival::Direct).await;
+    // The hop header is read only when forwarding: most requests are not.
+    let forwarded = matches!(admission, Admission::Forward { .. }) && hops(&req) > 0;
+    if forwarded {
+        // Forwarding again is not allowed: give our view a moment instead.
+        admission = gate.admit(&own, shard, Arrival::Forwarded).await;
+    }
+    match admission {
         Admission::Serve { epoch, guard } => {
             let rsp = serve_locally(proxy, req, Some((shard, epoch))).await;
             drop(guard);
             rsp
         }
-        Admission::Forward { owner, inbound } if hops(&req) == 0 => {
+        Admission::Forward { owner, inbound } if !forwarded => {
             // Our caller's view was stale: forward once, marked so the owner
             // never forwards again (hop limit 1).
             tracing::debug!(shard, %owner, "forwarding to the owner");
@@ -80,15 +88,34 @@ async fn admit(proxy: &Proxy, req: Request<Incoming>) -> Result<Response<BoxBody
             headers::strip_hop_by_hop(h);
             h.remove(header::HOST);
             h.insert(headers::HOP, HeaderValue::from(1u16));
-            proxy.peer_client().send(&inbound, req).await
+            let rsp = proxy.peer_client().send(&inbound, req).await?;
+            if names_owner(&rsp, proxy.local_header()) {
+                // It bounced: `owner` names us. If our view is the stale one,
+                // wait for it to catch up so the caller's retry of this
+                // `no-owner` finds the owner instead of bouncing again.
+                gate.bounced(shard, &owner, BOUNCE_WAIT).await;
+            }
+            Ok(rsp)
         }
-        Admission::Forward { owner, .. } => Err(MeshFailure::new(
-            Reason::NoOwner,
-            format!("shard {shard} belongs to {owner}, and the request was already forwarded"),
-        )
-        .into()),
+        Admission::Forward { owner, .. } => {
+            let failure = MeshFailure::new(
+                Reason::NoOwner,
+                format!("shard {shard} belongs to {owner}, and the request was already forwarded"),
+            );
+            let mut rsp = failure.into_response(proxy.local_header());
+            if let Ok(v) = HeaderValue::from_str(&owner) {
+                rsp.headers_mut().insert(headers::OWNER, v);
+            }
+            Ok(rsp)
+        }
         Admission::NoOwner(why) => Err(MeshFailure::new(Reason::NoOwner, why).into()),
     }
+}
+
+/// Whether `rsp` is a bounce naming `me`: the pod we forwarded to refused
+/// because its view names us as the owner.
+fn names_owner<B>(rsp: &Response<B>, me: &HeaderValue) -> bool {
+    rsp.headers().get(headers::OWNER) == Some(me)
 }
 
 /// Forwarding hops the request has taken (`x-shardmesh-hop`, 0 when absent

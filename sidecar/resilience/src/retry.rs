@@ -282,9 +282,9 @@ where
         }
         if !shared.budget.withdraw() {
             shared.observer.retry_budget_exhausted(&shared.service);
-            // A peer's `overloaded` answer goes back as it is: nothing ran,
-            // and it tells the caller when to come back (Retry-After).
-            return if is_failure(&outcome) && !is_overloaded_answer(&outcome) {
+            // A peer's `overloaded` or `no-owner` answer goes back as it is:
+            // nothing ran, and it says why (and, shed, when to come back).
+            return if is_failure(&outcome) && !is_peer_refusal(&outcome) {
                 Err(RetryBudgetExhausted.into())
             } else {
                 outcome
@@ -364,10 +364,8 @@ where
 #[cfg(test)]
 mod tests;
 
-/// Whether the outcome is another sidecar's `overloaded` refusal.
-fn is_overloaded_answer<RB>(outcome: &Result<Response<RB>, BoxError>) -> bool {
-    matches!(outcome, Ok(rsp) if rsp
-        .headers()
-        .get(classify::ERROR_HEADER)
-        .is_some_and(|v| v == "overloaded"))
+/// Whether the outcome is another sidecar's refusal made before anything ran
+/// (`overloaded`, `no-owner`).
+fn is_peer_refusal<RB>(outcome: &Result<Response<RB>, BoxError>) -> bool {
+    outcome.is_ok() && classify(outcome) == Verdict::RetryAlways
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use hyper::Method;
 
-use crate::http::client::{HttpClient, SendError};
+use crate::http::client::{HttpClient, Reply, SendError};
 use crate::http::headers;
 use crate::load::workload::{Kind, Planned};
 
@@ -49,6 +49,8 @@ pub struct Sent {
     pub failed: bool,
     /// Targets skipped because they refused the connection.
     pub failovers: u32,
+    /// For a failed request: who answered and why, as the report's samples.
+    pub detail: Option<String>,
 }
 
 /// The targets and how operations are named.
@@ -164,11 +166,16 @@ impl LoadClient {
         if p.kind != Kind::Balance {
             hdrs.push((headers::IDEMPOTENT, "true".to_string()));
         }
-        let reply = self.http.send(method, &uri, &hdrs, body.as_ref()).await;
+        let sent_at = unix_seconds();
+        let reply = self
+            .http
+            .send(method.clone(), &uri, &hdrs, body.as_ref())
+            .await;
         let latency = start.elapsed();
         let reply = match reply {
             Ok(r) => r,
             Err(e) => {
+                let detail = Some(format!("at {sent_at:.3} {method} {uri}: {e:?}"));
                 let label = match e {
                     SendError::Timeout => "timeout",
                     SendError::Connect(_) => "connect",
@@ -182,6 +189,7 @@ impl LoadClient {
                     answer: Answer::Ambiguous,
                     failed: true,
                     failovers: 0,
+                    detail,
                 };
             }
         };
@@ -199,6 +207,8 @@ impl LoadClient {
             app_error.as_deref(),
             reply.json(),
         );
+        let detail =
+            failed.then(|| format!("at {sent_at:.3} {}", failure_detail(&method, &uri, &reply)));
         Sent {
             latency,
             status: status.to_string(),
@@ -207,8 +217,36 @@ impl LoadClient {
             answer,
             failed,
             failovers: 0,
+            detail,
         }
     }
+}
+
+/// Wall-clock time, to line a failure up with the sidecars' logs.
+fn unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// One line on a failed answer: the request, who answered and the body's
+/// `message`, so a report shows why a run failed, not only how often.
+fn failure_detail(method: &Method, uri: &str, reply: &Reply) -> String {
+    let served_by = reply
+        .headers
+        .get("x-shardmesh-served-by")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?");
+    let json = reply.json();
+    let message = json
+        .get("message")
+        .or_else(|| json.get("error"))
+        .and_then(|m| m.as_str())
+        .unwrap_or("");
+    format!(
+        "{method} {uri}: {} from {served_by}: {message}",
+        reply.status.as_u16()
+    )
 }
 
 /// Sorts one answer; returns it with whether it counts as a failed request.

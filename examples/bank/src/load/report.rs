@@ -43,6 +43,8 @@ pub struct Summary {
     pub app_errors: BTreeMap<String, u64>,
     /// Requests moved to another target because one refused the connection.
     pub failovers: u64,
+    /// The first failed requests, one line each: when, what, who answered, why.
+    pub failure_samples: Vec<String>,
     /// Writes whose load-phase answer was ambiguous.
     pub ambiguous: u64,
     /// Of those, how many stayed unresolved.
@@ -96,6 +98,7 @@ impl Summary {
             by_reason: stats.by_reason.clone(),
             app_errors: stats.app_errors.clone(),
             failovers: stats.failovers,
+            failure_samples: stats.failure_samples.clone(),
             ambiguous,
             unresolved,
             resend_requests,
@@ -137,6 +140,9 @@ impl Summary {
             self.success_rate * 100.0,
             self.failovers
         );
+        for sample in &self.failure_samples {
+            let _ = writeln!(s, "  failed: {sample}");
+        }
         let v = &self.verification;
         let _ = writeln!(
             s,

@@ -26,7 +26,12 @@ pub struct Stats {
     pub app_errors: BTreeMap<String, u64>,
     /// Requests moved to another target because one refused the connection.
     pub failovers: u64,
+    /// The first few failed requests' details (at most [`MAX_SAMPLES`]).
+    pub failure_samples: Vec<String>,
 }
+
+/// Failed requests described one by one in a report; the rest are counted.
+pub const MAX_SAMPLES: usize = 8;
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
@@ -59,6 +64,11 @@ impl Stats {
         if let Some(e) = &sent.app_error {
             *self.app_errors.entry(e.clone()).or_default() += 1;
         }
+        if let Some(d) = &sent.detail {
+            if self.failure_samples.len() < MAX_SAMPLES {
+                self.failure_samples.push(d.clone());
+            }
+        }
     }
 
     /// Adds another worker's observations.
@@ -67,6 +77,9 @@ impl Stats {
         self.failed += other.failed;
         self.failovers += other.failovers;
         self.latencies_us.extend(other.latencies_us);
+        let room = MAX_SAMPLES.saturating_sub(self.failure_samples.len());
+        self.failure_samples
+            .extend(other.failure_samples.into_iter().take(room));
         for (mine, theirs) in [
             (&mut self.by_kind, other.by_kind),
             (&mut self.by_status, other.by_status),
@@ -115,6 +128,7 @@ mod tests {
             answer: Answer::Ambiguous,
             failed: reason.is_some(),
             failovers: 0,
+            detail: reason.map(|r| format!("{status} {r}")),
         }
     }
 
@@ -135,6 +149,9 @@ mod tests {
         assert_eq!(a.failed, 50);
         assert_eq!(a.by_reason.get("no-owner"), Some(&50));
         assert_eq!(a.by_status.get("200"), Some(&50));
+        // Only the first few failures are described; all are counted.
+        assert_eq!(a.failure_samples.len(), MAX_SAMPLES);
+        assert_eq!(a.failure_samples[0], "503 no-owner");
         assert_eq!(Stats::default().percentiles(), Percentiles::default());
     }
 }

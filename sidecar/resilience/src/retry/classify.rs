@@ -1,5 +1,8 @@
 //! Which outcomes may be retried (DESIGN.md "Retries"): connect failures
-//! and `overloaded` refusals always (nothing ran); 502/503/504 and other
+//! and `overloaded` or `no-owner` refusals from a peer sidecar always
+//! (nothing ran: the peer refused before its app saw the request; DESIGN.md
+//! names only `overloaded`, but a shard in handoff is the same case, and a
+//! POST refused during a scale-in must not fail); 502/503/504 and other
 //! errors only for idempotent requests; never a passed deadline or a
 //! refusal made on purpose (open breaker, exhausted budget, bad input).
 
@@ -48,11 +51,11 @@ pub fn classify<B>(outcome: &Result<Response<B>, BoxError>) -> Verdict {
 }
 
 fn classify_response<B>(rsp: &Response<B>) -> Verdict {
-    let shed = rsp
+    let refused = rsp
         .headers()
         .get(ERROR_HEADER)
-        .is_some_and(|v| v.as_bytes() == b"overloaded");
-    if shed {
+        .is_some_and(|v| v.as_bytes() == b"overloaded" || v.as_bytes() == b"no-owner");
+    if refused {
         return Verdict::RetryAlways;
     }
     match rsp.status() {

@@ -28,7 +28,8 @@ impl Observer for Events {
 #[derive(Clone, Copy, Debug)]
 enum Step {
     Status(u16),
-    Overloaded,
+    /// A mesh refusal with this `x-shardmesh-error` reason.
+    Refused(&'static str),
     Connect,
     Other,
     Sleep(u64, u16),
@@ -75,9 +76,9 @@ impl Service<Request<BoxBody>> for Upstream {
             let status = |code: u16| Ok(Response::builder().status(code).body(()).unwrap());
             match step {
                 Step::Status(code) => status(code),
-                Step::Overloaded => Ok(Response::builder()
+                Step::Refused(reason) => Ok(Response::builder()
                     .status(503)
-                    .header("x-shardmesh-error", "overloaded")
+                    .header("x-shardmesh-error", reason)
                     .body(())
                     .unwrap()),
                 Step::Connect => Err(ConnectError("connection refused".into()).into()),
@@ -154,7 +155,20 @@ async fn post_marked_idempotent_is_retried_on_503() {
 #[tokio::test(start_paused = true)]
 async fn overloaded_refusal_is_retried_even_for_post() {
     let l = layer(settings(), Arc::default());
-    let up = Upstream::new(&[Step::Overloaded, Step::Status(200)]);
+    let up = Upstream::new(&[Step::Refused("overloaded"), Step::Status(200)]);
+    assert_eq!(
+        send(&l, &up, req(Method::POST)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(up.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_owner_refusal_is_retried_even_for_post() {
+    // A peer refuses `no-owner` before its app sees the request (a shard in
+    // handoff, or two views that name each other as the owner).
+    let l = layer(settings(), Arc::default());
+    let up = Upstream::new(&[Step::Refused("no-owner"), Step::Status(200)]);
     assert_eq!(
         send(&l, &up, req(Method::POST)).await.unwrap().status(),
         StatusCode::OK
@@ -324,25 +338,27 @@ async fn budget_refuses_retries_beyond_the_ratio() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_overloaded_answer_is_returned_when_the_budget_refuses_a_retry() {
-    let mut s = settings();
-    s.budget_min_per_second = 0;
-    s.budget_ratio = 0.0;
-    let l = layer(s, Arc::default()).with_jitter(Jitter::fixed(0.0));
-    let up = tower::service_fn(|_r: Request<BoxBody>| async {
-        let rsp = Response::builder()
-            .status(503)
-            .header("x-shardmesh-error", "overloaded")
-            .header("retry-after", "1")
-            .body(())
+async fn a_peer_refusal_is_returned_when_the_budget_refuses_a_retry() {
+    for reason in ["overloaded", "no-owner"] {
+        let mut s = settings();
+        s.budget_min_per_second = 0;
+        s.budget_ratio = 0.0;
+        let l = layer(s, Arc::default()).with_jitter(Jitter::fixed(0.0));
+        let up = tower::service_fn(move |_r: Request<BoxBody>| async move {
+            let rsp = Response::builder()
+                .status(503)
+                .header("x-shardmesh-error", reason)
+                .header("retry-after", "1")
+                .body(())
+                .unwrap();
+            Ok::<_, BoxError>(rsp)
+        });
+        let rsp = tower::ServiceExt::oneshot(l.layer(up), req(Method::POST))
+            .await
             .unwrap();
-        Ok::<_, BoxError>(rsp)
-    });
-    let rsp = tower::ServiceExt::oneshot(l.layer(up), req(Method::POST))
-        .await
-        .unwrap();
-    assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(rsp.headers()["x-shardmesh-error"], "overloaded");
+        assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(rsp.headers()["x-shardmesh-error"], reason);
+    }
 }
 
 #[tokio::test(start_paused = true)]
