@@ -235,4 +235,7 @@ async fn forwarding_never_loops() {
     assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE, "{}", got.body);
     assert_eq!(got.header("x-shardmesh-error"), Some("no-owner"));
     assert!(got.body.contains("already forwarded"), "{}", got.body);
+    // bank-2 refused the request bank-1 forwarded, naming bank-1 as the
+    // owner: the header a managed forwarder waits on (docs/sharding.md).
+    assert_eq!(got.header("x-shardmesh-owner"), Some("bank-1"));
 }
