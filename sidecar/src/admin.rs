@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use crate::body::RequestBody;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -30,7 +30,7 @@ pub struct AdminState {
 }
 
 /// Handles one admin request.
-pub async fn handle(state: AdminState, req: Request<Incoming>) -> Response<BoxBody> {
+pub async fn handle(state: AdminState, req: Request<RequestBody>) -> Response<BoxBody> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }

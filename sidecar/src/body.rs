@@ -67,3 +67,48 @@ pub fn too_large(limit: u64) -> MeshFailure {
         format!("the request body is larger than {limit} bytes"),
     )
 }
+
+/// A request body as a listener received it: streamed by hyper, or read
+/// whole by the HTTP/1.1 fast path ([`crate::h1`]).
+#[derive(Debug)]
+pub enum RequestBody {
+    /// Streaming from hyper's connection.
+    Streamed(hyper::body::Incoming),
+    /// Read whole (`None`: empty), taken once.
+    Whole(Option<Bytes>),
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Streamed(body) => {
+                std::pin::Pin::new(body).poll_frame(cx).map_err(Into::into)
+            }
+            RequestBody::Whole(data) => {
+                std::task::Poll::Ready(data.take().map(|d| Ok(http_body::Frame::data(d))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Streamed(body) => body.is_end_stream(),
+            RequestBody::Whole(data) => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            RequestBody::Streamed(body) => body.size_hint(),
+            RequestBody::Whole(data) => {
+                http_body::SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}

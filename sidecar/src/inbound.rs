@@ -3,8 +3,8 @@
 //! to the owner it knows when not), then calls the local app behind the
 //! backpressure limit.
 
+use crate::body::RequestBody;
 use http::{header, HeaderValue, Request, Response};
-use hyper::body::Incoming;
 use shardmesh_resilience::BoxError;
 use tokio::time::Instant;
 
@@ -18,7 +18,7 @@ use crate::routing::target::{service_name, shard_key};
 use crate::tls::PeerIdentity;
 
 /// Handles one request from another sidecar.
-pub async fn handle(proxy: Proxy, req: Request<Incoming>) -> Response<BoxBody> {
+pub async fn handle(proxy: Proxy, req: Request<RequestBody>) -> Response<BoxBody> {
     let start = Instant::now();
     proxy.note_inbound();
     let metrics = proxy.inbound_metrics();
@@ -28,7 +28,7 @@ pub async fn handle(proxy: Proxy, req: Request<Incoming>) -> Response<BoxBody> {
     proxy.finish(metrics, result, start)
 }
 
-async fn admit(proxy: &Proxy, req: Request<Incoming>) -> Result<Response<BoxBody>, BoxError> {
+async fn admit(proxy: &Proxy, req: Request<RequestBody>) -> Result<Response<BoxBody>, BoxError> {
     let own = proxy.service_name();
     if let Some(tls) = proxy.tls() {
         let caller = req.extensions().get::<PeerIdentity>();

@@ -10,6 +10,7 @@
 //! ## Layout
 //! - [`sidecar`]: binding listeners, running, draining on shutdown.
 //! - [`server`]: the accept loop with limits and graceful shutdown.
+//! - [`h1`]: the HTTP/1.1 fast path; hyper serves everything else.
 //! - [`outbound`], [`inbound`], [`admin`]: the three listeners' handlers.
 //! - [`proxy`]: shared state and the per-route resilience stacks.
 //! - [`resilience`]: glue to `shardmesh-resilience` (stacks, metrics observer).
@@ -30,6 +31,7 @@ pub mod app_client;
 pub mod body;
 pub mod client;
 pub mod gate;
+pub mod h1;
 pub mod headers;
 pub mod inbound;
 pub mod issuer;

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::body::RequestBody;
 use http::{header, HeaderValue, Request, Response};
-use hyper::body::Incoming;
 use rand::SeedableRng;
 use shardmesh_resilience::{BoxError, Peer};
 use tokio::time::Instant;
@@ -34,7 +34,7 @@ pub struct RouteTarget {
 pub struct PeerAddr(pub Arc<str>);
 
 /// Handles one request from the app.
-pub async fn handle(proxy: Proxy, req: Request<Incoming>) -> Response<BoxBody> {
+pub async fn handle(proxy: Proxy, req: Request<RequestBody>) -> Response<BoxBody> {
     let start = Instant::now();
     let table = proxy.table();
     let target = match resolve(&req, &table) {

@@ -12,10 +12,13 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
-use crate::body::BoxBody;
+use crate::body::{BoxBody, RequestBody};
+use crate::h1;
 use crate::tls::{MeshTls, PeerIdentity};
 
 /// Which HTTP versions a listener speaks.
@@ -53,7 +56,7 @@ pub async fn serve<S, F>(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) where
-    S: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    S: Fn(Request<RequestBody>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<BoxBody>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -76,6 +79,7 @@ pub async fn serve<S, F>(
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
+    let (stop_tx, _) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -98,51 +102,96 @@ pub async fn serve<S, F>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let conn = Connection {
+            handler: handler.clone(),
+            peer,
+            builder: builder.clone(),
+            header_read_timeout: limits.header_read_timeout,
+            stop: stop_tx.subscribe(),
+            watcher: graceful.watcher(),
+        };
         let tls = tls.clone();
         tokio::spawn(async move {
-            let service = |identity: Option<PeerIdentity>| {
-                hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                    if let Some(id) = &identity {
-                        req.extensions_mut().insert(id.clone());
-                    }
-                    // Boxed: the handler's future holds the whole resilience
-                    // stack's state (kilobytes). Inline, every connection's
-                    // task carries it for the connection's life, idle or not,
-                    // and it is moved (memcpy) several times per request;
-                    // boxed, it exists only while a request is in flight.
-                    let fut = Box::pin(handler(req, peer));
-                    async move { Ok::<_, std::convert::Infallible>(fut.await) }
-                })
-            };
-            let result = match tls {
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service(None));
-                    watcher.watch(conn.into_owned()).await
-                }
+            match tls {
+                None => conn.serve(stream, None).await,
                 Some(tls) => {
-                    let Some((stream, identity)) = handshake(&tls, stream, peer).await else {
-                        drop(permit);
-                        return;
-                    };
-                    let conn = builder.serve_connection(TokioIo::new(stream), service(identity));
-                    watcher.watch(conn.into_owned()).await
+                    if let Some((stream, identity)) = handshake(&tls, stream, peer).await {
+                        conn.serve(stream, identity).await;
+                    }
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, %peer, "connection ended with error");
             }
             drop(permit);
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    // Fast-path connections close between requests; hyper's finish theirs.
+    let _ = stop_tx.send(true);
+    let drained = async { tokio::join!(graceful.shutdown(), stop_tx.closed()) };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(?grace, "grace period over with connections still open");
+    }
+}
+
+/// What one accepted connection needs to be served.
+struct Connection<S> {
+    handler: S,
+    peer: SocketAddr,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    header_read_timeout: Duration,
+    /// Ends fast-path connections between requests at shutdown.
+    stop: watch::Receiver<bool>,
+    /// Lets hyper finish a handed-over connection's requests at shutdown.
+    watcher: Watcher,
+}
+
+impl<S, F> Connection<S>
+where
+    S: Fn(Request<RequestBody>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<BoxBody>> + Send + 'static,
+{
+    /// Serves `io` on the HTTP/1.1 fast path, then with hyper if it hands
+    /// the connection over. Requests carry the TLS peer's `identity`.
+    async fn serve<IO>(self, io: IO, identity: Option<PeerIdentity>)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            handler,
+            peer,
+            builder,
+            header_read_timeout,
+            stop,
+            watcher,
+        } = self;
+        let fast = |req: Request<Option<bytes::Bytes>>| {
+            let mut req = req.map(RequestBody::Whole);
+            if let Some(id) = &identity {
+                req.extensions_mut().insert(id.clone());
+            }
+            // Boxed: see below.
+            Box::pin(handler(req, peer))
+        };
+        let io = match h1::serve(io, fast, header_read_timeout, stop).await {
+            h1::Ended::Closed => return,
+            h1::Ended::HandOver(io) => io,
+        };
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let mut req = req.map(RequestBody::Streamed);
+            if let Some(id) = &identity {
+                req.extensions_mut().insert(id.clone());
+            }
+            // Boxed: the handler's future holds the whole resilience
+            // stack's state (kilobytes). Inline, every connection's task
+            // carries it for the connection's life, idle or not, and it is
+            // moved (memcpy) several times per request; boxed, it exists
+            // only while a request is in flight.
+            let fut = Box::pin(handler(req, peer));
+            async move { Ok::<_, std::convert::Infallible>(fut.await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(io), service);
+        if let Err(e) = watcher.watch(conn.into_owned()).await {
+            tracing::debug!(error = %e, %peer, "connection ended with error");
+        }
     }
 }
 

@@ -173,7 +173,8 @@ fn build(
     fields: &[httparse::Header<'_>],
     method: &Method,
 ) -> Result<ResponseHead, AppError> {
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    // Room for `x-shardmesh-served-by` and the like: the map never grows.
+    let mut headers = HeaderMap::with_capacity(fields.len() + 2);
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut transfer_coded = false;
