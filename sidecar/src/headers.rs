@@ -1,6 +1,7 @@
 //! Header names of the mesh contract, in one place.
 
-use http::{HeaderMap, HeaderName};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Target service.
 pub const SERVICE: HeaderName = HeaderName::from_static("x-shardmesh-service");
@@ -37,13 +38,61 @@ pub const HOP_BY_HOP: [HeaderName; 7] = [
     http::header::UPGRADE,
 ];
 
+/// A header name from the wire. The mesh's own names, on most requests
+/// and not standard names, come from constants instead of a fresh
+/// allocation each when they arrive in lowercase (as HTTP/2 and our own
+/// sidecars send them).
+pub fn name_from_bytes(name: &[u8]) -> Option<HeaderName> {
+    let known = match name {
+        b"x-shardmesh-service" => SERVICE,
+        b"x-shardmesh-key" => KEY,
+        b"x-shardmesh-timeout-ms" => TIMEOUT_MS,
+        b"x-shardmesh-idempotent" => IDEMPOTENT,
+        b"x-shardmesh-shard" => SHARD,
+        b"x-shardmesh-epoch" => EPOCH,
+        b"x-shardmesh-hop" => HOP,
+        b"x-shardmesh-served-by" => SERVED_BY,
+        _ => return HeaderName::from_bytes(name).ok(),
+    };
+    Some(known)
+}
+
+/// A header value from the wire as a slice of `head`, the shared copy of
+/// the message head that `buf` (where the parser found `value`) held: one
+/// copy per head instead of an allocation per value.
+pub fn value_in(head: &Bytes, buf: &[u8], value: &[u8]) -> Option<HeaderValue> {
+    let start = (value.as_ptr() as usize).checked_sub(buf.as_ptr() as usize)?;
+    let end = start.checked_add(value.len())?;
+    if end > head.len() {
+        return None;
+    }
+    HeaderValue::from_maybe_shared(head.slice(start..end)).ok()
+}
+
+/// Whether `name` is a hop-by-hop header of [`HOP_BY_HOP`]. Standard names
+/// compare as small integers, so the common miss costs little.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
 /// Removes hop-by-hop headers, including those named by `Connection`.
 ///
-/// Runs on every proxied request, where usually none of these is present:
-/// one scan over the names (no hashing) replaces a hashed `remove` per
-/// name, which profiling showed as a top cost of a hop.
+/// Runs on every proxied request and response, where usually none of these
+/// is present: one scan over the names (no hashing) decides, instead of a
+/// hashed `remove` per name, which profiling showed as a top cost of a hop.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(|k| *k == http::header::CONNECTION) {
+    let mut connection = false;
+    let mut any = false;
+    for k in headers.keys() {
+        if is_hop_by_hop(k) {
+            any = true;
+            connection |= *k == http::header::CONNECTION;
+        }
+    }
+    if !any {
+        return;
+    }
+    if !connection {
         remove_present(headers, &HOP_BY_HOP);
         return;
     }
@@ -99,6 +148,23 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn mesh_names_parse_in_any_case_and_values_share_the_head() {
+        assert_eq!(name_from_bytes(b"X-Shardmesh-Key"), Some(KEY));
+        assert_eq!(
+            name_from_bytes(b"x-shardmesh-other").unwrap(),
+            "x-shardmesh-other"
+        );
+        assert_eq!(name_from_bytes(b"host"), Some(http::header::HOST));
+        assert_eq!(name_from_bytes(b"bad name"), None);
+        let buf = b"k: value".to_vec();
+        let head = Bytes::copy_from_slice(&buf);
+        assert_eq!(value_in(&head, &buf, &buf[3..]).unwrap(), "value");
+        let elsewhere = b"value";
+        assert_eq!(value_in(&head, &buf, elsewhere), None);
+        assert_eq!(value_in(&head, &buf, b"bad\x01"), None);
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub struct DeadlineLayer {
 pub struct DeadlineService<S> {
     inner: S,
     default: Duration,
+    /// `default` as the header's text, made once: most requests carry no
+    /// timeout of their own, and formatting one costs an allocation.
+    default_header: HeaderValue,
     /// Whether the [`Deadline`] goes into the request's extensions.
     attach: bool,
 }
@@ -119,13 +122,29 @@ pub fn stamp_remaining(
     headers: &mut HeaderMap,
     deadline: Deadline,
 ) -> Result<(), DeadlineExceeded> {
-    let left = deadline.remaining();
+    stamp_remaining_at(headers, deadline, Instant::now())
+}
+
+/// [`stamp_remaining`] as seen at `now`: for a caller that has just read
+/// the clock (one clock read per request instead of two).
+fn stamp_remaining_at(
+    headers: &mut HeaderMap,
+    deadline: Deadline,
+    now: Instant,
+) -> Result<(), DeadlineExceeded> {
+    let left = deadline.0.saturating_duration_since(now);
     if left.is_zero() {
         return Err(DeadlineExceeded);
     }
-    let ms = left.as_micros().div_ceil(1000).max(1);
-    headers.insert(TIMEOUT_HEADER, HeaderValue::from(ms as u64));
+    headers.insert(TIMEOUT_HEADER, HeaderValue::from(ceil_ms(left)));
     Ok(())
+}
+
+/// Whole milliseconds, rounded up, at least 1.
+fn ceil_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_micros().div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// `now + d`, saturating far in the future instead of panicking when a
@@ -219,6 +238,7 @@ impl<S> Layer<S> for DeadlineLayer {
         DeadlineService {
             inner,
             default: self.default,
+            default_header: HeaderValue::from(ceil_ms(self.default)),
             attach: self.attach,
         }
     }
@@ -240,17 +260,28 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let timeout = match parse_timeout_header(req.headers()) {
-            Ok(t) => t.unwrap_or(self.default),
+        let asked = match parse_timeout_header(req.headers()) {
+            Ok(t) => t,
             Err(e) => return DeadlineFuture::failed(e.into()),
         };
-        let mut deadline = Deadline::after(timeout);
+        let now = Instant::now();
+        let mut deadline = Deadline(later(now, asked.unwrap_or(self.default)));
         // An outer layer may already have set a tighter deadline: keep it.
-        if let Some(outer) = Deadline::of(&req) {
-            deadline = deadline.min(outer);
-        }
-        if let Err(e) = stamp_remaining(req.headers_mut(), deadline) {
-            return DeadlineFuture::failed(e.into());
+        match Deadline::of(&req).filter(|outer| *outer < deadline) {
+            Some(outer) => {
+                deadline = outer;
+                if let Err(e) = stamp_remaining_at(req.headers_mut(), deadline, now) {
+                    return DeadlineFuture::failed(e.into());
+                }
+            }
+            // The time left is exactly what the request asked for (its
+            // header already says so: whole milliseconds, at least 1) or the
+            // default.
+            None if asked.is_some() => {}
+            None => {
+                req.headers_mut()
+                    .insert(TIMEOUT_HEADER, self.default_header.clone());
+            }
         }
         if self.attach {
             req.extensions_mut().insert(deadline);

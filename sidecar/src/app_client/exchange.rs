@@ -49,7 +49,8 @@ pub(super) async fn exchange(
     method: &Method,
 ) -> Result<Answer, Failure> {
     let mut state = Sending {
-        segments: VecDeque::from([head]),
+        head,
+        segments: VecDeque::new(),
         framing,
         sent: 0,
         body_done: framing == RequestFraming::Empty,
@@ -59,7 +60,10 @@ pub(super) async fn exchange(
 }
 
 struct Sending {
-    /// Bytes queued for the socket, in order.
+    /// The request head, until written (kept apart from `segments` so a
+    /// request without a body allocates no queue).
+    head: Bytes,
+    /// Body bytes queued for the socket after the head, in order.
     segments: VecDeque<Bytes>,
     framing: RequestFraming,
     /// Request body bytes taken from the body so far.
@@ -95,7 +99,7 @@ impl Sending {
                     Ok(Some(head)) => {
                         return Poll::Ready(Ok(Answer {
                             head,
-                            request_sent: self.body_done && self.segments.is_empty(),
+                            request_sent: self.body_done && self.all_written(),
                         }))
                     }
                     Ok(None) => {}
@@ -120,7 +124,7 @@ impl Sending {
         body: &mut BoxBody,
     ) -> Result<(), AppError> {
         loop {
-            if !self.segments.is_empty() {
+            if !self.all_written() {
                 match self.poll_write(cx, conn) {
                     Poll::Ready(result) => result?,
                     Poll::Pending => return Ok(()),
@@ -175,17 +179,26 @@ impl Sending {
         }
     }
 
-    /// Writes queued segments, several per system call.
+    fn all_written(&self) -> bool {
+        self.head.is_empty() && self.segments.is_empty()
+    }
+
+    /// Writes the head and queued segments, several per system call.
     fn poll_write(&mut self, cx: &mut Context<'_>, conn: &mut Conn) -> Poll<Result<(), AppError>> {
-        while !self.segments.is_empty() {
+        while !self.all_written() {
             let stream = Pin::new(&mut conn.stream);
-            let written = if self.segments.len() == 1 {
-                std::task::ready!(stream.poll_write(cx, &self.segments[0]))
+            let written = if self.segments.is_empty() {
+                std::task::ready!(stream.poll_write(cx, &self.head))
             } else {
                 let mut slices = [IoSlice::new(&[]); MAX_SEGMENTS];
-                let count = self.segments.len().min(MAX_SEGMENTS);
-                for (slice, segment) in slices.iter_mut().zip(&self.segments) {
+                let head = (!self.head.is_empty()).then_some(&self.head);
+                let mut count = 0;
+                for (slice, segment) in slices
+                    .iter_mut()
+                    .zip(head.into_iter().chain(&self.segments))
+                {
                     *slice = IoSlice::new(segment);
+                    count += 1;
                 }
                 std::task::ready!(stream.poll_write_vectored(cx, &slices[..count]))
             };
@@ -194,6 +207,9 @@ impl Sending {
                 Ok(n) => n,
                 Err(e) => return Poll::Ready(Err(e.into())),
             };
+            let step = written.min(self.head.len());
+            self.head.advance(step);
+            written -= step;
             while written > 0 {
                 let Some(front) = self.segments.front_mut() else {
                     break;

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use std::mem::MaybeUninit;
 
-use bytes::{Buf, BufMut, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
 
@@ -161,7 +161,9 @@ pub(super) fn parse_response(
             continue;
         }
         let http10 = parsed.version == Some(0);
-        let head = build(status, http10, parsed.headers, method)?;
+        // One copy of the head backs every header value.
+        let copy = Bytes::copy_from_slice(&buf[..len]);
+        let head = build(status, http10, parsed.headers, method, &copy, buf)?;
         buf.advance(len);
         return Ok(Some(head));
     }
@@ -172,6 +174,8 @@ fn build(
     http10: bool,
     fields: &[httparse::Header<'_>],
     method: &Method,
+    copy: &Bytes,
+    buf: &[u8],
 ) -> Result<ResponseHead, AppError> {
     // Room for `x-shardmesh-served-by` and the like: the map never grows.
     let mut headers = HeaderMap::with_capacity(fields.len() + 2);
@@ -181,10 +185,10 @@ fn build(
     let mut said_close = false;
     let mut said_keep_alive = false;
     for field in fields {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| AppError::BadHead(format!("header name {:?}", field.name)))?;
-        let value = HeaderValue::from_bytes(field.value)
-            .map_err(|_| AppError::BadHead(format!("value of header {name}")))?;
+        let name = crate::headers::name_from_bytes(field.name.as_bytes())
+            .ok_or_else(|| AppError::BadHead(format!("header name {:?}", field.name)))?;
+        let value = crate::headers::value_in(copy, buf, field.value)
+            .ok_or_else(|| AppError::BadHead(format!("value of header {name}")))?;
         if name == header::CONTENT_LENGTH {
             let n = parse_length(&value)?;
             if length.is_some_and(|l| l != n) {

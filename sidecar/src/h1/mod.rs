@@ -23,9 +23,9 @@ mod request;
 mod response;
 mod rewind;
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::pin::pin;
-use std::task::{Context, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -75,18 +75,27 @@ where
 {
     let mut buf = BytesMut::with_capacity(READ_BUF);
     let mut out = BytesMut::new();
-    // Registered once per connection, not once per request.
-    let mut stopped = pin!(stopped(stop));
-    let mut stopping = false;
+    // The shutdown signal wakes this task through `registered`, polled once
+    // here with the task's waker (which stays registered); after that a
+    // look at `signal`'s version (one atomic load) tells whether it came.
+    // Polling the watch on every wait took a lock per request.
+    let signal = stop.clone();
+    let stopped = || signal.has_changed().unwrap_or(true);
+    let mut registered = pin!(registered(stop));
+    if poll_fn(|cx| Poll::Ready(registered.as_mut().poll(cx).is_ready())).await {
+        return Ended::Closed;
+    }
     loop {
         let mut head_deadline: Option<Instant> = None;
         let plain = loop {
-            match request::parse(&mut buf) {
-                request::Parsed::Plain(plain) => break plain,
-                request::Parsed::HandOver => {
-                    return Ended::HandOver(Rewind::new(io, buf.freeze()));
+            if !buf.is_empty() {
+                match request::parse(&mut buf) {
+                    request::Parsed::Plain(plain) => break plain,
+                    request::Parsed::HandOver => {
+                        return Ended::HandOver(Rewind::new(io, buf.freeze()));
+                    }
+                    request::Parsed::NeedMore => {}
                 }
-                request::Parsed::NeedMore => {}
             }
             if buf.capacity() - buf.len() < READ_BUF / 4 {
                 buf.reserve(READ_BUF);
@@ -96,7 +105,9 @@ where
                 tokio::select! {
                     biased;
                     read = io.read_buf(&mut buf) => read,
-                    () = &mut stopped => return Ended::Closed,
+                    () = poll_fn(|_| if stopped() { Poll::Ready(()) } else { Poll::Pending }) => {
+                        return Ended::Closed;
+                    }
                 }
             } else {
                 // A head has begun: it must arrive in time (slowloris).
@@ -117,9 +128,7 @@ where
         };
         let head_request = plain.request.method() == Method::HEAD;
         let rsp = handler(plain.request).await;
-        // Never polled again once complete.
-        stopping = stopping || is_ready(stopped.as_mut());
-        let keep_alive = !plain.close && !stopping;
+        let keep_alive = !plain.close && !stopped();
         match response::write(&mut io, &mut out, rsp, head_request, keep_alive).await {
             Ok(true) => {}
             Ok(false) | Err(_) => {
@@ -133,14 +142,10 @@ where
     }
 }
 
-/// Resolves once `stop` turns true (or its sender is gone).
-async fn stopped(mut stop: watch::Receiver<bool>) {
+/// Resolves once `stop` turns true (or its sender is gone); while pending,
+/// the waker it was polled with is woken when that happens.
+async fn registered(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Whether `fut` has completed, polled once without waiting.
-fn is_ready<F: Future>(fut: std::pin::Pin<&mut F>) -> bool {
-    fut.poll(&mut Context::from_waker(Waker::noop())).is_ready()
 }
 
 #[cfg(test)]

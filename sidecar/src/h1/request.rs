@@ -3,11 +3,12 @@
 //! hyper, which answers malformed and oversized heads with 400 and 431.
 
 use std::mem::MaybeUninit;
-use std::ops::Range;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Method, Request, Uri};
+
+use crate::headers;
 
 /// Most header fields the fast path takes (hyper's default limit is 100;
 /// a request with more is handed to hyper, which refuses it).
@@ -74,13 +75,9 @@ pub(super) fn parse(buf: &mut BytesMut) -> Parsed {
     }
     // One copy of the head backs every header value and the target (no
     // allocation per header); the read buffer stays ours to reuse.
-    let base = buf.as_ptr() as usize;
-    let span = |s: &[u8]| -> Range<usize> {
-        let start = s.as_ptr() as usize - base;
-        start..start + s.len()
-    };
     let head = Bytes::copy_from_slice(&buf[..head_len]);
-    let Ok(uri) = Uri::from_maybe_shared(head.slice(span(target.as_bytes()))) else {
+    let target_at = target.as_ptr() as usize - buf.as_ptr() as usize;
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(target_at..target_at + target.len())) else {
         return Parsed::HandOver;
     };
     // Room for the headers the proxy adds (shard, epoch, deadline), so the
@@ -89,10 +86,10 @@ pub(super) fn parse(buf: &mut BytesMut) -> Parsed {
     let mut length: Option<usize> = None;
     let mut close = false;
     for field in parsed.headers.iter() {
-        let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
+        let Some(name) = headers::name_from_bytes(field.name.as_bytes()) else {
             return Parsed::HandOver;
         };
-        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(span(field.value))) else {
+        let Some(value) = headers::value_in(&head, buf, field.value) else {
             return Parsed::HandOver;
         };
         if name == header::CONTENT_LENGTH {
