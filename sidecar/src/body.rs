@@ -1,7 +1,7 @@
 //! Body types shared by the listeners, the clients and the resilience layers.
 
 use bytes::Bytes;
-use http::{header, HeaderMap};
+
 use http_body_util::{BodyExt, Empty, Full, Limited};
 
 use crate::reason::{MeshFailure, Reason};
@@ -47,17 +47,15 @@ where
     Limited::new(body, limit).boxed()
 }
 
-/// Refuses at once a request whose declared `Content-Length` exceeds `limit`
-/// (bodies without one are caught by [`limited`] while streaming).
-pub fn check_length(headers: &HeaderMap, limit: u64) -> Result<(), MeshFailure> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match declared {
-        Some(len) if len > limit => Err(too_large(limit)),
-        _ => Ok(()),
+/// Refuses at once a request whose body is known to exceed `limit`: its
+/// declared `Content-Length`, which both listeners' bodies report as their
+/// size hint (no header look-up). Bodies without one are caught by
+/// [`limited`] while streaming.
+pub fn check_length(body: &impl http_body::Body, limit: u64) -> Result<(), MeshFailure> {
+    if body.size_hint().lower() > limit {
+        return Err(too_large(limit));
     }
+    Ok(())
 }
 
 /// The failure of a body larger than `limit`.

@@ -60,7 +60,7 @@ async fn admit(proxy: &Proxy, req: Request<RequestBody>) -> Result<Response<BoxB
     })?;
     let shard = shard_key(&req, routes)?.map(|k| routes.shard_of(&k));
     let limit = proxy.max_body();
-    check_length(req.headers(), limit)?;
+    check_length(req.body(), limit)?;
     let mut req = req.map(|b| limited(b, limit));
     let Some(shard) = shard else {
         // Keyless: any member serves it.

@@ -51,7 +51,7 @@ pub async fn handle(proxy: Proxy, req: Request<RequestBody>) -> Response<BoxBody
         return f.into_response(proxy.local_header());
     };
     let limit = proxy.max_body();
-    if let Err(f) = crate::body::check_length(req.headers(), limit) {
+    if let Err(f) = crate::body::check_length(req.body(), limit) {
         let rsp = f.into_response(proxy.local_header());
         proxy.record(Direction::Outbound, Some(&target.service), &rsp, start);
         return rsp;

@@ -316,6 +316,10 @@ impl Proxy {
 /// The `reason` label of a response. Only contract reasons become label
 /// values: the label stays bounded whatever an app writes into the header.
 pub fn reason_label(rsp: &Response<BoxBody>) -> &'static str {
+    // Mesh failures are all 4xx or 5xx: a success needs no header look-up.
+    if rsp.status().as_u16() < 400 {
+        return "";
+    }
     rsp.headers()
         .get(headers::ERROR)
         .and_then(crate::reason::Reason::from_header)

@@ -30,19 +30,24 @@ pub(super) enum RequestFraming {
 }
 
 impl RequestFraming {
-    /// Chooses the framing from the declared length or, when there is none,
-    /// from what the body knows about itself.
+    /// Chooses the framing from what the body knows about itself (the
+    /// listeners' bodies report a declared length as an exact size), and
+    /// from the declared length only when the body does not know.
     pub(super) fn of(parts: &Parts, exact: Option<u64>, end_stream: bool) -> Self {
+        if end_stream {
+            return RequestFraming::Empty;
+        }
+        if let Some(n) = exact {
+            return RequestFraming::Length(n);
+        }
         let declared = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        match (declared, exact) {
-            (Some(n), _) => RequestFraming::Length(n),
-            (None, _) if end_stream => RequestFraming::Empty,
-            (None, Some(n)) => RequestFraming::Length(n),
-            (None, None) => RequestFraming::Chunked,
+        match declared {
+            Some(n) => RequestFraming::Length(n),
+            None => RequestFraming::Chunked,
         }
     }
 }
