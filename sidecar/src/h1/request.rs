@@ -15,7 +15,10 @@ use crate::headers;
 const MAX_HEADERS: usize = 100;
 /// Headers the proxy may add to a request on its way.
 const ADDED_HEADERS: usize = 4;
-/// Largest request head the fast path waits for.
+/// Largest request head the fast path waits for: hyper's smallest read
+/// buffer, so no head the listener's `max_header_bytes` (in effect at least
+/// this much) would refuse is taken here; longer ones are handed over and
+/// hyper answers 431 beyond the limit.
 pub(super) const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Largest body the fast path reads whole before calling the handler;
 /// larger ones stream through hyper.
