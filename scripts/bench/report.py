@@ -114,7 +114,15 @@ def main():
         f"| throughput ≥ 3× Envoy's | {ratio_range(hop_vs_envoy)} Envoy (nginx: {ratio_range(nginx_vs_envoy)}) "
         f"| {verdict(min(hop_vs_envoy) >= 3)} |"
     )
-    print(f"| CPU per proxied request ≤ 10 µs | {cpu:.1f} µs | {verdict(cpu <= 10)} |")
+    # The issue measured nginx at 9.3 µs per request on a quieter machine;
+    # the hop's CPU relative to nginx's in the same round carries over.
+    cpu_vs_nginx = [
+        float(rd["sidecar-hop"]["proxy_cpu_us"]) / float(rd["nginx"]["proxy_cpu_us"]) for rd in rounds.values()
+    ]
+    print(
+        f"| CPU per proxied request ≤ 10 µs | {cpu:.1f} µs; {ratio_range(cpu_vs_nginx)} nginx's per round "
+        f"(≈ {statistics.median(cpu_vs_nginx) * 9.3:.1f} µs at the issue's 9.3 µs for nginx) | {verdict(cpu <= 10)} |"
+    )
     print(
         f"| added p99 ≤ 0.5 ms at half of saturation | {added_p99:+.2f} ms (median over rounds of hop p99 "
         f"minus direct p99; nginx {nginx_added:+.2f} ms) at {half['sidecar-hop']['achieved']:,.0f} req/s, "

@@ -60,8 +60,9 @@ pub enum Ended<IO> {
 /// Serves plain HTTP/1.1 requests on `io` with `handler`, until the
 /// connection closes or needs hyper. `stop` turning true ends the
 /// connection between requests (one in flight finishes first, answered
-/// with `connection: close`). A head must arrive whole within
-/// `header_read_timeout` of its first read.
+/// with `connection: close`). The first head must arrive whole within
+/// `header_read_timeout` of the connection's start, later ones within it
+/// of their first bytes.
 pub async fn serve<IO, H, F>(
     mut io: IO,
     mut handler: H,
@@ -85,8 +86,13 @@ where
     if poll_fn(|cx| Poll::Ready(registered.as_mut().poll(cx).is_ready())).await {
         return Ended::Closed;
     }
+    // The first head is timed from the connection's start, as hyper does:
+    // a client that connects and sends nothing is closed too. Later heads
+    // are timed from their first bytes, so idle keep-alive connections
+    // stay (bounded by the listener's connection limit).
+    let mut first_deadline = Some(Instant::now() + header_read_timeout);
     loop {
-        let mut head_deadline: Option<Instant> = None;
+        let mut head_deadline = first_deadline.take();
         let plain = loop {
             if !buf.is_empty() {
                 match request::parse(&mut buf) {
@@ -100,20 +106,22 @@ where
             if buf.capacity() - buf.len() < READ_BUF / 4 {
                 buf.reserve(READ_BUF);
             }
-            let read = if buf.is_empty() {
-                // Between requests: only the client or a shutdown ends this.
+            let idle = buf.is_empty() && head_deadline.is_none();
+            let read_or_stop = async {
                 tokio::select! {
                     biased;
-                    read = io.read_buf(&mut buf) => read,
-                    () = poll_fn(|_| if stopped() { Poll::Ready(()) } else { Poll::Pending }) => {
-                        return Ended::Closed;
-                    }
+                    read = io.read_buf(&mut buf) => Some(read),
+                    () = poll_fn(|_| if stopped() { Poll::Ready(()) } else { Poll::Pending }) => None,
                 }
+            };
+            let read = if idle {
+                // Between requests: only the client or a shutdown ends this.
+                read_or_stop.await
             } else {
-                // A head has begun: it must arrive in time (slowloris).
+                // A head is due: it must arrive in time (slowloris).
                 let deadline =
                     *head_deadline.get_or_insert_with(|| Instant::now() + header_read_timeout);
-                match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
+                match tokio::time::timeout_at(deadline, read_or_stop).await {
                     Ok(read) => read,
                     Err(_) => {
                         tracing::debug!("request head not received in time; closing");
@@ -122,8 +130,8 @@ where
                 }
             };
             match read {
-                Ok(0) | Err(_) => return Ended::Closed,
-                Ok(_) => {}
+                None | Some(Ok(0) | Err(_)) => return Ended::Closed,
+                Some(Ok(_)) => {}
             }
         };
         let head_request = plain.request.method() == Method::HEAD;

@@ -189,8 +189,25 @@ async fn a_head_that_never_completes_is_dropped_after_the_read_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_idle_connection_waits_until_shutdown() {
+async fn a_silent_connection_is_dropped_after_the_read_timeout() {
     let (_client, server) = tokio::io::duplex(1024);
+    let (_tx, rx) = watch::channel(false);
+    let task = tokio::spawn(serve(
+        server,
+        |_req: Request<Option<Bytes>>| async { Response::new(full("x")) },
+        Duration::from_secs(2),
+        rx,
+    ));
+    let ended = tokio::time::timeout(Duration::from_secs(3), task)
+        .await
+        .expect("closed within the header read timeout")
+        .unwrap();
+    assert!(matches!(ended, Ended::Closed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_keep_alive_connection_waits_until_shutdown() {
+    let (mut client, server) = tokio::io::duplex(4096);
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(serve(
         server,
@@ -198,6 +215,14 @@ async fn an_idle_connection_waits_until_shutdown() {
         Duration::from_secs(2),
         rx,
     ));
+    client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"\r\n\r\nx") {
+        let mut chunk = [0u8; 1024];
+        let n = client.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert!(!task.is_finished(), "idle keep-alive connections are kept");
     tx.send(true).unwrap();
