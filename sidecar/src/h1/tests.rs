@@ -5,7 +5,9 @@ use super::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
+use tokio::io::DuplexStream;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 
 use crate::body::{full, RequestBody};
 use crate::server::{serve as serve_listener, Protocols, ServerLimits};
@@ -167,47 +169,9 @@ async fn connection_close_is_honoured() {
     assert!(text.contains("connection: close\r\n"), "{text}");
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_head_that_never_completes_is_dropped_after_the_read_timeout() {
-    let (mut client, server) = tokio::io::duplex(1024);
-    let (_tx, rx) = watch::channel(false);
-    let task = tokio::spawn(serve(
-        server,
-        |_req: Request<Option<Bytes>>| async { Response::new(full("x")) },
-        Duration::from_secs(2),
-        rx,
-    ));
-    client
-        .write_all(b"GET / HTTP/1.1\r\nx-slow: ")
-        .await
-        .unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(3), task)
-        .await
-        .expect("closed within the header read timeout")
-        .unwrap();
-    assert!(matches!(ended, Ended::Closed));
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_silent_connection_is_dropped_after_the_read_timeout() {
-    let (_client, server) = tokio::io::duplex(1024);
-    let (_tx, rx) = watch::channel(false);
-    let task = tokio::spawn(serve(
-        server,
-        |_req: Request<Option<Bytes>>| async { Response::new(full("x")) },
-        Duration::from_secs(2),
-        rx,
-    ));
-    let ended = tokio::time::timeout(Duration::from_secs(3), task)
-        .await
-        .expect("closed within the header read timeout")
-        .unwrap();
-    assert!(matches!(ended, Ended::Closed));
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_idle_keep_alive_connection_waits_until_shutdown() {
-    let (mut client, server) = tokio::io::duplex(4096);
+/// The fast path alone on an in-memory stream, answering "x", with a 2 s
+/// header read timeout; returns its task and its shutdown switch.
+fn serve_x(server: DuplexStream) -> (JoinHandle<Ended<DuplexStream>>, watch::Sender<bool>) {
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(serve(
         server,
@@ -215,6 +179,39 @@ async fn an_idle_keep_alive_connection_waits_until_shutdown() {
         Duration::from_secs(2),
         rx,
     ));
+    (task, tx)
+}
+
+/// Whether `task` ended with the connection closed within 3 s.
+async fn closed_in_time(task: JoinHandle<Ended<DuplexStream>>) -> bool {
+    match tokio::time::timeout(Duration::from_secs(3), task).await {
+        Ok(ended) => matches!(ended.unwrap(), Ended::Closed),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_head_that_never_completes_is_dropped_after_the_read_timeout() {
+    let (mut client, server) = tokio::io::duplex(1024);
+    let (task, _stop) = serve_x(server);
+    client
+        .write_all(b"GET / HTTP/1.1\r\nx-slow: ")
+        .await
+        .unwrap();
+    assert!(closed_in_time(task).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_connection_is_dropped_after_the_read_timeout() {
+    let (_client, server) = tokio::io::duplex(1024);
+    let (task, _stop) = serve_x(server);
+    assert!(closed_in_time(task).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_keep_alive_connection_waits_until_shutdown() {
+    let (mut client, server) = tokio::io::duplex(4096);
+    let (task, stop) = serve_x(server);
     client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
     let mut got = Vec::new();
     while !got.ends_with(b"\r\n\r\nx") {
@@ -225,8 +222,8 @@ async fn an_idle_keep_alive_connection_waits_until_shutdown() {
     }
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert!(!task.is_finished(), "idle keep-alive connections are kept");
-    tx.send(true).unwrap();
-    assert!(matches!(task.await.unwrap(), Ended::Closed));
+    stop.send(true).unwrap();
+    assert!(closed_in_time(task).await);
 }
 
 #[tokio::test(start_paused = true)]
