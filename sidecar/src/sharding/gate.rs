@@ -74,17 +74,19 @@ enum Next<'a> {
     Done(Admission),
     /// Held during an acquisition: the answer comes through the channel.
     Held(oneshot::Receiver<Admission>),
-    /// The owner in the shard table is gone from the routing table (the
-    /// two are fed by the same view, the shard table a moment later) or
-    /// suspected (a caller whose view declared it dead sent us the request
-    /// as the new owner): look again after the manager's next turn, or
-    /// answer with the refusal.
-    Reroute(tokio::sync::futures::Notified<'a>, Admission),
-    /// A forwarded request this pod would forward again: the forwarder and
-    /// this pod each name the other as the owner. Look again after the
-    /// manager's next turn, for at most [`BOUNCE_WAIT`], in case this pod's
-    /// view is the stale one; else answer with the forward (refused).
-    Bounce(tokio::sync::futures::Notified<'a>, Admission),
+    /// Look again after the manager's next turn, or answer with `refusal`
+    /// when the wait is over. Either the owner in the shard table is gone
+    /// from the routing table (the two are fed by the same view, the shard
+    /// table a moment later) or suspected (a caller whose view declared it
+    /// dead sent us the request as the new owner); or, with `bounce`, a
+    /// forwarded request this pod would forward again: the forwarder and
+    /// this pod each name the other as the owner, and this pod's view may
+    /// be the stale one, so it waits at most [`BOUNCE_WAIT`].
+    Wait {
+        turned: tokio::sync::futures::Notified<'a>,
+        refusal: Admission,
+        bounce: bool,
+    },
 }
 
 /// One request waiting for the manager's next turn; frees its place when dropped.
@@ -104,11 +106,17 @@ impl ManagedGate {
             // The notifications are created under the lock the manager takes
             // to apply a view, so its next turn cannot slip by unnoticed.
             Route::Forward(owner) => match self.forward(shard, owner.as_str()) {
-                refusal @ Admission::NoOwner(_) => {
-                    Next::Reroute(self.shared.turned.notified(), refusal)
-                }
-                a @ Admission::Forward { .. } if arrival == Arrival::Forwarded => {
-                    Next::Bounce(self.shared.turned.notified(), a)
+                refusal @ Admission::NoOwner(_) => Next::Wait {
+                    turned: self.shared.turned.notified(),
+                    refusal,
+                    bounce: false,
+                },
+                refusal @ Admission::Forward { .. } if arrival == Arrival::Forwarded => {
+                    Next::Wait {
+                        turned: self.shared.turned.notified(),
+                        refusal,
+                        bounce: true,
+                    }
                 }
                 a => Next::Done(a),
             },
@@ -162,8 +170,15 @@ impl ShardGate for ManagedGate {
                 let (turned, refusal, until) = match self.route(shard, arrival) {
                     Next::Done(a) => return a,
                     Next::Held(rx) => break rx,
-                    Next::Reroute(turned, refusal) => (turned, refusal, give_up),
-                    Next::Bounce(turned, refusal) => (turned, refusal, stop_bouncing),
+                    Next::Wait {
+                        turned,
+                        refusal,
+                        bounce,
+                    } => (
+                        turned,
+                        refusal,
+                        if bounce { stop_bouncing } else { give_up },
+                    ),
                 };
                 if place.is_none() {
                     place = self.rerouting();
