@@ -195,8 +195,11 @@ impl LoadClient {
         };
         let status = reply.status.as_u16();
         let reason = reply.mesh_error();
+        // Parsed once for the error, the answer and the failure's detail.
+        let body = reply.json();
         let app_error = if status != 200 && reason.is_none() {
-            Some(reply.error().unwrap_or_else(|| "?".to_string()))
+            let error = body.get("error").and_then(|e| e.as_str());
+            Some(error.unwrap_or("?").to_string())
         } else {
             None
         };
@@ -205,10 +208,14 @@ impl LoadClient {
             status,
             reason.is_some(),
             app_error.as_deref(),
-            reply.json(),
+            &body,
         );
-        let detail =
-            failed.then(|| format!("at {sent_at:.3} {}", failure_detail(&method, &uri, &reply)));
+        let detail = failed.then(|| {
+            format!(
+                "at {sent_at:.3} {}",
+                failure_detail(&method, &uri, &reply, &body)
+            )
+        });
         Sent {
             latency,
             status: status.to_string(),
@@ -231,13 +238,12 @@ fn unix_seconds() -> f64 {
 
 /// One line on a failed answer: the request, who answered and the body's
 /// `message`, so a report shows why a run failed, not only how often.
-fn failure_detail(method: &Method, uri: &str, reply: &Reply) -> String {
+fn failure_detail(method: &Method, uri: &str, reply: &Reply, json: &serde_json::Value) -> String {
     let served_by = reply
         .headers
         .get("x-shardmesh-served-by")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("?");
-    let json = reply.json();
     let message = json
         .get("message")
         .or_else(|| json.get("error"))
@@ -255,7 +261,7 @@ fn classify(
     status: u16,
     from_mesh: bool,
     app_error: Option<&str>,
-    body: serde_json::Value,
+    body: &serde_json::Value,
 ) -> (Answer, bool) {
     let definite = |applied: bool, failed: bool| {
         (
@@ -294,7 +300,7 @@ mod tests {
     #[test]
     fn business_refusals_are_definite_everything_else_ambiguous() {
         let j = serde_json::Value::Null;
-        let c = |k, s, mesh, e| classify(k, s, mesh, e, j.clone());
+        let c = |k, s, mesh, e| classify(k, s, mesh, e, &j);
         assert!(matches!(
             c(Kind::Deposit, 200, false, None).0,
             Answer::Definite { applied: true, .. }
