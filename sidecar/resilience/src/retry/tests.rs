@@ -153,27 +153,20 @@ async fn post_marked_idempotent_is_retried_on_503() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn overloaded_refusal_is_retried_even_for_post() {
-    let l = layer(settings(), Arc::default());
-    let up = Upstream::new(&[Step::Refused("overloaded"), Step::Status(200)]);
-    assert_eq!(
-        send(&l, &up, req(Method::POST)).await.unwrap().status(),
-        StatusCode::OK
-    );
-    assert_eq!(up.calls(), 2);
-}
-
-#[tokio::test(start_paused = true)]
-async fn no_owner_refusal_is_retried_even_for_post() {
-    // A peer refuses `no-owner` before its app sees the request (a shard in
-    // handoff, or two views that name each other as the owner).
-    let l = layer(settings(), Arc::default());
-    let up = Upstream::new(&[Step::Refused("no-owner"), Step::Status(200)]);
-    assert_eq!(
-        send(&l, &up, req(Method::POST)).await.unwrap().status(),
-        StatusCode::OK
-    );
-    assert_eq!(up.calls(), 2);
+async fn peer_refusals_are_retried_even_for_post() {
+    // A peer refuses `overloaded` or `no-owner` before its app sees the
+    // request (a full queue; a shard in handoff, or two views that name
+    // each other as the owner).
+    for reason in ["overloaded", "no-owner"] {
+        let l = layer(settings(), Arc::default());
+        let up = Upstream::new(&[Step::Refused(reason), Step::Status(200)]);
+        assert_eq!(
+            send(&l, &up, req(Method::POST)).await.unwrap().status(),
+            StatusCode::OK,
+            "{reason}"
+        );
+        assert_eq!(up.calls(), 2, "{reason}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
