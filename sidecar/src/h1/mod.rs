@@ -157,4 +157,6 @@ async fn registered(mut stop: watch::Receiver<bool>) {
 }
 
 #[cfg(test)]
+mod differential_tests;
+#[cfg(test)]
 mod tests;

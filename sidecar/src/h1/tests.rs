@@ -12,9 +12,9 @@ use tokio::task::JoinHandle;
 use crate::body::{full, RequestBody};
 use crate::server::{serve as serve_listener, Protocols, ServerLimits};
 
-/// A listener answering `METHOD PATH BODY` with the request's own method,
-/// path and body; counts requests. Returns its address and the stop switch.
-async fn echo_server() -> (String, Arc<AtomicUsize>, tokio::sync::oneshot::Sender<()>) {
+/// A listener answering with [`echo`]; counts requests. Returns its
+/// address and the stop switch.
+pub(super) async fn echo_server() -> (String, Arc<AtomicUsize>, tokio::sync::oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let count = Arc::new(AtomicUsize::new(0));
@@ -31,22 +31,8 @@ async fn echo_server() -> (String, Arc<AtomicUsize>, tokio::sync::oneshot::Sende
         limits,
         None,
         move |req: Request<RequestBody>, _peer| {
-            let counter = counter.clone();
-            async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-                let (parts, body) = req.into_parts();
-                let body = http_body_util::BodyExt::collect(body)
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                let text = format!(
-                    "{} {} {}",
-                    parts.method,
-                    parts.uri,
-                    String::from_utf8_lossy(&body)
-                );
-                Response::new(full(text))
-            }
+            counter.fetch_add(1, Ordering::SeqCst);
+            echo(req)
         },
         async move {
             let _ = rx.await;
@@ -54,6 +40,23 @@ async fn echo_server() -> (String, Arc<AtomicUsize>, tokio::sync::oneshot::Sende
         Duration::from_secs(2),
     ));
     (addr, count, tx)
+}
+
+/// Answers `METHOD TARGET BODY` with the request's own method, target and
+/// body.
+pub(super) async fn echo(req: Request<RequestBody>) -> Response<BoxBody> {
+    let (parts, body) = req.into_parts();
+    let body = http_body_util::BodyExt::collect(body)
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let text = format!(
+        "{} {} {}",
+        parts.method,
+        parts.uri,
+        String::from_utf8_lossy(&body)
+    );
+    Response::new(full(text))
 }
 
 /// Writes `bytes` and reads until the peer closes or `responses` complete
