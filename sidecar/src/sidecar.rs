@@ -257,7 +257,9 @@ impl Sidecar {
                 }
             });
         }
+        let anchor = tokio::spawn(server::keep_timer_armed());
         shutdown.await;
+        anchor.abort();
         tracing::info!(
             ?grace,
             "shutting down: handing off shards, draining requests"
