@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::Body;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -45,36 +45,29 @@ pub(super) fn encode_head(
     keep_alive: &mut bool,
     out: &mut BytesMut,
 ) -> Framing {
-    let no_body = head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
     out.reserve(128 + headers.len() * 48);
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(status.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.put_slice(b"\r\n");
+    // The framing headers are written after the others, by the framing
+    // chosen: never a length beside a transfer coding.
     let mut declared: Option<u64> = None;
-    let mut coded: Option<bool> = None;
+    let mut coding: Option<&HeaderValue> = None;
     let mut has_date = false;
     let mut said_close = false;
     for (name, value) in headers {
         if *name == header::CONTENT_LENGTH {
+            // A length we cannot read is not sent on as a promise.
             declared = value.to_str().ok().and_then(|v| v.trim().parse().ok());
-            if declared.is_none() {
-                // A length we cannot read is not sent on as a promise.
-                continue;
-            }
-        } else if *name == header::TRANSFER_ENCODING {
-            coded = Some(
-                value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.rsplit(',').next())
-                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked")),
-            );
-        } else if *name == header::DATE {
+            continue;
+        }
+        if *name == header::TRANSFER_ENCODING {
+            coding = Some(value);
+            continue;
+        }
+        if *name == header::DATE {
             has_date = true;
         } else if *name == header::CONNECTION {
             said_close |= value
@@ -83,36 +76,36 @@ pub(super) fn encode_head(
                 .split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("close"));
         }
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
+        put_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    let framing = match (coded, declared) {
-        // HEAD gets the length a GET would (when the body knows it).
-        (None, None) if head_request => {
-            if let Some(n) = body.size_hint().exact() {
-                put_length(out, n);
-            }
-            Framing::None
+    let framing = if status.is_informational() || status == StatusCode::NO_CONTENT {
+        Framing::None
+    } else if head_request || status == StatusCode::NOT_MODIFIED {
+        // The length a GET would get, when known; no body follows. (A 304
+        // carries only a declared one: its empty body says nothing.)
+        let known = declared.or_else(|| head_request.then(|| body.size_hint().exact()).flatten());
+        if let Some(n) = known {
+            put_length(out, n);
         }
-        _ if no_body => Framing::None,
-        (Some(true), _) => Framing::Chunked,
-        (Some(false), _) => Framing::UntilClose,
-        (None, Some(n)) => Framing::Length(n),
-        (None, None) => {
-            let hint = body.size_hint().exact();
-            match hint {
-                Some(n) => {
-                    put_length(out, n);
-                    Framing::Length(n)
-                }
-                None => {
-                    out.put_slice(b"transfer-encoding: chunked\r\n");
-                    Framing::Chunked
-                }
-            }
+        Framing::None
+    } else if let Some(coding) = coding {
+        put_field(out, b"transfer-encoding", coding.as_bytes());
+        let chunked = coding
+            .to_str()
+            .ok()
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        if chunked {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
         }
+    } else if let Some(n) = declared.or_else(|| body.size_hint().exact()) {
+        put_length(out, n);
+        Framing::Length(n)
+    } else {
+        put_field(out, b"transfer-encoding", b"chunked");
+        Framing::Chunked
     };
     if !has_date {
         out.put_slice(b"date: ");
@@ -127,6 +120,13 @@ pub(super) fn encode_head(
     }
     out.put_slice(b"\r\n");
     framing
+}
+
+fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
 }
 
 fn put_length(out: &mut BytesMut, n: u64) {
@@ -311,6 +311,23 @@ mod tests {
         assert_eq!(framing, Framing::None);
         *rsp.status_mut() = StatusCode::NO_CONTENT;
         assert_eq!(head(&rsp, false, true).1, Framing::None);
+    }
+
+    #[test]
+    fn a_transfer_coding_is_never_sent_beside_a_length() {
+        let mut rsp = Response::new(full("hello"));
+        rsp.headers_mut()
+            .insert(header::CONTENT_LENGTH, "5".parse().unwrap());
+        rsp.headers_mut()
+            .insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        let (text, framing, _) = head(&rsp, false, true);
+        assert_eq!(framing, Framing::Chunked);
+        assert!(!text.contains("content-length"), "{text}");
+        assert_eq!(
+            text.matches("transfer-encoding: chunked").count(),
+            1,
+            "{text}"
+        );
     }
 
     #[test]
