@@ -69,6 +69,35 @@ pub fn value_in(head: &Bytes, buf: &[u8], value: &[u8]) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(head.slice(start..end)).ok()
 }
 
+/// A `content-length` value on the wire: digits only (no sign, no list),
+/// at most 19 so it fits a u64. Shared by the listener's request parser and
+/// the app client's response parser.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// Whether a `transfer-encoding` value ends in `chunked`: only the last
+/// coding decides how the body is framed.
+pub fn is_chunked(coding: &HeaderValue) -> bool {
+    coding
+        .to_str()
+        .ok()
+        .and_then(|v| v.rsplit(',').next())
+        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+}
+
+/// Appends one `name: value` line of an HTTP/1.1 head.
+pub fn put_field(out: &mut bytes::BytesMut, name: &[u8], value: &[u8]) {
+    use bytes::BufMut;
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
 /// Whether `name` is a hop-by-hop header of [`HOP_BY_HOP`]. Standard names
 /// compare as small integers, so the common miss costs little.
 fn is_hop_by_hop(name: &HeaderName) -> bool {

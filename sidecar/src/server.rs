@@ -186,23 +186,23 @@ where
             stop,
             watcher,
         } = self;
-        let fast = |req: Request<Option<bytes::Bytes>>| {
-            let mut req = req.map(RequestBody::Whole);
+        // Requests carry the TLS peer's identity, whichever path read them.
+        let tagged = |mut req: Request<RequestBody>| {
             if let Some(id) = &identity {
                 req.extensions_mut().insert(id.clone());
             }
+            req
+        };
+        let fast = |req: Request<Option<bytes::Bytes>>| {
             // Boxed: see below.
-            Box::pin(handler(req, peer))
+            Box::pin(handler(tagged(req.map(RequestBody::Whole)), peer))
         };
         let io = match h1::serve(io, fast, header_read_timeout, stop).await {
             h1::Ended::Closed => return,
             h1::Ended::HandOver(io) => io,
         };
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let mut req = req.map(RequestBody::Streamed);
-            if let Some(id) = &identity {
-                req.extensions_mut().insert(id.clone());
-            }
+            let req = tagged(req.map(RequestBody::Streamed));
             // Boxed: the handler's future holds the whole resilience
             // stack's state (kilobytes). Inline, every connection's task
             // carries it for the connection's life, idle or not, and it is

@@ -98,12 +98,7 @@ fn body_expected(method: &Method) -> bool {
     *method == Method::POST || *method == Method::PUT || *method == Method::PATCH
 }
 
-fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.put_slice(name);
-    out.put_slice(b": ");
-    out.put_slice(value);
-    out.put_slice(b"\r\n");
-}
+use crate::headers::put_field;
 
 /// How the response body is framed (RFC 9112 §6.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,12 +202,7 @@ fn build(
         }
         if name == header::TRANSFER_ENCODING {
             transfer_coded = true;
-            // Only the last coding decides whether the body is chunked.
-            chunked = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.rsplit(',').next())
-                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+            chunked = crate::headers::is_chunked(&value);
         } else if name == header::CONNECTION {
             for token in value.to_str().unwrap_or("").split(',').map(str::trim) {
                 said_close |= token.eq_ignore_ascii_case("close");
@@ -266,12 +256,8 @@ fn build(
 }
 
 fn parse_length(value: &HeaderValue) -> Result<u64, AppError> {
-    let bytes = value.as_bytes();
-    if bytes.is_empty() || bytes.len() > 19 || !bytes.iter().all(u8::is_ascii_digit) {
-        return Err(AppError::BadHead(format!("content-length {value:?}")));
-    }
-    // 19 digits fit in a u64.
-    Ok(bytes.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+    crate::headers::content_length(value.as_bytes())
+        .ok_or_else(|| AppError::BadHead(format!("content-length {value:?}")))
 }
 
 #[cfg(test)]

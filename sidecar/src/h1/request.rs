@@ -132,14 +132,9 @@ pub(super) fn parse(buf: &mut BytesMut) -> Parsed {
     Parsed::Plain(Plain { request, close })
 }
 
-/// A `content-length` value: digits only (no sign, no list), at most 19 so
-/// it fits a u64 before the size check.
+/// A `content-length` value as a buffer length.
 fn parse_length(value: &[u8]) -> Option<usize> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n = value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-    usize::try_from(n).ok()
+    headers::content_length(value).and_then(|n| usize::try_from(n).ok())
 }
 
 #[cfg(test)]

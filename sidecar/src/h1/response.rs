@@ -15,6 +15,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::date;
 use crate::body::BoxBody;
+use crate::headers::put_field;
 
 /// Body data up to this size is copied behind the head (one system call);
 /// larger data is written from its own buffer.
@@ -90,12 +91,7 @@ pub(super) fn encode_head(
         Framing::None
     } else if let Some(coding) = coding {
         put_field(out, b"transfer-encoding", coding.as_bytes());
-        let chunked = coding
-            .to_str()
-            .ok()
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        if chunked {
+        if crate::headers::is_chunked(coding) {
             Framing::Chunked
         } else {
             Framing::UntilClose
@@ -120,13 +116,6 @@ pub(super) fn encode_head(
     }
     out.put_slice(b"\r\n");
     framing
-}
-
-fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.put_slice(name);
-    out.put_slice(b": ");
-    out.put_slice(value);
-    out.put_slice(b"\r\n");
 }
 
 fn put_length(out: &mut BytesMut, n: u64) {
