@@ -19,9 +19,14 @@ stop_all() {
 
 # start NAME CMD...: starts CMD on PROXY_CPU in the background, logs to RUN/NAME.log.
 start() {
-    local name=$1
-    shift
-    nice -n "$NICE" taskset -c "$PROXY_CPU" "$@" >"$RUN/$name.log" 2>&1 &
+    start_on "$PROXY_CPU" "$@"
+}
+
+# start_on CPUS NAME CMD...: starts CMD on CPUS in the background, logs to RUN/NAME.log.
+start_on() {
+    local cpus=$1 name=$2
+    shift 2
+    nice -n "$NICE" taskset -c "$cpus" "$@" >"$RUN/$name.log" 2>&1 &
     PIDS+=($!)
     LAST_PID=$!
 }

@@ -7,8 +7,14 @@
 # Environment:
 #   ROUNDS=2          rounds over all cases (ratios are taken within a round)
 #   DURATION=10s      wrk -d of each measured run
-#   WRK_CPU=0         core that wrk runs on; proxies and the app share PROXY_CPU
-#   PROXY_CPU=1
+#   WRK_CPU=0         core that wrk runs on
+#   PROXY_CPU=1       core that the proxies run on
+#   APP_CPU=1         core that the app runs on. The default shares the proxy's
+#                     core, so throughput follows proxy + app CPU per request.
+#                     APP_CPU=0 puts the app beside wrk and leaves the proxy a
+#                     core of its own: throughput then follows the proxy's CPU
+#                     alone, the layout that issue 2's reference figures imply
+#                     (nginx at 0.42-0.45x direct with 9.3 us per request).
 #   NICE=0            nice value of wrk, the proxies and the app (NICE=-10 needs
 #                     root; it did not reduce the noise on the shared machine
 #                     of docs/benchmarks/sidecar.md)
@@ -30,6 +36,7 @@ ROUNDS=${ROUNDS:-2}
 DURATION=${DURATION:-10s}
 WRK_CPU=${WRK_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
+APP_CPU=${APP_CPU:-$PROXY_CPU}
 NICE=${NICE:-0}
 CONNS=32
 BENCH=scripts/bench
@@ -50,7 +57,7 @@ RUN=target/bench/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$RUN/nginx/tmp"
 RESULTS=$RUN/results.tsv
 # The machine is shared: record how busy it was, before and after.
-echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) (nice $NICE)" >"$RUN/load.txt"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) (nice $NICE; wrk on $WRK_CPU, proxies on $PROXY_CPU, app on $APP_CPU)" >"$RUN/load.txt"
 printf 'round\tcase\treq_s\tp50_us\tp99_us\trequests\terrors\tproxy_cpu_us\tapp_cpu_us\trss_kb\thwm_kb\tidle_kb\n' >"$RESULTS"
 EXTRA=$RUN/extra.tsv
 : >"$EXTRA"
@@ -112,7 +119,7 @@ for port in 18080 18081 18082 18083 18084 18090 18091 18092 18093 18095 18096 18
     port_free "$port"
 done
 
-start upstream "$BIN/bench-upstream" --listen 127.0.0.1:18080
+start_on "$APP_CPU" upstream "$BIN/bench-upstream" --listen 127.0.0.1:18080
 UPSTREAM=$LAST_PID
 wait_port 18080
 
