@@ -15,9 +15,10 @@ import statistics
 import sys
 from pathlib import Path
 
-CASES = ["direct", "nginx", "haproxy", "envoy", "sidecar-hop", "full-path"]
+CASES = ["direct", "l4-relay", "nginx", "haproxy", "envoy", "sidecar-hop", "full-path"]
 LABELS = {
     "direct": "direct (wrk → app)",
+    "l4-relay": "L4 relay, no HTTP (the floor)",
     "nginx": "nginx 1.22 (proxy_pass, keepalive)",
     "haproxy": "HAProxy 2.6",
     "envoy": "Envoy 1.40 (retries + breakers)",
@@ -55,12 +56,14 @@ def main():
     run = Path(sys.argv[1])
     rows, extra = load(run)
     rounds = by_round(rows)
+    # Runs from before the L4 relay was added have no such rows.
+    cases = [case for case in CASES if any(r["case"] == case for r in rows)]
     med = lambda case, key: statistics.median(  # noqa: E731
         float(r[key]) for r in rows if r["case"] == case
     )
     ratios = {
         case: [float(rd[case]["req_s"]) / float(rd["direct"]["req_s"]) for rd in rounds.values()]
-        for case in CASES
+        for case in cases
     }
 
     load_file = run / "load.txt"
@@ -71,7 +74,7 @@ def main():
     )
     print("| path | req/s | × direct | p50 | p99 | proxy CPU µs/req | app CPU µs/req | RSS after run (MiB) | peak RSS (MiB) | idle RSS (MiB) | errors |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for case in CASES:
+    for case in cases:
         errors = sum(int(r["errors"]) for r in rows if r["case"] == case)
         proxy = "—" if case == "direct" else f"{med(case, 'proxy_cpu_us'):.1f}"
         rss = "—" if case == "direct" else mib(max(float(r["rss_kb"]) for r in rows if r["case"] == case))
@@ -87,12 +90,13 @@ def main():
     hop_vs_envoy = [float(rd["sidecar-hop"]["req_s"]) / float(rd["envoy"]["req_s"]) for rd in rounds.values()]
     cpu = med("sidecar-hop", "proxy_cpu_us")
     paced = list(csv.DictReader(open(run / "paced.tsv"), delimiter="\t"))
+    half_cases = [name for name in ("direct", "l4-relay", "nginx", "sidecar-hop") if any(r["case"] == name for r in paced)]
     half = {
         name: {
             key: statistics.median(float(r[key]) for r in paced if r["case"] == name)
             for key in ("p50_us", "p90_us", "p99_us", "p999_us", "achieved")
         }
-        for name in ("direct", "nginx", "sidecar-hop")
+        for name in half_cases
     }
     # Added tail per round (hop minus direct of the same round), median.
     added = lambda name: statistics.median(  # noqa: E731
@@ -128,6 +132,18 @@ def main():
         f"minus direct p99; nginx {nginx_added:+.2f} ms) at {half['sidecar-hop']['achieved']:,.0f} req/s, "
         f"paced | {verdict(added_p99 <= 0.5)} |"
     )
+    if "l4-relay" in cases:
+        # What each proxy spends above the floor, per round, then the median.
+        above = lambda case: statistics.median(  # noqa: E731
+            float(rd[case]["proxy_cpu_us"]) - float(rd["l4-relay"]["proxy_cpu_us"]) for rd in rounds.values()
+        )
+        relay_added = added("l4-relay") if "l4-relay" in half_cases else float("nan")
+        print(
+            f"| (the floor: an L4 relay with no HTTP) | {med('l4-relay', 'proxy_cpu_us'):.1f} µs per request, "
+            f"{ratio_range([float(rd['l4-relay']['req_s']) / float(rd['envoy']['req_s']) for rd in rounds.values()])} Envoy, "
+            f"added p99 {relay_added:+.2f} ms; above it: hop {above('sidecar-hop'):+.1f} µs, "
+            f"nginx {above('nginx'):+.1f} µs, Envoy {above('envoy'):+.1f} µs | — |"
+        )
     print(f"| idle RSS ≤ 10 MiB | {mib(idle)} MiB | {verdict(idle <= 10 * 1024)} |")
     held_kb, _, held_note = extra.get("c1000_idle_conns_kb", "0\t?").partition("\t")
     print(
@@ -146,7 +162,7 @@ def main():
     )
     print("\n| path | achieved req/s | p50 | p90 | p99 | p99.9 |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for name in ("direct", "nginx", "sidecar-hop"):
+    for name in half_cases:
         h = half[name]
         print(
             f"| {LABELS[name]} | {h['achieved']:,.0f} | {h['p50_us'] / 1000:.2f} ms | {h['p90_us'] / 1000:.2f} ms "

@@ -2,6 +2,8 @@
 # The sidecar benchmark of docs/benchmarks/sidecar.md: the shardmesh sidecar
 # beside nginx, HAProxy and Envoy in front of one tiny upstream, measured side
 # by side in one run with wrk (-t1 -c32 -d10s, HTTP/1.1), one worker each.
+# An L4 relay with no HTTP (e2e/src/bin/l4-relay.rs) runs beside them as the
+# floor: what moving the bytes through a proxy costs on this machine.
 #
 # Usage: scripts/bench/sidecar.sh            (about 5 minutes with 2 rounds)
 # Environment:
@@ -115,13 +117,17 @@ measure() {
 }
 
 # --- start everything --------------------------------------------------------
-for port in 18080 18081 18082 18083 18084 18090 18091 18092 18093 18095 18096 18097 18098; do
+for port in 18080 18081 18082 18083 18084 18085 18090 18091 18092 18093 18095 18096 18097 18098; do
     port_free "$port"
 done
 
 start_on "$APP_CPU" upstream "$BIN/bench-upstream" --listen 127.0.0.1:18080
 UPSTREAM=$LAST_PID
 wait_port 18080
+
+start l4-relay "$BIN/l4-relay" --listen 127.0.0.1:18085 --upstream 127.0.0.1:18080
+RELAY=$LAST_PID
+wait_port 18085
 
 start nginx nginx -p "$PWD/$RUN/nginx" -c "$PWD/$BENCH/nginx.conf" -e stderr
 NGINX_MASTER=$LAST_PID
@@ -146,6 +152,7 @@ wait_port 18095
 
 # Idle RSS: every process has started and served nothing yet.
 sleep 2
+IDLE_RELAY=$(mem_kb VmRSS "$RELAY")
 IDLE_NGINX=$(mem_kb VmRSS $NGINX)
 IDLE_HAPROXY=$(mem_kb VmRSS $HAPROXY)
 IDLE_ENVOY=$(mem_kb VmRSS $ENVOY_PID)
@@ -155,7 +162,7 @@ printf 'idle_sidecar_rss_kb\t%s\n' "$IDLE_B" >>"$EXTRA"
 echo "idle RSS (kB): sidecar $IDLE_B, nginx worker $IDLE_NGINX, haproxy $IDLE_HAPROXY, envoy $IDLE_ENVOY"
 
 # Every path must answer 200 before anything is measured.
-for port in 18080 18081 18082 18083 18091; do
+for port in 18080 18085 18081 18082 18083 18091; do
     code=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' -H 'x-shardmesh-service: bench' "http://127.0.0.1:$port/bench")
     [ "$code" = 200 ] || { echo "port $port answered $code" >&2; exit 1; }
 done
@@ -166,6 +173,7 @@ code=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' -H 'x-shardmesh-servi
 echo "round	case	req/s	p50us	p99us	requests	errors	proxy_cpu_us/req	app_cpu_us/req	rss_kb	hwm_kb	idle_kb"
 for round in $(seq "$ROUNDS"); do
     measure "$round" direct 18080 "$UPSTREAM" 0
+    measure "$round" l4-relay 18085 "$RELAY" "$IDLE_RELAY"
     measure "$round" nginx 18081 "$NGINX" "$IDLE_NGINX"
     measure "$round" haproxy 18082 "$HAPROXY" "$IDLE_HAPROXY"
     measure "$round" envoy 18083 "$ENVOY_PID" "$IDLE_ENVOY"
@@ -185,8 +193,8 @@ TARGET=$((SAT / 2))
 PACED=$RUN/paced.tsv
 printf 'round\tcase\tp50_us\tp90_us\tp99_us\tp999_us\tachieved\terrors\n' >"$PACED"
 for round in $(seq "$ROUNDS"); do
-    for name in direct nginx sidecar-hop; do
-        case $name in direct) port=18080 ;; nginx) port=18081 ;; sidecar-hop) port=18091 ;; esac
+    for name in direct l4-relay nginx sidecar-hop; do
+        case $name in direct) port=18080 ;; l4-relay) port=18085 ;; nginx) port=18081 ;; sidecar-hop) port=18091 ;; esac
         line=$(timeout 120 nice -n "$NICE" taskset -c "$WRK_CPU" "$BIN/paced-load" --target "127.0.0.1:$port" \
             --header 'x-shardmesh-service: bench' --rate "$TARGET" --connections 16 \
             --duration "${DURATION%s}" --warmup 2)
