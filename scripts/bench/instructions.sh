@@ -6,8 +6,9 @@
 # scripts/bench/sidecar.sh has installed and built everything.
 #
 # Usage: scripts/bench/instructions.sh [CASE...]
-#   CASE: upstream nginx haproxy envoy sidecar-hop sidecar-outbound (default: all)
-#   (upstream: bench-upstream itself, wrk straight at it: hyper's HTTP/1.1 server cost)
+#   CASE: upstream l4-relay nginx haproxy envoy sidecar-hop sidecar-outbound (default: all)
+#   (upstream: bench-upstream itself, wrk straight at it: hyper's HTTP/1.1 server cost;
+#   l4-relay: the byte relay with no HTTP, tokio's share of any proxy built on it)
 # Each case: the proxy under callgrind, counters zeroed after a warm-up, then
 # wrk -t1 -c8 -d10s, a dump, and scripts/bench/callgrind_top.py.
 set -euo pipefail
@@ -22,7 +23,7 @@ BIN=target/release
 apt_install valgrind wrk nginx haproxy
 PY=$(venv_python)
 ENVOY=$("$PY" -c 'import envoy._bin, os; print(os.path.join(os.path.dirname(envoy._bin.__file__), "envoy"))' 2>/dev/null || true)
-[ -x "$BIN/shardmesh-sidecar" ] && [ -x "$BIN/bench-upstream" ] || cargo build --release -q -p shardmesh-sidecar -p shardmesh-e2e
+[ -x "$BIN/shardmesh-sidecar" ] && [ -x "$BIN/bench-upstream" ] && [ -x "$BIN/l4-relay" ] || cargo build --release -q -p shardmesh-sidecar -p shardmesh-e2e
 
 RUN=target/bench/instructions-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$RUN/nginx/tmp"
@@ -68,7 +69,7 @@ count() {
 
 CG=(valgrind --tool=callgrind)
 cases=("$@")
-[ ${#cases[@]} -gt 0 ] || cases=(upstream nginx haproxy envoy sidecar-hop sidecar-outbound)
+[ ${#cases[@]} -gt 0 ] || cases=(upstream l4-relay nginx haproxy envoy sidecar-hop sidecar-outbound)
 
 # The app every proxy forwards to; the upstream case runs its own copy on 18088.
 taskset -c 1 "$BIN/bench-upstream" --listen 127.0.0.1:18080 >"$RUN/upstream.log" 2>&1 &
@@ -80,6 +81,10 @@ for c in "${cases[@]}"; do
             "${CG[@]}" --callgrind-out-file="$RUN/upstream.cg" "$BIN/bench-upstream" --listen 127.0.0.1:18088 >"$RUN/upstream-cg.log" 2>&1 &
             PIDS+=($!)
             count upstream 18088 $! ;;
+        l4-relay)
+            "${CG[@]}" --callgrind-out-file="$RUN/l4-relay.cg" "$BIN/l4-relay" --listen 127.0.0.1:18085 --upstream 127.0.0.1:18080 >"$RUN/l4-relay.log" 2>&1 &
+            PIDS+=($!)
+            count l4-relay 18085 $! ;;
         nginx)
             sed 's/master_process on;/master_process off;/' "$BENCH/nginx.conf" >"$RUN/nginx/nginx.conf"
             "${CG[@]}" --callgrind-out-file="$RUN/nginx.cg" nginx -p "$PWD/$RUN/nginx" -c "$PWD/$RUN/nginx/nginx.conf" -e stderr 2>"$RUN/nginx.log" &
