@@ -23,7 +23,9 @@ BIN=target/release
 apt_install valgrind wrk nginx haproxy
 PY=$(venv_python)
 ENVOY=$("$PY" -c 'import envoy._bin, os; print(os.path.join(os.path.dirname(envoy._bin.__file__), "envoy"))' 2>/dev/null || true)
-[ -x "$BIN/shardmesh-sidecar" ] && [ -x "$BIN/bench-upstream" ] && [ -x "$BIN/l4-relay" ] || cargo build --release -q -p shardmesh-sidecar -p shardmesh-e2e
+# Always: a no-op when the binaries are current, and never a stale measurement
+# after a change (the profile above differs from CI's, so both rebuild).
+cargo build --release -q -p shardmesh-sidecar -p shardmesh-e2e
 
 RUN=target/bench/instructions-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$RUN/nginx/tmp"
