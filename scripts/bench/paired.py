@@ -8,10 +8,13 @@ within a round only, so the machine's slow drifts cancel; the many rounds
 give its median and spread, and how often it met the issue's bar.
 """
 
-import csv
 import statistics
 import sys
 from pathlib import Path
+
+# The run's files are read as report.py reads them (this directory is on
+# sys.path when the script runs).
+from report import by_round, load
 
 
 def quartiles(values):
@@ -24,19 +27,16 @@ def quartiles(values):
 
 def main():
     run = Path(sys.argv[1])
-    rows = list(csv.DictReader(open(run / "results.tsv"), delimiter="\t"))
-    rounds = {}
-    for r in rows:
-        rounds.setdefault(r["round"], {})[r["case"]] = r
-    rounds = [rd for rd in rounds.values() if len(rd) == 4]
+    rows, _ = load(run)
+    rounds = [rd for rd in by_round(rows).values() if len(rd) == 4]
     if not rounds:
         sys.exit("no complete round in results.tsv")
 
     def ratio(a, b, key="req_s"):
         return [float(rd[a][key]) / float(rd[b][key]) for rd in rounds]
 
-    load = (run / "load.txt").read_text().strip().replace("\n", "; ") if (run / "load.txt").exists() else "?"
-    print(f"{len(rounds)} rounds. {load}\n")
+    load_avg = (run / "load.txt").read_text().strip().replace("\n", "; ") if (run / "load.txt").exists() else "?"
+    print(f"{len(rounds)} rounds. {load_avg}\n")
     print("| ratio (within a round) | median | quartiles | min–max | rounds at or above the bar |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for label, values, bar in [
