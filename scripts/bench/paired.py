@@ -14,7 +14,7 @@ from pathlib import Path
 
 # The run's files are read as report.py reads them (this directory is on
 # sys.path when the script runs).
-from report import by_round, load
+from report import by_round, load, load_average
 
 
 def quartiles(values):
@@ -35,8 +35,7 @@ def main():
     def ratio(a, b, key="req_s"):
         return [float(rd[a][key]) / float(rd[b][key]) for rd in rounds]
 
-    load_avg = (run / "load.txt").read_text().strip().replace("\n", "; ") if (run / "load.txt").exists() else "?"
-    print(f"{len(rounds)} rounds. {load_avg}\n")
+    print(f"{len(rounds)} rounds. Load average (1, 5, 15 min) {load_average(run)}.\n")
     print("| ratio (within a round) | median | quartiles | min–max | rounds at or above the bar |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for label, values, bar in [

@@ -43,6 +43,12 @@ def by_round(rows):
     return out
 
 
+def load_average(run: Path) -> str:
+    """The machine's load averages recorded before the run, for the table's caption."""
+    load_file = run / "load.txt"
+    return load_file.read_text().strip().replace("load ", "").replace("\n", "; ") if load_file.exists() else "?"
+
+
 def mib(kb: float) -> str:
     return f"{kb / 1024:.1f}"
 
@@ -66,11 +72,9 @@ def main():
         for case in cases
     }
 
-    load_file = run / "load.txt"
-    load_avg = load_file.read_text().strip().replace("load ", "").replace("\n", "; ") if load_file.exists() else "?"
     print(
         f"Rounds: {len(rounds)}; medians over rounds, ratio ranges over rounds. "
-        f"Load average (1, 5, 15 min) {load_avg}.\n"
+        f"Load average (1, 5, 15 min) {load_average(run)}.\n"
     )
     print("| path | req/s | × direct | p50 | p99 | proxy CPU µs/req | app CPU µs/req | RSS after run (MiB) | peak RSS (MiB) | idle RSS (MiB) | errors |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
