@@ -25,6 +25,7 @@ SIDECAR_METRICS = {
     "shardmesh_gossip_bad_packets_total": {"reason"},
     "shardmesh_shards_owned": {"service"},
     "shardmesh_shard_handoffs_total": {"service"},
+    "shardmesh_shard_terms_lost_total": {"service"},
     "shardmesh_shard_handoff_duration_seconds": set(),
 }
 OPERATOR_METRICS = {

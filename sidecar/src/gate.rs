@@ -76,6 +76,12 @@ pub trait ShardGate: Send + Sync + 'static {
         owner: &'a str,
         wait: Duration,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+    /// The app answered a request for `shard` served at `epoch` with
+    /// [`crate::headers::FENCED`]: it does not hold the shard at that epoch.
+    /// A gate that manages ownership ends that term and acquires the shard
+    /// again; a static gate has nothing to acquire.
+    fn fenced(&self, _shard: u32, _epoch: u64) {}
 }
 
 /// The gate of static ownership: whatever the routing table says.

@@ -25,6 +25,12 @@ pub const HOP: HeaderName = HeaderName::from_static("x-shardmesh-hop");
 /// sidecar names as the owner. A forwarder named there knows the two views
 /// disagree and waits for its own to catch up (`gate::BOUNCE_WAIT`).
 pub const OWNER: HeaderName = HeaderName::from_static("x-shardmesh-owner");
+/// On an app's answer: the app does not hold the request's shard at the
+/// request's epoch (a newer owner acquired it, the app restarted, or its
+/// state failed), and nothing was applied. An ownership signal, not a
+/// failure: the sidecar acquires the shard again at a fresh epoch and the
+/// caller's sidecar retries (docs/sharding.md, "Terms that end early").
+pub const FENCED: HeaderName = HeaderName::from_static("x-shardmesh-fenced");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) that must not cross a proxy, plus
 /// those HTTP/2 forbids.

@@ -145,6 +145,18 @@ async fn serve_locally(
     }
     let stack = proxy.inbound_stack();
     let mut rsp = crate::resilience::call_inbound(stack, req).await?;
+    if let Some((shard, epoch)) = shard.filter(|_| rsp.headers().contains_key(headers::FENCED)) {
+        // The app does not hold the shard at this epoch and applied
+        // nothing: end the term and acquire again. The caller's sidecar
+        // retries `no-owner` for every method and its breaker ignores it,
+        // so a fenced term never counts against this pod.
+        proxy.gate().fenced(shard, epoch);
+        return Err(MeshFailure::new(
+            Reason::NoOwner,
+            format!("the app does not hold shard {shard} at epoch {epoch}; acquiring it again"),
+        )
+        .into());
+    }
     rsp.headers_mut()
         .insert(headers::SERVED_BY, proxy.local_header().clone());
     Ok(rsp)

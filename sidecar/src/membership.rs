@@ -110,6 +110,7 @@ pub fn table_from_view(
                     name: Arc::from(m.meta.pod.as_str()),
                     inbound: Arc::from(m.meta.inbound.as_str()),
                     health,
+                    generation: m.generation(),
                 };
                 Some((e, leaving))
             })

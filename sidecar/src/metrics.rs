@@ -56,6 +56,9 @@ pub struct Metrics {
     pub shard_handoffs: IntCounterVec,
     /// Time from starting to acquire a shard until serving it.
     pub shard_handoff_duration: Histogram,
+    /// Terms that ended early: the app fenced the epoch, a newer owner
+    /// released the shard back, or this member was declared dead and rejoined.
+    pub shard_terms_lost: IntCounterVec,
     /// Completed inbound TLS handshakes.
     pub tls_handshakes: IntCounter,
     /// Failed TLS handshakes, by reason (inbound and outbound).
@@ -180,6 +183,11 @@ impl Metrics {
                 &["service"],
             )?,
             shard_handoff_duration,
+            shard_terms_lost: counter_vec(
+                "shard_terms_lost_total",
+                "Shard terms that ended early and were acquired again at a fresh epoch.",
+                &["service"],
+            )?,
             tls_handshakes: counter("tls_handshakes_total", "Completed inbound TLS handshakes.")?,
             tls_handshake_failures: counter_vec(
                 "tls_handshake_failures_total",

@@ -83,6 +83,9 @@ struct Inner {
     /// Milliseconds after `born` when the last inbound request arrived.
     last_inbound: AtomicU64,
     unreachable: Unreachable,
+    /// The gossip generation of every pod in the last table synced by
+    /// [`Proxy::sync_peers`].
+    generations: Mutex<HashMap<Arc<str>, u64>>,
     /// `limits.maxRequestBodyBytes`.
     max_body: u64,
 }
@@ -137,6 +140,7 @@ impl Proxy {
             born: Instant::now(),
             last_inbound: AtomicU64::new(0),
             unreachable: Unreachable::default(),
+            generations: Mutex::new(HashMap::new()),
         })))
     }
 
@@ -189,6 +193,44 @@ impl Proxy {
     /// In-flight counters for keyless balancing.
     pub fn loads(&self) -> &LoadTracker {
         &self.0.loads
+    }
+
+    /// Forgets what was learned about pods that restarted or rejoined (a new
+    /// gossip generation) or left the table: their breakers and their
+    /// unreachable mark. A StatefulSet pod keeps its name across restarts,
+    /// and a breaker opened against the old process used to keep failing
+    /// the new one's keys fast (`circuit-open`) for up to a minute.
+    pub fn sync_peers(&self, table: &RoutingTable) {
+        let current: HashMap<Arc<str>, u64> = table
+            .services
+            .values()
+            .flat_map(|r| r.endpoints.iter())
+            .map(|e| (e.name.clone(), e.generation))
+            .collect();
+        let stale: Vec<Arc<str>> = {
+            let mut known = self.0.generations.lock().unwrap_or_else(|p| p.into_inner());
+            let stale = known
+                .iter()
+                .filter(|(pod, generation)| current.get(*pod) != Some(*generation))
+                .map(|(pod, _)| pod.clone())
+                .collect();
+            *known = current;
+            stale
+        };
+        if stale.is_empty() {
+            return;
+        }
+        let breakers: Vec<Arc<Breakers>> = {
+            let stacks = self.0.outbound.lock().unwrap_or_else(|p| p.into_inner());
+            stacks.values().map(|c| c.breakers.clone()).collect()
+        };
+        for pod in &stale {
+            tracing::debug!(%pod, "peer restarted, rejoined or left: forgetting its breaker");
+            for b in &breakers {
+                b.forget(pod);
+            }
+            self.0.unreachable.forget(pod);
+        }
     }
 
     /// Circuit breakers of the peers of `service` (once traffic went there).

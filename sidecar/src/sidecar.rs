@@ -258,8 +258,10 @@ impl Sidecar {
             });
         }
         let anchor = tokio::spawn(server::keep_timer_armed());
+        let peers = tokio::spawn(sync_peers(self.proxy.clone()));
         shutdown.await;
         anchor.abort();
+        peers.abort();
         tracing::info!(
             ?grace,
             "shutting down: handing off shards, draining requests"
@@ -385,4 +387,17 @@ async fn start_gossip(
     .await
     .map_err(|e| err(e.to_string()))?;
     Ok((Arc::new(LocalMember::new(Arc::new(handle), meta)), leave))
+}
+
+/// Keeps the proxy's per-peer state (breakers, unreachable marks) in step
+/// with the routing table: a restarted or rejoined pod starts afresh.
+async fn sync_peers(proxy: Proxy) {
+    let mut tables = proxy.table_updates();
+    loop {
+        let table = tables.borrow_and_update().clone();
+        proxy.sync_peers(&table);
+        if tables.changed().await.is_err() {
+            return;
+        }
+    }
 }

@@ -9,6 +9,7 @@
 //! - [`addr`]: the addressing scheme (one loopback IP per pod, default ports).
 //! - [`process`]: a child process in its own process group, killed on drop.
 //! - [`pod`]: one pod's app + sidecar with supervision (restart with backoff).
+//! - [`ports`]: a pod's addresses are free before it starts (or who holds them).
 //! - [`pki`]: the run's certificate authority and each pod's mTLS certificate.
 //! - [`probe`]: a tiny HTTP/1.1 GET client and `/metrics` parsing.
 //! - [`state`]: the run directory: state file (for `status`) and control file (for `scale`).
@@ -20,6 +21,7 @@ pub mod addr;
 pub mod pki;
 pub mod plan;
 pub mod pod;
+pub mod ports;
 pub mod probe;
 pub mod process;
 pub mod state;
@@ -52,6 +54,9 @@ pub enum LocalError {
     /// The run directory holds no (readable) state.
     #[error("{0}")]
     State(String),
+    /// A pod's address is taken (by whom, where Linux tells).
+    #[error("{0}")]
+    AddressInUse(String),
 }
 
 impl LocalError {

@@ -61,6 +61,14 @@ impl Proc {
             .try_clone()
             .map_err(|e| LocalError::io("cannot duplicate a log handle", e))?;
         let mut cmd = Command::new(program);
+        let runner = rustix::process::getpid();
+        // The only unsafe code of the operator crate.
+        // SAFETY: the closure runs in the child between fork and exec and
+        // makes only async-signal-safe system calls (prctl, getppid).
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(move || die_with(runner));
+        }
         cmd.args(args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -116,6 +124,21 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// In the child before exec: SIGKILL when the runner dies, however it dies
+/// (`kill -9` included), so no pod outlives its runner holding its
+/// addresses. The runner forks from its main thread, which lives as long as
+/// the runner (the death signal follows the forking thread). If the runner
+/// died before the signal was armed, the child exits at once.
+fn die_with(runner: rustix::process::Pid) -> std::io::Result<()> {
+    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+    if rustix::process::getppid() != Some(runner) {
+        return Err(std::io::Error::other(
+            "the runner exited before the pod started",
+        ));
+    }
+    Ok(())
 }
 
 /// "exit 1", "signal 9": how a process ended, for people.

@@ -12,6 +12,7 @@ use super::addr::Network;
 use super::pki::LocalPki;
 use super::plan::{self, ServicePlan};
 use super::pod::{Backoff, Phase, Pod};
+use super::ports;
 use super::state::{self, Control, PodState, RunState, ServiceState};
 use super::{probe, table, LocalError, RUNS_DIR};
 
@@ -110,12 +111,20 @@ pub async fn run(args: UpArgs) -> Result<(), LocalError> {
             .collect(),
     };
     state::write_json(&control_path, &control)?;
+    // A pod address already taken (an earlier run still up?) would make
+    // every app crash-loop: refuse now, naming the address and its holder.
+    for svc in &services {
+        for ordinal in 0..svc.replicas {
+            ports::check_free(&svc.plan.pod(ordinal, &network, &run_dir))
+                .map_err(LocalError::AddressInUse)?;
+        }
+    }
     let total: u32 = services.iter().map(|s| s.replicas).sum();
-    println!(
+    say(&format!(
         "shardmesh local: starting {total} pod(s) of {} service(s); run dir {}",
         services.len(),
         run_dir.display()
-    );
+    ));
     let mut ui = Ui::new();
     let mut seen = Seen::default();
     let mut announced = false;
@@ -171,7 +180,10 @@ pub async fn run(args: UpArgs) -> Result<(), LocalError> {
     let mut st = snapshot(&services, &seen, &run_dir, control.seq);
     st.stopped = true;
     let _ = state::write_json(&run_dir.join(state::STATE_FILE), &st);
-    println!("shardmesh local: stopped; logs in {}", run_dir.display());
+    say(&format!(
+        "shardmesh local: stopped; logs in {}",
+        run_dir.display()
+    ));
     Ok(())
 }
 
@@ -194,7 +206,10 @@ fn reconcile(
         let mut plan = svc.plan.pod(ordinal, network, run_dir);
         pki.configure(&mut plan);
         let mut pod = Pod::new(plan, backoff, sidecar_bin.to_string());
-        let started = pki.issue(&pod.plan, now).and_then(|()| pod.start(now));
+        let started = ports::check_free(&pod.plan)
+            .map_err(LocalError::AddressInUse)
+            .and_then(|()| pki.issue(&pod.plan, now))
+            .and_then(|()| pod.start(now));
         if let Err(e) = started {
             ui.event(format!("{}: cannot start: {e}", pod.plan.name));
         }
@@ -404,20 +419,30 @@ fn ready_message(services: &[Service], st: &RunState, took: Duration, run_dir: &
     out
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves on SIGINT, SIGTERM or SIGHUP: a closed terminal, a dropped SSH
+/// session or `tmux kill-session` stops the pods like Ctrl-C does, instead
+/// of killing the runner and leaving them running on the pods' addresses.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+    let wait = |kind: SignalKind| async move {
+        match signal(kind) {
+            Ok(mut s) => {
+                s.recv().await;
             }
+            Err(_) => std::future::pending::<()>().await,
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = wait(SignalKind::terminate()) => {}
+        () = wait(SignalKind::hangup()) => {}
     }
+}
+
+/// Prints a line for people. The terminal may be gone (SIGHUP): a failed
+/// write must not panic the runner halfway through stopping its pods.
+fn say(text: &str) {
+    let _ = writeln!(std::io::stdout(), "{text}");
 }
 
 fn default_run_dir() -> PathBuf {
@@ -483,7 +508,7 @@ impl Ui {
         if self.tty {
             self.pending.push(text);
         } else {
-            println!("{text}");
+            say(&text);
         }
     }
 

@@ -91,6 +91,14 @@ pub struct Member {
     pub gossip_addr: std::net::SocketAddr,
 }
 
+impl Member {
+    /// The member's start generation: it changes when the process restarts
+    /// and when the cluster declared the member dead and it rejoined.
+    pub fn generation(&self) -> u64 {
+        self.incarnation >> 16
+    }
+}
+
 /// The local member's view of the cluster, published on every change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MembershipView {

@@ -142,8 +142,73 @@ impl ShardTable {
             if slot.notice.as_ref().is_none_or(|(_, e)| notice.epoch >= *e) {
                 slot.notice = Some((notice.from.clone(), notice.epoch));
             }
+            // Released to us at an epoch newer than the one we serve: the
+            // sender held the shard after our term began (we were paused or
+            // cut off while it took over), so our term is void. Its notice
+            // frees the shard: take it again at a fresh epoch.
+            if matches!(slot.state, State::Serving { epoch } if epoch < notice.epoch) {
+                slot.state = State::Acquiring {
+                    since: now,
+                    wait: Wait::Owner(notice.from.clone()),
+                    call: Call::Idle,
+                };
+                out.push(Action::TermLost {
+                    shard: notice.shard,
+                });
+            }
         }
         self.acquire_ready(now, &mut out);
+        out
+    }
+
+    /// Input: the cluster declared this member dead and it rejoined under a
+    /// new generation (gossip's automatic rejoin after a pause, a GC stall
+    /// or a lost partition). Every shard it serves may have been acquired
+    /// by another member meanwhile, so every term held here is void: each
+    /// shard this member still owns is acquired again at a fresh epoch once
+    /// the settled barrier shows that nobody else holds it, and the app
+    /// replays its state. Without this, a resumed member kept serving on
+    /// epochs the app had fenced, and every request for its shards failed.
+    pub fn rejoined(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        for (shard, slot) in (0u32..).zip(self.slots.iter_mut()) {
+            if matches!(slot.state, State::Serving { .. }) {
+                slot.notice = None;
+                slot.state = State::Acquiring {
+                    since: now,
+                    wait: Wait::Barrier,
+                    call: Call::Idle,
+                };
+                out.push(Action::TermLost { shard });
+            }
+        }
+        self.recompute(now, &mut out);
+        out
+    }
+
+    /// Input: the app refused a request for `shard` sent at `epoch`
+    /// because it does not hold the shard at that epoch (another owner
+    /// acquired it since, the app restarted and lost it, or its log
+    /// failed). That is an ownership signal, not a failure of this pod:
+    /// if the shard is served here at that epoch, the term is over, and the
+    /// shard is acquired again at a fresh epoch once the settled barrier
+    /// shows that nobody else holds it. Answers for other epochs (older
+    /// terms, or a term already replaced) change nothing.
+    pub fn fenced(&mut self, now: Instant, shard: u32, epoch: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(slot) = self.slots.get_mut(shard as usize) else {
+            return out;
+        };
+        if matches!(slot.state, State::Serving { epoch: e } if e == epoch) {
+            slot.notice = None;
+            slot.state = State::Acquiring {
+                since: now,
+                wait: Wait::Barrier,
+                call: Call::Idle,
+            };
+            out.push(Action::TermLost { shard });
+            self.acquire_ready(now, &mut out);
+        }
         out
     }
 

@@ -107,6 +107,7 @@ mod tests {
             name: Arc::from(name),
             inbound: Arc::from("127.0.0.1:1"),
             health,
+            generation: 0,
         }
     }
 

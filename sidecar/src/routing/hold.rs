@@ -75,6 +75,17 @@ impl Unreachable {
         self.count.store(peers.len(), Ordering::Release);
     }
 
+    /// Forgets `peer` (it restarted or left): its next process starts
+    /// with a clean slate.
+    pub fn forget(&self, peer: &str) {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers.remove(peer);
+        self.count.store(peers.len(), Ordering::Release);
+    }
+
     /// Whether the last try to `peer` got no answer.
     pub fn contains(&self, peer: &str) -> bool {
         if self.count.load(Ordering::Acquire) == 0 {

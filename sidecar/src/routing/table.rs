@@ -28,6 +28,11 @@ pub struct Endpoint {
     pub inbound: Arc<str>,
     /// Alive or suspect.
     pub health: EndpointHealth,
+    /// The pod's gossip generation (0 with static membership). A pod name
+    /// outlives its processes: a new generation is a restarted or rejoined
+    /// sidecar, and what callers learned about the old one (an open
+    /// breaker, no answer) must not stick to it.
+    pub generation: u64,
 }
 
 /// Ownership of one shard.
@@ -141,6 +146,7 @@ impl ServiceRoutes {
                 name: Arc::from(m.name.as_str()),
                 inbound: Arc::from(m.inbound.as_str()),
                 health: EndpointHealth::Alive,
+                generation: 0,
             })
             .collect();
         if members.iter().any(|m| m.shards.is_some()) {

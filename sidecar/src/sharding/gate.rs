@@ -199,6 +199,25 @@ impl ShardGate for ManagedGate {
         })
     }
 
+    fn fenced(&self, shard: u32, epoch: u64) {
+        // The term ends under the lock, before the next request routes, so
+        // no further request reaches the app on the fenced epoch; the
+        // acquisition it starts is carried out by the manager task.
+        let actions = self
+            .shared
+            .lock()
+            .table
+            .fenced(Instant::now(), shard, epoch);
+        if !actions.is_empty() {
+            tracing::warn!(
+                shard,
+                epoch,
+                "the app fenced this term; acquiring the shard again"
+            );
+            let _ = self.shared.events.send(Event::Actions(actions));
+        }
+    }
+
     fn bounced<'a>(
         &'a self,
         shard: u32,

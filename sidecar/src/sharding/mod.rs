@@ -50,6 +50,8 @@ enum Event {
     Drained(u32),
     /// Graceful shutdown: release every shard.
     Leave(oneshot::Sender<()>),
+    /// Actions the gate got from the table (a term the app fenced).
+    Actions(Vec<Action>),
 }
 
 /// State shared by the manager task and the gate.
@@ -136,6 +138,7 @@ impl ShardManager {
             seeded: !config.membership.seeds.static_seeds.is_empty()
                 || config.membership.seeds.dns.is_some(),
             last_tags: None,
+            generation: None,
         };
         tokio::spawn(task.run(rx));
         Ok(Some(Self { shared }))
@@ -175,6 +178,9 @@ struct Task {
     seeded: bool,
     /// The shard tags last gossiped.
     last_tags: Option<(String, Option<String>)>,
+    /// This member's gossip generation in the last view: it grows when the
+    /// cluster declared this member dead and gossip rejoined it.
+    generation: Option<u64>,
 }
 
 impl Task {
@@ -197,7 +203,9 @@ impl Task {
                     }
                     let v = view.borrow_and_update().clone();
                     joined |= !self.seeded || v.members.iter().any(|m| m.meta.pod != v.local && m.health == GossipHealth::Alive);
-                    if joined { self.on_view(&v) } else { Vec::new() }
+                    let mut out = self.on_rejoin(&v);
+                    if joined { out.extend(self.on_view(&v)); }
+                    out
                 }
                 msg = notices.recv() => match msg {
                     Ok(m) => match ReleaseNotice::decode(&m.data) {
@@ -229,6 +237,7 @@ impl Task {
                         leaving = Some(done);
                         self.shared.lock().table.leave(Instant::now())
                     }
+                    Some(Event::Actions(actions)) => actions,
                 },
                 () = tokio::time::sleep(sleep) => {
                     if !joined && started.elapsed() >= FIRST_MEMBER_AFTER {
@@ -251,6 +260,27 @@ impl Task {
                     leaving = Some(done);
                 }
             }
+        }
+    }
+
+    /// Ends every term held here when the view shows that gossip rejoined
+    /// this member under a new generation: the others declared it dead (it
+    /// was paused, stalled or cut off) and may have taken its shards.
+    fn on_rejoin(&mut self, v: &MembershipView) -> Vec<Action> {
+        let Some(me) = v.members.iter().find(|m| m.meta.pod == v.local) else {
+            return Vec::new();
+        };
+        let generation = me.generation();
+        match self.generation.replace(generation) {
+            Some(before) if before != generation => {
+                tracing::warn!(
+                    before,
+                    generation,
+                    "declared dead by the cluster and rejoined; acquiring every shard again"
+                );
+                self.shared.lock().table.rejoined(Instant::now())
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -332,6 +362,16 @@ impl Task {
                         .observe(took.as_secs_f64());
                 }
                 Action::Released { shard, epoch } => tracing::info!(shard, epoch, "shard released"),
+                Action::TermLost { shard } => {
+                    tracing::warn!(
+                        shard,
+                        "the term held here is void; acquiring the shard again"
+                    );
+                    self.metrics
+                        .shard_terms_lost
+                        .with_label_values(&[&self.shared.service])
+                        .inc();
+                }
             }
         }
     }

@@ -27,8 +27,24 @@ pub fn error(status: u16, reason: &str, message: &str) -> Response<Body> {
     )
 }
 
+/// Header telling the sidecar that this pod does not hold the request's
+/// shard at the request's epoch and applied nothing (docs/sharding.md,
+/// "Terms that end early"): the sidecar acquires the shard again at a fresh
+/// epoch, so a pod whose term was voided (a newer owner's marker, a restart)
+/// serves again instead of refusing until it is restarted.
+pub const FENCED: &str = "x-shardmesh-fenced";
+
 /// The HTTP answer for a bank error.
 pub fn bank_error(e: &BankError) -> Response<Body> {
+    let mut rsp = error_body(e);
+    if matches!(e, BankError::NotOwned(_) | BankError::StaleEpoch { .. }) {
+        rsp.headers_mut()
+            .insert(FENCED, HeaderValue::from_static("true"));
+    }
+    rsp
+}
+
+fn error_body(e: &BankError) -> Response<Body> {
     match e {
         BankError::BadRequest(msg) => error(400, "bad-request", msg),
         BankError::NotOwned(shard) => error(
@@ -47,5 +63,26 @@ pub fn bank_error(e: &BankError) -> Response<Body> {
             &format!("shard {shard}: event log failed; re-acquire needed"),
         ),
         BankError::Internal(msg) => error(500, "internal", msg),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ownership_refusals_carry_the_fenced_header() {
+        let fenced = |e: BankError| bank_error(&e).headers().contains_key(FENCED);
+        assert!(fenced(BankError::NotOwned(3)));
+        assert!(fenced(BankError::StaleEpoch {
+            shard: 3,
+            held: 9,
+            got: 8
+        }));
+        // The outcome of a failed log write is unknown: not "nothing applied".
+        assert!(!fenced(BankError::Unavailable(3)));
+        assert!(!fenced(BankError::BadRequest("x".into())));
+        assert!(!fenced(BankError::Internal("x".into())));
+        assert_eq!(bank_error(&BankError::NotOwned(3)).status(), 503);
     }
 }

@@ -103,6 +103,22 @@ impl Breakers {
         peers.retain(|peer, _| keep(peer));
     }
 
+    /// Drops `peer`'s breaker (its pod restarted, rejoined or left): the
+    /// next request starts from a closed breaker. A breaker that was not
+    /// closed reports a transition to closed, so the gauge follows.
+    pub fn forget(&self, peer: &str) {
+        let removed = {
+            let mut peers = self.peers.write().unwrap_or_else(PoisonError::into_inner);
+            peers.remove_entry(peer)
+        };
+        if let Some((name, b)) = removed {
+            if lock(&b).state() != BreakerState::Closed {
+                self.observer
+                    .breaker_transition(&name, BreakerState::Closed);
+            }
+        }
+    }
+
     /// Every known peer with its state, for `/debug` pages and gauges.
     pub fn snapshot(&self) -> Vec<(Arc<str>, BreakerState)> {
         let peers = self.peers.read().unwrap_or_else(PoisonError::into_inner);

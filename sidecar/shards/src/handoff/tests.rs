@@ -641,3 +641,5 @@ fn two_members_joining_at_once_never_both_acquire_on_one_release() {
         assert_eq!(by_b + by_c, 1, "shard {s}: b acquired {by_b}, c {by_c}");
     }
 }
+
+mod term;

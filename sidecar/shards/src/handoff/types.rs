@@ -149,6 +149,13 @@ pub enum Action {
         /// From the start of the acquisition to serving.
         took: Duration,
     },
+    /// The shard's term here is void (the app fenced it, a newer owner
+    /// released it back, or this member was declared dead): it is being
+    /// acquired again, and new requests are held meanwhile.
+    TermLost {
+        /// Shard whose term ended.
+        shard: u32,
+    },
     /// The shard is no longer held here.
     Released {
         /// Shard released.
