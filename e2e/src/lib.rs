@@ -17,6 +17,7 @@ pub mod http;
 pub mod load;
 pub mod mesh;
 pub mod netns;
+pub mod shards;
 
 use std::time::{Duration, Instant};
 

@@ -34,6 +34,25 @@ impl LoadResult {
         self.summary["requests"].as_u64().unwrap_or(0)
     }
 
+    /// Success rate of shard group `name` (`watched`, `others`, `keyless`;
+    /// see `bank-load --watch-shards`); `None` when the group saw no request.
+    pub fn group_rate(&self, name: &str) -> Option<f64> {
+        let g = &self.summary["groups"][name];
+        (g["requests"].as_u64()? > 0).then(|| g["success_rate"].as_f64().unwrap_or(0.0))
+    }
+
+    /// Failures of shard group `name` by reason.
+    pub fn group_reasons(&self, name: &str) -> Vec<(String, u64)> {
+        self.summary["groups"][name]["by_reason"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// True when the money check passed.
     pub fn verified(&self) -> bool {
         self.code == 0 && self.summary["verification"]["passed"] == true

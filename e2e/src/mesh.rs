@@ -177,6 +177,21 @@ impl Mesh {
         signal_group(pid, signal);
     }
 
+    /// Sends `signal` (e.g. `HUP`, `KILL`) to the `up` process itself.
+    pub fn signal_runner(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Waits at most `timeout` for `up` to exit; its exit status if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        poll(timeout, || child.try_wait().ok().flatten())
+    }
+
     /// Stops `up` like Ctrl-C does; returns how long it took and the pids still alive after.
     pub fn stop(mut self) -> (Duration, Vec<u32>) {
         let pids = all_pids(&self.state());

@@ -45,13 +45,16 @@ pub struct LoadConfig {
     pub replay: usize,
     /// Print a progress line to stderr every second of the load phase.
     pub progress: bool,
+    /// Shards whose requests are counted apart (`--watch-shards N:S1,...`).
+    pub watch: Option<crate::load::groups::Watch>,
 }
 
 /// Usage text of `bank-load`.
 pub const USAGE: &str = "usage: bank-load --target URL [--target URL ...] [--duration SECS] \
 [--max-requests N] [--concurrency C] [--accounts K] [--account-prefix P] [--seed S] \
 [--mix deposit=40,withdraw=20,transfer=20,balance=20] [--json FILE] [--timeout-ms MS] \
-[--run-id ID] [--resolve-attempts N] [--resolve-timeout SECS] [--replay N] [--progress]";
+[--run-id ID] [--resolve-attempts N] [--resolve-timeout SECS] [--replay N] [--progress] \
+[--watch-shards N:S1,S2,...]";
 
 // === impl LoadConfig ===
 
@@ -74,6 +77,7 @@ impl LoadConfig {
             resolve_timeout: Duration::from_secs(60),
             replay: 100,
             progress: false,
+            watch: None,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -105,6 +109,7 @@ impl LoadConfig {
                 "--resolve-attempts" => c.resolve_attempts = num(flag, v, 1, 10_000)? as u32,
                 "--resolve-timeout" => c.resolve_timeout = secs(flag, v)?,
                 "--replay" => c.replay = num(flag, v, 0, 100_000)? as usize,
+                "--watch-shards" => c.watch = Some(crate::load::groups::Watch::parse(v)?),
                 other => return Err(format!("unknown flag {other}\n{USAGE}")),
             }
         }

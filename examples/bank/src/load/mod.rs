@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod client;
+pub mod groups;
 pub mod report;
 pub mod runner;
 pub mod stats;

@@ -39,6 +39,8 @@ pub struct Summary {
     pub by_status: BTreeMap<String, u64>,
     /// Count per `x-shardmesh-error` reason (plus client-side `timeout` / `transport`).
     pub by_reason: BTreeMap<String, u64>,
+    /// Counts by shard group (`watched`, `others`, `keyless`) with `--watch-shards`.
+    pub groups: BTreeMap<String, crate::load::groups::Group>,
     /// Count per app error of non-200 answers.
     pub app_errors: BTreeMap<String, u64>,
     /// Requests moved to another target because one refused the connection.
@@ -96,6 +98,11 @@ impl Summary {
             by_kind: stats.by_kind.clone(),
             by_status: stats.by_status.clone(),
             by_reason: stats.by_reason.clone(),
+            groups: stats
+                .groups
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), v.clone()))
+                .collect(),
             app_errors: stats.app_errors.clone(),
             failovers: stats.failovers,
             failure_samples: stats.failure_samples.clone(),
@@ -128,6 +135,16 @@ impl Summary {
             "errors by x-shardmesh-error reason: {}",
             counts(&self.by_reason)
         );
+        for (name, g) in &self.groups {
+            let _ = writeln!(
+                s,
+                "shard group {name}: {} requests, {} failed (success rate {:.3}%); by reason: {}",
+                g.requests,
+                g.failed,
+                g.success_rate * 100.0,
+                counts(&g.by_reason)
+            );
+        }
         let _ = writeln!(
             s,
             "app answers other than 200: {}",

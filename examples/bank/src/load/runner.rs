@@ -130,6 +130,13 @@ async fn load(client: &Arc<LoadClient>, cfg: &LoadConfig) -> (Stats, Vec<Record>
                 let sent = client.send(&p).await;
                 failed.fetch_add(u64::from(sent.failed), Ordering::Relaxed);
                 stats.record(p.kind, &sent);
+                if let Some(w) = &cfg.watch {
+                    stats
+                        .groups
+                        .entry(w.group(&p, &cfg.prefix))
+                        .or_default()
+                        .record(&sent);
+                }
                 if p.kind == Kind::Balance {
                     continue;
                 }

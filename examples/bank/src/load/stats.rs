@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::load::client::Sent;
+use crate::load::groups::Group;
 use crate::load::workload::Kind;
 
 /// What one worker (or the whole run, once merged) observed.
@@ -28,6 +29,8 @@ pub struct Stats {
     pub failovers: u64,
     /// The first few failed requests' details (at most [`MAX_SAMPLES`]).
     pub failure_samples: Vec<String>,
+    /// Counts by shard group (with `--watch-shards`).
+    pub groups: BTreeMap<&'static str, Group>,
 }
 
 /// Failed requests described one by one in a report; the rest are counted.
@@ -80,6 +83,9 @@ impl Stats {
         let room = MAX_SAMPLES.saturating_sub(self.failure_samples.len());
         self.failure_samples
             .extend(other.failure_samples.into_iter().take(room));
+        for (name, g) in &other.groups {
+            self.groups.entry(name).or_default().merge(g);
+        }
         for (mine, theirs) in [
             (&mut self.by_kind, other.by_kind),
             (&mut self.by_status, other.by_status),

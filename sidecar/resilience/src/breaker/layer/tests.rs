@@ -233,6 +233,38 @@ async fn requests_without_a_peer_pass_through() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_forgotten_peer_starts_closed_and_the_gauge_follows() {
+    let events = Arc::new(Transitions::default());
+    let reg = breakers(events.clone());
+    let layer = BreakerLayer::new(reg.clone());
+    let up = Upstream::answering(500);
+    for _ in 0..5 {
+        let _ = layer.layer(up.service()).oneshot(to_peer("bank-1")).await;
+    }
+    assert_eq!(reg.state("bank-1"), BreakerState::Open);
+    // The pod restarted (a new gossip generation): forget what we learned.
+    reg.forget("bank-1");
+    assert_eq!(reg.state("bank-1"), BreakerState::Closed);
+    assert_eq!(
+        events.states().last(),
+        Some(&BreakerState::Closed),
+        "the state gauge is told"
+    );
+    up.status.store(200, Ordering::SeqCst);
+    let rsp = layer
+        .layer(up.service())
+        .oneshot(to_peer("bank-1"))
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200, "no open period inherited");
+    // Forgetting a closed or unknown breaker reports nothing.
+    let before = events.states().len();
+    reg.forget("bank-1");
+    reg.forget("never-seen");
+    assert_eq!(events.states().len(), before);
+}
+
+#[tokio::test(start_paused = true)]
 async fn registry_forgets_departed_peers() {
     let reg = breakers(Arc::default());
     let layer = BreakerLayer::new(reg.clone());
