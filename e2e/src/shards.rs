@@ -18,6 +18,19 @@ pub fn served(admin: &str) -> BTreeSet<u32> {
         .collect()
 }
 
+/// The shards `pod` owns when `members` are the service's owners (the
+/// sidecars' own pure assignment), to name a fault's shards in advance.
+pub fn owned_by(shards: u32, members: &[&str], pod: &str) -> BTreeSet<u32> {
+    let ids: Vec<shardmesh_shards::MemberId> = members
+        .iter()
+        .map(|m| shardmesh_shards::MemberId::new(*m))
+        .collect();
+    let a = shardmesh_shards::assign(shards, &ids);
+    (0..shards)
+        .filter(|s| a.owner(*s).is_some_and(|o| o.as_str() == pod))
+        .collect()
+}
+
 /// `N:S1,S2,...` for `bank-load --watch-shards`.
 pub fn watch_arg(shards: u32, watched: &BTreeSet<u32>) -> String {
     let list: Vec<String> = watched.iter().map(u32::to_string).collect();

@@ -165,7 +165,10 @@ async fn flapping_upstream_opens_the_breaker_then_closes_via_half_open() {
                 if ok {
                     (StatusCode::OK, "ok".into())
                 } else {
-                    (StatusCode::INTERNAL_SERVER_ERROR, "boom".into())
+                    // A hung app: the pod fails (an app's own 5xx would not
+                    // count against the pod; see the breaker's `judge`).
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    (StatusCode::OK, "late".into())
                 }
             }
         },
@@ -177,11 +180,14 @@ async fn flapping_upstream_opens_the_breaker_then_closes_via_half_open() {
     )
     .await;
     let out = members[0].addrs.outbound;
-    let hdr = [("x-shardmesh-service", "bank")];
-    // Five failures in a row open the breaker.
+    let hdr = [
+        ("x-shardmesh-service", "bank"),
+        ("x-shardmesh-timeout-ms", "150"),
+    ];
+    // Five failures (deadlines passed) in a row open the breaker.
     for _ in 0..5 {
         let got = send(out, "GET", "/accounts/a", &hdr, "").await;
-        assert_eq!(got.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT, "{}", got.body);
     }
     let hits_before = bank.hits.load(Ordering::SeqCst);
     let got = send(out, "GET", "/accounts/a", &hdr, "").await;

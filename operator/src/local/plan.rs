@@ -119,10 +119,19 @@ pub fn plan(
         }
     }
     let peers: Vec<_> = services.iter().filter_map(own_service).collect();
-    // Pod 0 of every service seeds the mesh, so one crashed seed does not
-    // keep a restarted pod from joining.
-    let seeds: Vec<String> = (0..services.len())
-        .map(|s| network.pod(s, 0).addr(addr::GOSSIP_PORT))
+    // Every starting pod of every service seeds the mesh, as the cluster's
+    // headless gossip Service lists every pod: with pod 0 alone as the
+    // seed, a restarted pod 0 found nobody, started as the first member,
+    // and after `stable_after` acquired every shard beside the live owners
+    // (their apps fenced them: half the requests failed in the chaos test).
+    let seeds: Vec<String> = services
+        .iter()
+        .enumerate()
+        .flat_map(|(s, svc)| {
+            let replicas = u32::try_from(svc.spec.replicas).unwrap_or(0);
+            (0..replicas.clamp(1, addr::MAX_REPLICAS))
+                .map(move |i| network.pod(s, i).addr(addr::GOSSIP_PORT))
+        })
         .collect();
     services
         .iter()

@@ -40,7 +40,12 @@ fn stack_with(pod: &Pod, breakers: Arc<Breakers>, retry: RetrySettings) -> Stack
             let delay = pod.delay_ms.load(Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(delay.into())).await;
             let status = pod.status.load(Ordering::SeqCst);
-            Ok::<_, BoxError>(Response::builder().status(status).body(()).unwrap())
+            // A failing pod: its sidecar answers that its app is unreachable.
+            let mut rsp = Response::builder().status(status);
+            if status >= 500 {
+                rsp = rsp.header("x-shardmesh-error", "unavailable");
+            }
+            Ok::<_, BoxError>(rsp.body(()).unwrap())
         }
     });
     let observer = Arc::new(NoopObserver);

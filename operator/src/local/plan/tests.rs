@@ -80,9 +80,17 @@ fn pods_get_their_own_ip_seeds_keyring_and_peers() {
     assert_eq!(c.listeners.outbound, "127.0.0.11:7400");
     assert_eq!(c.listeners.gossip, "127.0.0.11:7946");
     assert_eq!(c.app.address, "127.0.0.11:8080");
+    // Every starting pod seeds, like the cluster's headless Service: a
+    // restarted pod 0 still finds the others.
     assert_eq!(
         c.membership.seeds.static_seeds,
-        ["127.0.0.10:7946", "127.0.1.10:7946"]
+        [
+            "127.0.0.10:7946",
+            "127.0.0.11:7946",
+            "127.0.0.12:7946",
+            "127.0.1.10:7946",
+            "127.0.1.11:7946"
+        ]
     );
     assert!(c.membership.gossip.enabled);
     assert_eq!(

@@ -1,8 +1,11 @@
 //! The breaker on the request path: reads the [`Peer`] extension, fails
 //! fast with [`CircuitOpen`](crate::errors::CircuitOpen) when that peer's
-//! breaker refuses, and reports each outcome (failure = any error or a 5xx
-//! response, except the mesh's `no-owner` and `overloaded` answers, which
-//! are not counted either way).
+//! breaker refuses, and reports each outcome. A failure is a failure of the
+//! pod, not of one request: no answer (an error, a try cut by its deadline)
+//! or the peer sidecar's own `unavailable` / `timeout` answer (its app
+//! cannot be reached or did not answer in time). The app's own answers,
+//! whatever their status, and the mesh's other refusals count for nothing
+//! (see [`judge`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -143,12 +146,12 @@ where
 /// What an outcome says about the peer's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Judgement {
-    /// The peer answered: it is healthy.
+    /// The peer's app answered below 500: the pod is healthy.
     Success,
-    /// An error or a 5xx: counts against the peer.
+    /// No answer, or the peer sidecar could not get one from its app.
     Failure,
-    /// Says nothing either way: the mesh's `no-owner` and `overloaded`
-    /// answers. A peer answering `no-owner` is healthy; it just does not
+    /// Says nothing either way: an app's own 5xx, and the mesh's other
+    /// refusals such as `no-owner` and `overloaded`. A peer answering `no-owner` is healthy; it just does not
     /// serve that shard now (handoff, minority side). A peer answering
     /// `overloaded` shed the request before doing anything and said when to
     /// come back: counting it as a failure opens the breaker and keeps every
@@ -161,18 +164,27 @@ enum Judgement {
     Neither,
 }
 
+/// Judges one outcome. The breaker is per pod and keyed requests have no
+/// other pod to go to, so only what says the *pod* is failing counts: no
+/// answer at all, or the peer sidecar's `unavailable` (its app refused the
+/// connection) and `timeout` (its app did not answer in time). An app's own
+/// 5xx is the app's answer for that request (a saga step whose downstream
+/// is down answers 503 `transfer-pending`; a fenced term answers 503): it
+/// is passed back, retried by the retry policy when allowed, and counts for
+/// nothing here. Counting it opened the breaker of healthy pods in the
+/// chaos scenario of issue #18 and failed every other key they own with
+/// `circuit-open`. Envoy's outlier detection makes the same split
+/// (`split_external_local_origin_errors`: only local-origin failures).
 fn judge<RB>(result: &Result<Response<RB>, BoxError>) -> Judgement {
-    match result {
-        Ok(rsp) if !rsp.status().is_server_error() => Judgement::Success,
-        Ok(rsp)
-            if rsp
-                .headers()
-                .get(crate::retry::classify::ERROR_HEADER)
-                .is_some_and(|v| v == "no-owner" || v == "overloaded") =>
-        {
-            Judgement::Neither
-        }
-        _ => Judgement::Failure,
+    let Ok(rsp) = result else {
+        return Judgement::Failure;
+    };
+    if !rsp.status().is_server_error() {
+        return Judgement::Success;
+    }
+    match rsp.headers().get(crate::retry::classify::ERROR_HEADER) {
+        Some(v) if v == "unavailable" || v == "timeout" => Judgement::Failure,
+        _ => Judgement::Neither,
     }
 }
 

@@ -47,7 +47,12 @@ impl Upstream {
         tower::service_fn(move |_req: Request<()>| {
             up.calls.fetch_add(1, Ordering::SeqCst);
             let code = up.status.load(Ordering::SeqCst);
-            async move { Ok::<_, BoxError>(Response::builder().status(code).body(()).unwrap()) }
+            // A failing pod: its sidecar cannot reach its app.
+            let mut rsp = Response::builder().status(code);
+            if code >= 500 {
+                rsp = rsp.header("x-shardmesh-error", "unavailable");
+            }
+            async move { Ok::<_, BoxError>(rsp.body(()).unwrap()) }
         })
     }
 }
@@ -315,20 +320,51 @@ async fn no_owner_and_overloaded_answers_do_not_count_as_failures() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn app_errors_never_open_the_breaker_of_a_pod() {
+    // The app answers 503 for reasons of its own (a saga's downstream is
+    // down, a fenced term): the pod is fine, its other keys must not fail fast.
+    let reg = breakers(Arc::default());
+    let layer = BreakerLayer::new(reg.clone());
+    for _ in 0..50 {
+        let rsp = layer
+            .layer(mesh_answer(""))
+            .oneshot(to_peer("p"))
+            .await
+            .unwrap();
+        assert_eq!(rsp.status(), 503);
+    }
+    assert_eq!(reg.state("p"), BreakerState::Closed);
+    // The peer sidecar's `timeout` (its app too slow) does count.
+    for _ in 0..5 {
+        let _ = layer
+            .layer(mesh_answer("timeout"))
+            .oneshot(to_peer("p"))
+            .await;
+    }
+    assert_eq!(reg.state("p"), BreakerState::Open);
+}
+
+#[tokio::test(start_paused = true)]
 async fn overloaded_answers_do_not_reset_a_failure_streak() {
     // A peer whose app times out while its sidecar sheds the excess: the
     // shed answers must not hide the failures from the breaker.
     let reg = breakers(Arc::default());
     let layer = BreakerLayer::new(reg.clone());
     for _ in 0..4 {
-        let _ = layer.layer(mesh_answer("")).oneshot(to_peer("p")).await;
+        let _ = layer
+            .layer(mesh_answer("unavailable"))
+            .oneshot(to_peer("p"))
+            .await;
         let _ = layer
             .layer(mesh_answer("overloaded"))
             .oneshot(to_peer("p"))
             .await;
     }
     assert_eq!(reg.state("p"), BreakerState::Closed);
-    let _ = layer.layer(mesh_answer("")).oneshot(to_peer("p")).await;
+    let _ = layer
+        .layer(mesh_answer("unavailable"))
+        .oneshot(to_peer("p"))
+        .await;
     assert_eq!(reg.state("p"), BreakerState::Open);
 }
 
@@ -338,7 +374,10 @@ async fn an_overloaded_probe_neither_closes_nor_reopens_the_breaker() {
     let reg = breakers(events.clone());
     let layer = BreakerLayer::new(reg.clone());
     for _ in 0..5 {
-        let _ = layer.layer(mesh_answer("")).oneshot(to_peer("p")).await;
+        let _ = layer
+            .layer(mesh_answer("unavailable"))
+            .oneshot(to_peer("p"))
+            .await;
     }
     tokio::time::advance(Duration::from_secs(5)).await;
     let rsp = layer
