@@ -88,6 +88,20 @@ fn send(
     })
 }
 
+/// How the sidecar behind `admin` sees `pod` (`alive`, `suspect`, `dead`,
+/// `left`), `gone` when it is not in its view, `None` when it cannot tell.
+pub fn member_health(admin: &str, pod: &str) -> Option<String> {
+    let doc = admin_json(admin, "/debug/members")?;
+    let m = doc["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["pod"] == pod)
+        .cloned();
+    Some(m.map_or("gone".into(), |m| {
+        m["health"].as_str().unwrap_or("?").to_string()
+    }))
+}
+
 /// `GET` on an admin listener, parsed as JSON.
 pub fn admin_json(admin: &str, path: &str) -> Option<serde_json::Value> {
     let r = request(admin, "GET", path, &[], "", Duration::from_secs(2));

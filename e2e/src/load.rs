@@ -53,6 +53,18 @@ impl LoadResult {
             .unwrap_or_default()
     }
 
+    /// Failures of shard group `name` that carry no mesh reason: the app
+    /// answered (`app-…`) or the client gave up on its own
+    /// (`client-timeout`). Requests in flight through a sidecar's outbound
+    /// listener that is killed die with it (`client-transport`,
+    /// `client-connect`): those are allowed.
+    pub fn unexplained_failures(&self, name: &str) -> Vec<(String, u64)> {
+        self.group_reasons(name)
+            .into_iter()
+            .filter(|(r, _)| r.starts_with("app-") || r == "client-timeout")
+            .collect()
+    }
+
     /// True when the money check passed.
     pub fn verified(&self) -> bool {
         self.code == 0 && self.summary["verification"]["passed"] == true

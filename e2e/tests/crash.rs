@@ -11,18 +11,6 @@ use std::time::{Duration, Instant};
 
 use shardmesh_e2e::{http, load, mesh, poll, shards};
 
-fn health_of(admin: &str, pod: &str) -> Option<String> {
-    let doc = http::admin_json(admin, "/debug/members")?;
-    let m = doc["members"]
-        .as_array()?
-        .iter()
-        .find(|m| m["pod"] == pod)
-        .cloned();
-    Some(m.map_or("gone".into(), |m| {
-        m["health"].as_str().unwrap_or("?").to_string()
-    }))
-}
-
 fn owned(admin: &str) -> u64 {
     http::admin_json(admin, "/debug/shards")
         .and_then(|d| d["owned"].as_u64())
@@ -69,7 +57,7 @@ fn killed_replica_is_detected_and_its_shards_reowned_without_losing_money() {
 
     let dead = poll(Duration::from_secs(30), || {
         matches!(
-            health_of(&admin0, "bank-1").as_deref(),
+            http::member_health(&admin0, "bank-1").as_deref(),
             Some("dead" | "gone")
         )
         .then(|| killed.elapsed())
@@ -98,13 +86,12 @@ fn killed_replica_is_detected_and_its_shards_reowned_without_losing_money() {
         "live owners' shards succeeded {others:.4} < 0.995\n{}",
         result.output
     );
-    for (reason, n) in result.group_reasons("watched") {
-        assert!(
-            !reason.starts_with("client-") && !reason.starts_with("app-"),
-            "{n} requests for bank-1's shards failed without a mesh reason ({reason})\n{}",
-            result.output
-        );
-    }
+    let unexplained = result.unexplained_failures("watched");
+    assert!(
+        unexplained.is_empty(),
+        "requests for bank-1's shards failed without a mesh reason: {unexplained:?}\n{}",
+        result.output
+    );
     assert!(result.success_rate() >= 0.99, "{}", result.output);
 
     // Once the shards are re-owned, the survivors serve everything.

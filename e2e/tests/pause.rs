@@ -41,18 +41,6 @@ const MESH_REASONS: [&str; 8] = [
     "bad-request",
 ];
 
-fn health_of(admin: &str, pod: &str) -> Option<String> {
-    let doc = http::admin_json(admin, "/debug/members")?;
-    let m = doc["members"]
-        .as_array()?
-        .iter()
-        .find(|m| m["pod"] == pod)
-        .cloned();
-    Some(m.map_or("gone".into(), |m| {
-        m["health"].as_str().unwrap_or("?").to_string()
-    }))
-}
-
 /// How long one scenario pauses.
 enum Until {
     /// Until the survivors declared the pod dead and serve all its shards.
@@ -147,7 +135,10 @@ fn paused_replica_serves_again_within_the_bound_without_losing_money() {
             Until::TakenOver => {
                 let (a0, a2) = (admin("bank-0"), admin("bank-2"));
                 let took = poll(Duration::from_secs(40), || {
-                    let dead = matches!(health_of(&a0, victim).as_deref(), Some("dead" | "gone"));
+                    let dead = matches!(
+                        http::member_health(&a0, victim).as_deref(),
+                        Some("dead" | "gone")
+                    );
                     let covered = shards::served(&a0).len() + shards::served(&a2).len();
                     (dead && covered == SHARDS as usize).then(|| paused_at.elapsed())
                 });

@@ -173,13 +173,7 @@ impl ShardTable {
         let mut out = Vec::new();
         for (shard, slot) in (0u32..).zip(self.slots.iter_mut()) {
             if matches!(slot.state, State::Serving { .. }) {
-                slot.notice = None;
-                slot.state = State::Acquiring {
-                    since: now,
-                    wait: Wait::Barrier,
-                    call: Call::Idle,
-                };
-                out.push(Action::TermLost { shard });
+                void_term(now, shard, slot, &mut out);
             }
         }
         self.recompute(now, &mut out);
@@ -200,13 +194,7 @@ impl ShardTable {
             return out;
         };
         if matches!(slot.state, State::Serving { epoch: e } if e == epoch) {
-            slot.notice = None;
-            slot.state = State::Acquiring {
-                since: now,
-                wait: Wait::Barrier,
-                call: Call::Idle,
-            };
-            out.push(Action::TermLost { shard });
+            void_term(now, shard, slot, &mut out);
             self.acquire_ready(now, &mut out);
         }
         out
@@ -378,6 +366,18 @@ impl ShardTable {
             },
         }
     }
+}
+
+/// Ends the term of a shard served here: it is acquired again at a fresh
+/// epoch once the settled barrier shows that nobody else holds it.
+fn void_term(now: Instant, shard: u32, slot: &mut Slot, out: &mut Vec<Action>) {
+    slot.notice = None;
+    slot.state = State::Acquiring {
+        since: now,
+        wait: Wait::Barrier,
+        call: Call::Idle,
+    };
+    out.push(Action::TermLost { shard });
 }
 
 mod margin;
