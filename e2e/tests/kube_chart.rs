@@ -103,8 +103,11 @@ spec:
 fn apply_stdin(cp: &ControlPlane, yaml: &str, verb: &str) {
     use std::io::Write;
     let mut cmd = cp.kubectl();
-    cmd.args([verb, "-f", "-"])
-        .stdin(std::process::Stdio::piped())
+    cmd.args([verb, "-f", "-"]);
+    if verb == "delete" {
+        cmd.arg("--ignore-not-found");
+    }
+    cmd.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().expect("kubectl");
@@ -140,6 +143,16 @@ fn chart_installs_upgrades_and_uninstalls_with_the_real_helm() {
     };
     let chart = chart().display().to_string();
     let all_on = all_on();
+
+    for extra in ["bank", "payments", "monitoring"] {
+        // all-on's podMonitor and dashboards name these namespaces.
+        let mut create = cp.kubectl();
+        create.args(["create", "namespace", extra]);
+        let _ = create.output();
+    }
+
+    // A cluster left by an earlier run may still serve the group.
+    apply_stdin(&cp, &monitoring_crds(), "delete");
 
     // 1. No Prometheus Operator: default values, then every toggle on
     //    (assumeCRDs off: the real .Capabilities gate decides).
@@ -223,12 +236,6 @@ fn chart_installs_upgrades_and_uninstalls_with_the_real_helm() {
     ]);
     run(wait, "kubectl wait for the monitoring CRDs");
     let ns = "chart-monitoring";
-    for extra in ["bank", "payments", "monitoring"] {
-        // all-on's podMonitor and dashboards name these namespaces.
-        let mut create = cp.kubectl();
-        create.args(["create", "namespace", extra]);
-        let _ = create.output();
-    }
     helm(
         &cp,
         &[
@@ -252,7 +259,8 @@ fn chart_installs_upgrades_and_uninstalls_with_the_real_helm() {
             "no {kind} in {monitors:?}"
         );
     }
-    helm(&cp, &["upgrade", "mon", &chart, "-n", ns]);
+    // Without values `helm upgrade` keeps the release's last ones: reset.
+    helm(&cp, &["upgrade", "mon", &chart, "-n", ns, "--reset-values"]);
     let monitors = release_objects(&cp, ns, MONITORS, "mon");
     assert!(
         monitors.is_empty(),
