@@ -179,7 +179,7 @@ pub struct AuditEvent {
     #[serde(default)]
     pub object_ref: Option<AuditObject>,
     /// The request URI.
-    #[serde(default)]
+    #[serde(default, rename = "requestURI")]
     pub request_uri: String,
     /// The HTTP status answered.
     #[serde(default)]

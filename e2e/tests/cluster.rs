@@ -306,6 +306,28 @@ async fn control_plane_checks(
     }
 }
 
+/// Deletes the namespace and waits until it is gone, so later tests on the
+/// same control plane see nothing of this one. Pods bound to a Node wait
+/// for its kubelet to confirm their deletion; there is none, so they are
+/// deleted with grace period 0 (what a kubelet's confirmation amounts to).
+async fn remove_namespace(client: &Client, namespace: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces.delete(namespace, &DeleteParams::default()).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let gone = poll_async(Duration::from_secs(90), || async {
+        if let Ok(list) = pods.list(&ListParams::default()).await {
+            for pod in list.items {
+                let _ = pods
+                    .delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
+                    .await;
+            }
+        }
+        matches!(namespaces.get_opt(namespace).await, Ok(None)).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "namespace {namespace} not gone within 90 s");
+}
+
 #[tokio::test]
 async fn examples_in_a_cluster() {
     let control_plane = match ControlPlane::for_test() {
@@ -392,11 +414,8 @@ async fn examples_in_a_cluster() {
 
     if let Some(node) = &node {
         control_plane_checks(&client, &namespace, node, &names).await;
-        let _ = namespaces
-            .delete(&namespace, &DeleteParams::default())
-            .await;
-        // Pods bound to a node wait for its kubelet to confirm deletion; with
-        // the Node gone the pod garbage collector removes them instead.
+        drop(_operator);
+        remove_namespace(&client, &namespace).await;
         let _ = node
             .nodes
             .delete(&node.name, &DeleteParams::default())
