@@ -9,11 +9,14 @@
 //! - [`http`]: [`http::request`], and admin-endpoint helpers.
 //! - [`load`]: runs `bank-load` and reads its JSON summary.
 //! - [`netns`]: network namespaces per pod for loss and partition scenarios (root).
+//! - [`kube`]: a real Kubernetes control plane (`scripts/kube/cluster`) for the
+//!   tests gated on `SHARDMESH_KUBE_E2E=1`, and its audit log.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod bins;
 pub mod http;
+pub mod kube;
 pub mod load;
 pub mod mesh;
 pub mod netns;

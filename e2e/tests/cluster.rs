@@ -1,20 +1,31 @@
-//! The operator against a real cluster: installs the CRD, runs
+//! The operator against a cluster: installs the CRD, runs
 //! `shardmesh-operator run` against it, applies `examples/*.yaml` in a fresh
-//! namespace and waits for every ShardedService to be `Ready`.
+//! namespace and checks what the cluster does with them.
 //!
-//! Runs only when `KUBECONFIG` names a readable file; otherwise it prints why
-//! it skipped and passes. Images: `SHARDMESH_E2E_SIDECAR_IMAGE` (default the
-//! operator's default) must be pullable by the cluster; `SHARDMESH_E2E_TIMEOUT_SECS`
-//! bounds the wait (default 300).
+//! Two modes:
+//! - `SHARDMESH_KUBE_E2E=1` (scripts/test.d/60-kube.sh): the local control
+//!   plane of `scripts/kube/cluster`, which has no kubelet. The test registers
+//!   a Node by hand, marks it Ready and renews its Lease, and asserts what a
+//!   control plane alone shows: the StatefulSet controller creates every pod
+//!   (the native sidecar accepted), the scheduler binds each to that Node, and
+//!   the ShardedService reports the pods as not ready.
+//! - else, when `KUBECONFIG` names a readable file: a real cluster, where every
+//!   ShardedService must become `Ready`. Images: `SHARDMESH_E2E_SIDECAR_IMAGE`
+//!   (default the operator's default) must be pullable by the cluster;
+//!   `SHARDMESH_E2E_TIMEOUT_SECS` bounds the wait (default 300).
+//!
+//! Otherwise it prints why it skipped and passes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
+use shardmesh_e2e::kube::{poll_async, ControlPlane};
 use shardmesh_operator::crd::ShardedService;
 
 const MANAGER: &str = "shardmesh-e2e";
@@ -60,8 +71,9 @@ fn operator_binary() -> PathBuf {
     panic!("build the operator first: cargo build --release -p shardmesh-operator");
 }
 
-fn start_operator(namespace: &str) -> Operator {
+fn start_operator(namespace: &str, kubeconfig: &Path) -> Operator {
     let mut cmd = Command::new(operator_binary());
+    cmd.env("KUBECONFIG", kubeconfig);
     cmd.args([
         "run",
         "--no-leader-election",
@@ -119,16 +131,223 @@ async fn install_crd(client: &Client, deadline: Instant) {
     }
 }
 
-#[tokio::test]
-async fn examples_become_ready_in_a_cluster() {
-    let kubeconfig = match cluster_configured() {
-        Ok(path) => path,
-        Err(why) => {
-            println!(
-                "skipped: {why}; point KUBECONFIG at a cluster to run the operator cluster test"
-            );
-            return;
+/// A Node with no kubelet behind it: registered, marked Ready, its Lease
+/// renewed every 5 s by a task (what a kubelet's heartbeat does) until drop.
+struct HandMadeNode {
+    name: String,
+    nodes: Api<Node>,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl HandMadeNode {
+    async fn register(client: &Client, name: &str) -> Self {
+        let nodes: Api<Node> = Api::all(client.clone());
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let node = serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
+        });
+        nodes
+            .patch(name, &PatchParams::apply(MANAGER), &Patch::Apply(&node))
+            .await
+            .expect("register the Node");
+        let status = serde_json::json!({
+            "apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+            "status": {
+                "capacity": {"cpu": "8", "memory": "16Gi", "pods": "110"},
+                "allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"},
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                "conditions": [{
+                    "type": "Ready", "status": "True", "reason": "KubeletReady",
+                    "message": "hand-made by e2e/tests/cluster.rs (no kubelet)",
+                    "lastHeartbeatTime": now, "lastTransitionTime": now
+                }]
+            }
+        });
+        nodes
+            .patch_status(
+                name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&status),
+            )
+            .await
+            .expect("mark the Node Ready");
+        let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+        let lease_name = name.to_string();
+        let heartbeat = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                let lease = serde_json::json!({
+                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": lease_name},
+                    "spec": {
+                        "holderIdentity": lease_name, "leaseDurationSeconds": 40,
+                        "renewTime": k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+                    }
+                });
+                if let Err(e) = leases
+                    .patch(
+                        &lease_name,
+                        &PatchParams::apply(MANAGER).force(),
+                        &Patch::Apply(&lease),
+                    )
+                    .await
+                {
+                    eprintln!("node lease renewal failed: {e}");
+                }
+            }
+        });
+        Self {
+            name: name.into(),
+            nodes,
+            heartbeat,
         }
+    }
+
+    /// True once the node lifecycle controller lifted the not-ready taint.
+    async fn schedulable(&self) -> bool {
+        let Ok(node) = self.nodes.get(&self.name).await else {
+            return false;
+        };
+        let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+        taints
+            .iter()
+            .all(|t| t.effect != "NoSchedule" && t.effect != "NoExecute")
+    }
+}
+
+impl Drop for HandMadeNode {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
+}
+
+/// What a control plane without a kubelet can show: every pod created by the
+/// StatefulSet controller and bound by the scheduler to the hand-made Node;
+/// the service reports its pods as not ready.
+async fn control_plane_checks(
+    client: &Client,
+    namespace: &str,
+    node: &HandMadeNode,
+    names: &[String],
+) {
+    let services: Api<ShardedService> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    for name in names {
+        let svc = services.get(name).await.expect("read ShardedService");
+        let want = usize::try_from(svc.spec.replicas).unwrap_or(0);
+        let started = Instant::now();
+        let bound = poll_async(Duration::from_secs(90), || async {
+            let list = pods
+                .list(&ListParams::default().labels(&format!("shardmesh.io/service={name}")))
+                .await
+                .ok()?;
+            let on_node = list
+                .items
+                .iter()
+                .filter(|p| {
+                    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.name.as_str())
+                })
+                .count();
+            (list.items.len() == want && on_node == want).then_some(list.items)
+        })
+        .await;
+        let Some(bound) = bound else {
+            let list = pods.list(&ListParams::default()).await.ok();
+            panic!(
+                "{name}: {want} pods not created and bound within 90 s: {:?}",
+                list.map(|l| l
+                    .items
+                    .iter()
+                    .map(|p| (
+                        p.name_any(),
+                        p.spec.as_ref().and_then(|s| s.node_name.clone()),
+                        p.status.as_ref().and_then(|s| s.conditions.clone())
+                    ))
+                    .collect::<Vec<_>>())
+            );
+        };
+        for pod in &bound {
+            let spec = pod.spec.as_ref().expect("pod spec");
+            let sidecar = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .find(|c| c.name == "shardmesh-sidecar")
+                .expect("the sidecar init container");
+            assert_eq!(
+                sidecar.restart_policy.as_deref(),
+                Some("Always"),
+                "native sidecar"
+            );
+        }
+        println!(
+            "{name}: {want} pods created and bound to {} in {:.1} s",
+            node.name,
+            started.elapsed().as_secs_f64()
+        );
+        let not_ready = poll_async(Duration::from_secs(30), || async {
+            let svc = services.get(name).await.ok()?;
+            let status = svc.status?;
+            status
+                .conditions
+                .iter()
+                .any(|c| {
+                    c.type_ == "Ready" && c.status == "False" && c.reason == "ReplicasNotReady"
+                })
+                .then_some(status.replicas)
+        })
+        .await;
+        assert!(
+            not_ready.is_some(),
+            "{name}: status must say the pods are not ready"
+        );
+    }
+}
+
+/// Deletes the namespace and waits until it is gone, so later tests on the
+/// same control plane see nothing of this one. Pods bound to a Node wait
+/// for its kubelet to confirm their deletion; there is none, so they are
+/// deleted with grace period 0 (what a kubelet's confirmation amounts to).
+async fn remove_namespace(client: &Client, namespace: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces.delete(namespace, &DeleteParams::default()).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let gone = poll_async(Duration::from_secs(90), || async {
+        if let Ok(list) = pods.list(&ListParams::default()).await {
+            for pod in list.items {
+                let _ = pods
+                    .delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
+                    .await;
+            }
+        }
+        matches!(namespaces.get_opt(namespace).await, Ok(None)).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "namespace {namespace} not gone within 90 s");
+}
+
+#[tokio::test]
+async fn examples_in_a_cluster() {
+    let control_plane = match ControlPlane::for_test() {
+        Ok(cp) => Some(cp),
+        Err(why) => {
+            println!("no local control plane: {why}");
+            None
+        }
+    };
+    let kubeconfig = match &control_plane {
+        Some(cp) => cp.kubeconfig(),
+        None => match cluster_configured() {
+            Ok(path) => path,
+            Err(why) => {
+                println!(
+                    "skipped: {why}; point KUBECONFIG at a cluster to run the operator cluster test"
+                );
+                return;
+            }
+        },
     };
     println!("cluster test against {}", kubeconfig.display());
     let timeout = std::env::var("SHARDMESH_E2E_TIMEOUT_SECS")
@@ -136,8 +355,25 @@ async fn examples_become_ready_in_a_cluster() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
     let deadline = Instant::now() + Duration::from_secs(timeout);
-    let client = Client::try_default().await.expect("connect to the cluster");
+    let client = shardmesh_e2e::kube::client_for(&kubeconfig)
+        .await
+        .expect("connect to the cluster");
     install_crd(&client, deadline).await;
+    let node = match &control_plane {
+        Some(_) => {
+            let node = HandMadeNode::register(&client, "shardmesh-e2e-node").await;
+            let ready = poll_async(Duration::from_secs(60), || async {
+                node.schedulable().await.then_some(())
+            })
+            .await;
+            assert!(
+                ready.is_some(),
+                "the hand-made Node kept a NoSchedule taint"
+            );
+            Some(node)
+        }
+        None => None,
+    };
 
     let namespace = format!("shardmesh-e2e-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -149,7 +385,7 @@ async fn examples_become_ready_in_a_cluster() {
         .patch(&namespace, &PatchParams::apply(MANAGER), &Patch::Apply(&ns))
         .await
         .expect("create the test namespace");
-    let _operator = start_operator(&namespace);
+    let _operator = start_operator(&namespace, &kubeconfig);
 
     let services: Api<ShardedService> = Api::namespaced(client.clone(), &namespace);
     let mut names = Vec::new();
@@ -175,6 +411,17 @@ async fn examples_become_ready_in_a_cluster() {
         names.len() >= 2,
         "expected the example ShardedServices, found {names:?}"
     );
+
+    if let Some(node) = &node {
+        control_plane_checks(&client, &namespace, node, &names).await;
+        drop(_operator);
+        remove_namespace(&client, &namespace).await;
+        let _ = node
+            .nodes
+            .delete(&node.name, &DeleteParams::default())
+            .await;
+        return;
+    }
 
     let mut pending = names.clone();
     while !pending.is_empty() {

@@ -41,6 +41,7 @@ use crate::validate::rules;
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new(rules::NAME_LEN.0).message(rules::NAME_LEN.1),
+    validation = Rule::new(rules::SHARDS_RECORDED.0).message(rules::SHARDS_RECORDED.1),
 )]
 #[x_kube(
     validation = Rule::new(rules::REPLICAS.0).message(rules::REPLICAS.1),
@@ -210,10 +211,75 @@ fn allow_structural(v: &mut serde_json::Value) {
     }
 }
 
-/// The CustomResourceDefinition to install, made structural for the API server.
+/// The `format` values the API server knows (k8s.io/kube-openapi's
+/// `strfmt` registry plus the OpenAPI number formats); any other one makes
+/// `kubectl apply` print `Warning: unrecognized format`.
+const KNOWN_FORMATS: &[&str] = &[
+    "int32",
+    "int64",
+    "float",
+    "double",
+    "byte",
+    "binary",
+    "date",
+    "date-time",
+    "datetime",
+    "duration",
+    "password",
+    "bsonobjectid",
+    "uri",
+    "email",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "cidr",
+    "mac",
+    "uuid",
+    "uuid3",
+    "uuid4",
+    "uuid5",
+    "isbn",
+    "isbn10",
+    "isbn13",
+    "creditcard",
+    "ssn",
+    "hexcolor",
+    "rgbcolor",
+];
+
+/// Drops the formats Kubernetes does not know, such as schemars' `uint32`
+/// and `uint64` for unsigned fields. Their `minimum: 0` stays; a narrow
+/// unsigned type also gets its `maximum`, so the API server still refuses a
+/// value the operator could not read.
+fn known_formats_only(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            let format = map.get("format").and_then(|f| f.as_str()).map(String::from);
+            if let Some(format) = format.filter(|f| !KNOWN_FORMATS.contains(&f.as_str())) {
+                map.remove("format");
+                let max = match format.as_str() {
+                    "uint8" => Some(u64::from(u8::MAX)),
+                    "uint16" => Some(u64::from(u16::MAX)),
+                    "uint32" => Some(u64::from(u32::MAX)),
+                    _ => None,
+                };
+                if let Some(max) = max.filter(|_| !map.contains_key("maximum")) {
+                    map.insert("maximum".into(), max.into());
+                }
+            }
+            map.values_mut().for_each(known_formats_only);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(known_formats_only),
+        _ => {}
+    }
+}
+
+/// The CustomResourceDefinition to install, made structural for the API
+/// server and free of formats it would warn about.
 pub fn crd() -> Result<CustomResourceDefinition, serde_json::Error> {
     let mut value = serde_json::to_value(ShardedService::crd())?;
     allow_structural(&mut value);
+    known_formats_only(&mut value);
     serde_json::from_value(value)
 }
 

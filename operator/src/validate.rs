@@ -29,6 +29,15 @@ pub mod rules {
         "!has(oldSelf.shards) || (has(self.shards) && self.shards == oldSelf.shards)",
         "shards cannot change after creation; create a new ShardedService to re-shard (see docs/operator.md)",
     );
+    /// Rule on the whole object (it needs `status`): a shard count written
+    /// into the spec after creation must equal the one the operator recorded
+    /// in `status.shards`, so an object created without `spec.shards` cannot
+    /// be re-sharded by adding the field later. An unchanged `spec.shards`
+    /// passes, so the operator's own status writes are never refused.
+    pub const SHARDS_RECORDED: (&str, &str) = (
+        "!has(oldSelf.status) || !has(oldSelf.status.shards) || !has(self.spec.shards) || self.spec.shards == oldSelf.status.shards || (has(oldSelf.spec.shards) && self.spec.shards == oldSelf.spec.shards)",
+        SHARDS_FIXED.1,
+    );
     /// App port range.
     pub const APP_PORT_RANGE: (&str, &str) = (
         "self.appPort >= 1 && self.appPort <= 65535",

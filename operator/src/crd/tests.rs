@@ -62,6 +62,7 @@ fn cel_messages(result: Result<(), kube::core::cel::ValidationErrors>) -> Vec<St
                 rules::NAME_LEN,
                 rules::REPLICAS,
                 rules::SHARDS_RANGE,
+                // SHARDS_RECORDED says the same as SHARDS_FIXED.
                 rules::SHARDS_FIXED,
                 rules::APP_PORT_RANGE,
                 rules::APP_PORT_FREE,
@@ -139,13 +140,62 @@ fn cel_keeps_shards_fixed_after_creation() {
         cel_messages(validate_cel_update(&new, &old)),
         Vec::<String>::new()
     );
-    // Setting shards for the first time is allowed by CEL; the operator
-    // compares it with the count recorded in status.
+    // Setting shards for the first time is allowed by CEL only before the
+    // operator recorded a count, or to exactly the recorded count.
     old.spec.shards = None;
     new.spec.shards = Some(30);
     assert_eq!(
         cel_messages(validate_cel_update(&new, &old)),
         Vec::<String>::new()
+    );
+    let recorded = ShardedServiceStatus {
+        shards: Some(20),
+        ..Default::default()
+    };
+    old.status = Some(recorded.clone());
+    new.status = Some(recorded);
+    assert_eq!(
+        cel_messages(validate_cel_update(&new, &old)),
+        vec![rules::SHARDS_FIXED.1]
+    );
+    new.spec.shards = Some(20);
+    assert_eq!(
+        cel_messages(validate_cel_update(&new, &old)),
+        Vec::<String>::new()
+    );
+    // A status write never trips the rule, even while the spec disagrees.
+    old.spec.shards = Some(7);
+    new.spec.shards = Some(7);
+    assert_eq!(
+        cel_messages(validate_cel_update(&new, &old)),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn crd_has_no_format_the_api_server_warns_about() {
+    fn walk(node: &serde_json::Value, bad: &mut Vec<String>) {
+        match node {
+            serde_json::Value::Object(map) => {
+                if let Some(f) = map.get("format").and_then(|f| f.as_str()) {
+                    if !KNOWN_FORMATS.contains(&f) {
+                        bad.push(f.to_string());
+                    }
+                }
+                map.values().for_each(|v| walk(v, bad));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, bad)),
+            _ => {}
+        }
+    }
+    let crd = serde_json::to_value(crd().unwrap()).unwrap();
+    let mut bad = Vec::new();
+    walk(&crd, &mut bad);
+    assert!(bad.is_empty(), "unknown formats {bad:?}");
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(
+        spec["properties"]["shards"]["maximum"].as_f64(),
+        Some(f64::from(u32::MAX))
     );
 }
 

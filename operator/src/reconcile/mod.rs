@@ -106,6 +106,12 @@ pub fn error_policy(svc: Arc<ShardedService>, error: &Error, ctx: Arc<Context>) 
 }
 
 async fn reconcile_inner(svc: &ShardedService, ctx: &Context) -> Result<Action, Error> {
+    if svc.metadata.deletion_timestamp.is_some() {
+        // Going away (its children go with it through their owner
+        // references): applying them again would only race the garbage
+        // collector, and fail in a namespace being terminated.
+        return Ok(Action::await_change());
+    }
     let ns = svc
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;

@@ -530,3 +530,20 @@ async fn api_errors_back_off_exponentially_per_object() {
     assert_eq!(ctx.backoff.failures(&ObjectRef::from_obj(svc.as_ref())), 5);
     assert_eq!(ctx.metrics.errors.with_label_values(&["api"]).get(), 5);
 }
+
+/// A ShardedService being deleted (a namespace being terminated, or a
+/// finalizer of someone else's holding it) makes no API call at all: its
+/// children go with it through their owner references.
+#[tokio::test]
+async fn a_service_being_deleted_is_left_alone() {
+    let (ctx, handle) = context();
+    let mut svc = sharded_service("shop", "bank");
+    svc.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+    let action = reconcile(Arc::new(svc), ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    let mut v = Verifier {
+        handle,
+        writes: Vec::new(),
+    };
+    v.nothing_more().await;
+}

@@ -119,12 +119,17 @@ pub struct Children {
     pub config_checksum: String,
 }
 
-/// The shard count in force: the spec's, else the one recorded at creation,
-/// else 10 × replicas (at least 10).
+/// The shard count in force: the one recorded in status at the first
+/// reconcile, else the spec's, else 10 × replicas (at least 10).
+///
+/// The recorded count wins over the spec so that a later edit of
+/// `spec.shards` can never reach the pods: [`crate::validate`] reports the
+/// mismatch, and the status written for it keeps the recorded count.
 pub fn resolved_shards(svc: &ShardedService) -> u32 {
-    svc.spec
-        .shards
-        .or_else(|| svc.status.as_ref().and_then(|s| s.shards))
+    svc.status
+        .as_ref()
+        .and_then(|s| s.shards)
+        .or(svc.spec.shards)
         .unwrap_or_else(|| 10 * u32::try_from(svc.spec.replicas.max(1)).unwrap_or(1))
 }
 

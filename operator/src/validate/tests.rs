@@ -32,6 +32,28 @@ fn shards_must_match_the_count_in_force() {
     assert_eq!(messages(&svc), [rules::SHARDS_FIXED.1]);
 }
 
+/// The defect of issue 19: created without `spec.shards` (20 resolved and
+/// recorded), then patched to 7. The count in force stays 20 for rendering
+/// and in the status written for the invalid spec, so a second reconcile
+/// cannot launder the 7 in.
+#[test]
+fn a_shard_count_added_later_never_replaces_the_recorded_one() {
+    let mut svc = sharded_service("ns", "bank");
+    svc.spec.replicas = 2;
+    svc.spec.shards = None;
+    assert_eq!(crate::render::resolved_shards(&svc), 20);
+    svc.status = Some(ShardedServiceStatus {
+        shards: Some(20),
+        ..Default::default()
+    });
+    svc.spec.shards = Some(7);
+    assert_eq!(messages(&svc), [rules::SHARDS_FIXED.1]);
+    assert_eq!(crate::render::resolved_shards(&svc), 20);
+    svc.spec.replicas = 5;
+    svc.spec.shards = None;
+    assert_eq!(crate::render::resolved_shards(&svc), 20);
+}
+
 #[test]
 fn template_needs_an_app_container() {
     let mut svc = sharded_service("ns", "bank");
