@@ -8,8 +8,11 @@ use http::{header, HeaderValue, Request, Response};
 use shardmesh_resilience::BoxError;
 use tokio::time::Instant;
 
+use std::sync::Arc;
+
 use crate::app_client::AppClient;
 use crate::body::{check_length, limited, BoxBody};
+use crate::client::HttpClient;
 use crate::gate::{Admission, Arrival, BOUNCE_WAIT};
 use crate::headers;
 use crate::proxy::Proxy;
@@ -150,16 +153,23 @@ async fn serve_locally(
     Ok(rsp)
 }
 
-/// The innermost inbound service: the local app over pooled HTTP/1.1.
+/// The innermost inbound service: the local app over pooled HTTP/1.1, or
+/// over pooled h2c for gRPC calls (HTTP/2 with trailers and streams).
 #[derive(Clone)]
 pub struct SendToApp {
     client: AppClient,
+    grpc: HttpClient,
+    address: Arc<str>,
 }
 
 impl SendToApp {
-    /// A sender to the app behind `client`.
-    pub fn new(client: AppClient) -> Self {
-        Self { client }
+    /// A sender to the app behind `client`, at `address` for gRPC.
+    pub fn new(client: AppClient, address: &str) -> Self {
+        Self {
+            client,
+            grpc: HttpClient::h2c(),
+            address: Arc::from(address),
+        }
     }
 }
 
@@ -176,7 +186,13 @@ impl tower::Service<Request<BoxBody>> for SendToApp {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<BoxBody>) -> Self::Future {
+        if crate::grpc::is_grpc(req.headers()) {
+            crate::grpc::to_app(req.headers_mut());
+            let grpc = self.grpc.clone();
+            let address = self.address.clone();
+            return Box::pin(async move { grpc.send(&address, req).await });
+        }
         let client = self.client.clone();
         Box::pin(async move { client.send(req).await })
     }

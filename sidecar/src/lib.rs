@@ -16,6 +16,7 @@
 //! - [`resilience`]: glue to `shardmesh-resilience` (stacks, metrics observer).
 //! - [`routing`]: service/key extraction, the routing table, balancing.
 //! - [`gate`]: whether this pod may serve a shard now.
+//! - [`grpc`]: gRPC at the edges: `grpc-timeout`, failures as statuses.
 //! - [`membership`]: gossip membership feeding the routing table.
 //! - [`sharding`]: the shard handoff driver and the managed gate.
 //! - [`client`], [`app_client`]: pooled HTTP/2 to peers, HTTP/1.1 to the app.
@@ -31,6 +32,7 @@ pub mod app_client;
 pub mod body;
 pub mod client;
 pub mod gate;
+pub mod grpc;
 pub mod h1;
 pub mod headers;
 pub mod inbound;

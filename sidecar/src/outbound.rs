@@ -33,8 +33,21 @@ pub struct RouteTarget {
 #[derive(Clone, Debug)]
 pub struct PeerAddr(pub Arc<str>);
 
-/// Handles one request from the app.
-pub async fn handle(proxy: Proxy, req: Request<RequestBody>) -> Response<BoxBody> {
+/// Handles one request from the app. A gRPC call (see [`crate::grpc`])
+/// takes its deadline from `grpc-timeout` and gets mesh failures as gRPC
+/// statuses; its breaker verdict waits for the status in the trailers.
+pub async fn handle(proxy: Proxy, mut req: Request<RequestBody>) -> Response<BoxBody> {
+    if !crate::grpc::is_grpc(req.headers()) {
+        return route(proxy, req).await;
+    }
+    crate::grpc::deadline_from_grpc_timeout(req.headers_mut());
+    let rsp = route(proxy, req).await;
+    let rsp = shardmesh_resilience::breaker::grpc::judge_on_trailers(rsp);
+    crate::grpc::answer(rsp).await
+}
+
+/// Routes one request from the app through the service's stack.
+async fn route(proxy: Proxy, req: Request<RequestBody>) -> Response<BoxBody> {
     let start = Instant::now();
     let table = proxy.table();
     let target = match resolve(&req, &table) {
@@ -118,6 +131,9 @@ impl Service<Request<BoxBody>> for PickEndpoint {
             h.insert(headers::SERVICE, HeaderValue::from_str(&target.service)?);
             if let Some(s) = target.shard {
                 h.insert(headers::SHARD, HeaderValue::from(s));
+            }
+            if crate::grpc::is_grpc(h) {
+                crate::grpc::stamp_grpc_timeout(h);
             }
             req.extensions_mut().insert(Peer(endpoint.name.clone()));
             req.extensions_mut()

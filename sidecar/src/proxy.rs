@@ -111,7 +111,7 @@ impl Proxy {
             &own_policy,
             &config.pod.service,
             observer.clone(),
-            SendToApp::new(app.clone()),
+            SendToApp::new(app.clone(), &config.app.address),
         );
         let inbound_metrics = metrics.route(Direction::Inbound.as_str(), &config.pod.service);
         Ok(Self(Arc::new(Inner {
@@ -330,6 +330,9 @@ pub fn reason_label(rsp: &Response<BoxBody>) -> &'static str {
 pub type ResponseFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<Response<BoxBody>, BoxError>> + Send>,
 >;
+
+/// A boxed future of a response that cannot fail.
+pub type Answer = std::pin::Pin<Box<dyn std::future::Future<Output = Response<BoxBody>> + Send>>;
 
 /// Drives `stack` for one request. Boxing the future here (outside any
 /// async fn) sidesteps a rustc limitation: awaiting `Oneshot<BoxCloneSyncService<..>>`
