@@ -18,17 +18,42 @@ use crate::headers;
 use crate::proxy::Proxy;
 use crate::reason::{MeshFailure, Reason};
 use crate::routing::target::{service_name, shard_key};
+use crate::spans::Hop;
 use crate::tls::PeerIdentity;
+use opentelemetry::KeyValue;
 
 /// Handles one request from another sidecar.
-pub async fn handle(proxy: Proxy, req: Request<RequestBody>) -> Response<BoxBody> {
+pub async fn handle(proxy: Proxy, mut req: Request<RequestBody>) -> Response<BoxBody> {
     let start = Instant::now();
     proxy.note_inbound();
+    let span = proxy
+        .tracer()
+        .map(|t| t.hop(Hop::Inbound, &proxy.service_name(), req.headers_mut()));
+    let shard = span
+        .as_ref()
+        .and_then(|_| req.headers().get(headers::SHARD).cloned());
     let metrics = proxy.inbound_metrics();
     let inflight = metrics.inflight();
     let result = admit(&proxy, req).await;
     drop(inflight);
-    proxy.finish(metrics, result, start)
+    let rsp = proxy.finish(metrics, result, start);
+    if let Some(span) = span {
+        if span.is_recording() {
+            if let Some(s) = shard
+                .as_ref()
+                .and_then(|v| v.to_str().ok()?.parse::<i64>().ok())
+            {
+                span.set(KeyValue::new("shardmesh.shard", s));
+            }
+            span.set(KeyValue::new("shardmesh.owner", proxy.local().to_string()));
+        }
+        span.end(
+            rsp.status().as_u16(),
+            crate::proxy::reason_label(&rsp),
+            rsp.headers().get(crate::grpc::GRPC_STATUS),
+        );
+    }
+    rsp
 }
 
 async fn admit(proxy: &Proxy, req: Request<RequestBody>) -> Result<Response<BoxBody>, BoxError> {

@@ -24,6 +24,7 @@
 //!   its renewal (from files or the operator's identity endpoint).
 //! - [`reason`], [`rescue`]: the error contract and the one mapping to it.
 //! - [`metrics`]: prometheus families.
+//! - [`spans`]: W3C trace context and a span per hop, exported over OTLP.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -48,6 +49,7 @@ pub mod routing;
 pub mod server;
 pub mod sharding;
 pub mod sidecar;
+pub mod spans;
 pub mod telemetry;
 pub mod tls;
 

@@ -18,6 +18,8 @@ use crate::headers;
 use crate::proxy::{Direction, Proxy, RouteStack};
 use crate::reason::{MeshFailure, Reason};
 use crate::routing::{balance, hold, resolve, Endpoint, EndpointHealth};
+use crate::spans::{Hop, HopSpan, TryLog};
+use opentelemetry::KeyValue;
 
 /// What the outbound handler decided about a request, carried to the
 /// endpoint picker through request extensions.
@@ -73,11 +75,68 @@ async fn route(proxy: Proxy, req: Request<RequestBody>) -> Response<BoxBody> {
     let service: Arc<str> = routes.name.clone();
     let (stack, metrics) = proxy.outbound_stack(routes);
     let mut req = req.map(|b| crate::body::limited(b, limit));
-    req.extensions_mut().insert(RouteTarget { service, shard });
+    let span = proxy
+        .tracer()
+        .map(|t| t.hop(Hop::Outbound, &service, req.headers_mut()));
+    let log = span.as_ref().map(|_| {
+        let log = Arc::new(TryLog::default());
+        req.extensions_mut().insert(log.clone());
+        log
+    });
+    req.extensions_mut().insert(RouteTarget {
+        service: service.clone(),
+        shard,
+    });
     let inflight = metrics.inflight();
     let result = crate::proxy::call(stack, req).await;
     drop(inflight);
-    proxy.finish(&metrics, result, start)
+    let rsp = proxy.finish(&metrics, result, start);
+    if let (Some(span), Some(log)) = (span, log) {
+        end_span(&proxy, span, &log, &service, shard, &rsp);
+    }
+    rsp
+}
+
+/// Ends the outbound span of a request with what its tries learned.
+fn end_span(
+    proxy: &Proxy,
+    span: HopSpan,
+    log: &TryLog,
+    service: &str,
+    shard: Option<u32>,
+    rsp: &Response<BoxBody>,
+) {
+    if span.is_recording() {
+        let (tries, peer) = log.read();
+        if let Some(shard) = shard {
+            span.set(KeyValue::new("shardmesh.shard", i64::from(shard)));
+        }
+        span.set(KeyValue::new(
+            "shardmesh.retries",
+            i64::from(tries.saturating_sub(1)),
+        ));
+        let owner = rsp
+            .headers()
+            .get(headers::SERVED_BY)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+            .or_else(|| peer.as_deref().map(String::from));
+        if let Some(owner) = owner {
+            span.set(KeyValue::new("shardmesh.owner", owner));
+        }
+        if let (Some(peer), Some(breakers)) = (peer, proxy.breakers(service)) {
+            span.set(KeyValue::new(
+                "shardmesh.breaker_state",
+                breakers.state(&peer).as_str(),
+            ));
+        }
+    }
+    let reason = crate::proxy::reason_label(rsp);
+    span.end(
+        rsp.status().as_u16(),
+        reason,
+        rsp.headers().get(crate::grpc::GRPC_STATUS),
+    );
 }
 
 /// The innermost routing step, run once per try: picks the shard owner (or a
@@ -134,6 +193,9 @@ impl Service<Request<BoxBody>> for PickEndpoint {
             }
             if crate::grpc::is_grpc(h) {
                 crate::grpc::stamp_grpc_timeout(h);
+            }
+            if let Some(log) = req.extensions().get::<Arc<TryLog>>() {
+                log.tried(&endpoint.name);
             }
             req.extensions_mut().insert(Peer(endpoint.name.clone()));
             req.extensions_mut()

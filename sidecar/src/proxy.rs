@@ -85,6 +85,8 @@ struct Inner {
     unreachable: Unreachable,
     /// `limits.maxRequestBodyBytes`.
     max_body: u64,
+    /// Span per hop and trace export, when `tracing` is configured.
+    tracer: Option<crate::spans::Tracer>,
 }
 
 impl Proxy {
@@ -114,7 +116,18 @@ impl Proxy {
             SendToApp::new(app.clone(), &config.app.address),
         );
         let inbound_metrics = metrics.route(Direction::Inbound.as_str(), &config.pod.service);
+        let tracer = match &config.tracing {
+            Some(t) => Some(crate::spans::Tracer::start(
+                t,
+                &config.pod.service,
+                &config.pod.name,
+                metrics.trace_spans_dropped.clone(),
+                metrics.trace_spans_exported.clone(),
+            )?),
+            None => None,
+        };
         Ok(Self(Arc::new(Inner {
+            tracer,
             max_body: config.limits.max_request_body_bytes,
             local,
             local_header,
@@ -138,6 +151,11 @@ impl Proxy {
             last_inbound: AtomicU64::new(0),
             unreachable: Unreachable::default(),
         })))
+    }
+
+    /// The tracer, when tracing is configured.
+    pub fn tracer(&self) -> Option<&crate::spans::Tracer> {
+        self.0.tracer.as_ref()
     }
 
     /// This pod's name.

@@ -30,3 +30,6 @@ pub use server::Tally;
 /// Binary metadata key of the injected failures' details (`-bin`: base64
 /// on the wire), checked end to end by the mesh tests.
 pub const DETAIL_KEY: &str = "tally-detail-bin";
+
+/// The bytes of [`DETAIL_KEY`] (not valid UTF-8, on purpose).
+pub const DETAIL: &[u8] = &[0, 159, 146, 150, 255];

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_stream::{Stream, StreamExt};
 use tonic::metadata::{BinaryMetadataValue, MetadataMap};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::pb::tally_server;
 use crate::proto::{AddRequest, Chunk, Total, UploadSummary, WatchRequest};
@@ -52,6 +52,17 @@ fn text(meta: &MetadataMap, key: &str) -> String {
         .to_string()
 }
 
+/// An injected failure: `code`, `message`, and [`crate::DETAIL`] as binary
+/// metadata.
+fn injected(code: Code, message: &str) -> Status {
+    let mut status = Status::new(code, message);
+    status.metadata_mut().insert_bin(
+        crate::DETAIL_KEY,
+        BinaryMetadataValue::from_bytes(crate::DETAIL),
+    );
+    status
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -73,12 +84,7 @@ impl tally_server::Tally for Tally {
                 *n
             };
             if attempts <= req.fail_times {
-                let mut status = Status::new(req.fail_code.into(), req.fail_message.clone());
-                status.metadata_mut().insert_bin(
-                    crate::DETAIL_KEY,
-                    BinaryMetadataValue::from_bytes(&[0, 159, 146, 150, 255]),
-                );
-                return Err(status);
+                return Err(injected(req.fail_code.into(), &req.fail_message));
             }
             let total = state.totals.entry(req.key.clone()).or_default();
             *total = total.saturating_add(req.amount);
@@ -146,7 +152,12 @@ impl tally_server::Tally for Tally {
         if let Ok(v) = self.pod.parse() {
             served_by.insert("tally-served-by", v);
         }
-        let echo = request.into_inner().map(|m| m);
+        // A message `fail` ends the call with INTERNAL and binary metadata,
+        // in the trailers after the messages echoed so far.
+        let echo = request.into_inner().map(|m| match m {
+            Ok(chunk) if chunk.data == b"fail" => Err(injected(Code::Internal, "asked to fail")),
+            other => other,
+        });
         let mut rsp = Response::new(Box::pin(echo) as Self::ChatStream);
         *rsp.metadata_mut() = served_by;
         Ok(rsp)

@@ -19,6 +19,8 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("SHARDMESH_SEEDS", "membership.seeds.static"),
     ("SHARDMESH_LOG_FORMAT", "log.format"),
     ("SHARDMESH_LOG_LEVEL", "log.level"),
+    ("SHARDMESH_TRACING_ENDPOINT", "tracing.endpoint"),
+    ("SHARDMESH_TRACING_SAMPLING_RATIO", "tracing.samplingRatio"),
 ];
 
 /// Applies overrides from `vars` (normally `std::env::vars()`); unknown
@@ -66,6 +68,27 @@ where
                 }
             }
             "SHARDMESH_LOG_LEVEL" => config.log.level = owned,
+            "SHARDMESH_TRACING_ENDPOINT" => match &mut config.tracing {
+                Some(t) => t.endpoint = owned,
+                None => config.tracing = Some(crate::model::TracingConfig::to(owned)),
+            },
+            "SHARDMESH_TRACING_SAMPLING_RATIO" => {
+                let ratio: f64 = value.parse().map_err(|_| {
+                    ConfigError::invalid(
+                        "SHARDMESH_TRACING_SAMPLING_RATIO",
+                        format!("{value:?} is not a number"),
+                    )
+                })?;
+                match &mut config.tracing {
+                    Some(t) => t.sampling_ratio = ratio,
+                    // Kept for the endpoint, which may come later.
+                    None => {
+                        let mut t = crate::model::TracingConfig::to("");
+                        t.sampling_ratio = ratio;
+                        config.tracing = Some(t);
+                    }
+                }
+            }
             _ => {}
         }
     }
