@@ -92,6 +92,11 @@ where
             _ => {}
         }
     }
+    // A sampling ratio alone (no endpoint from the file or the environment)
+    // turns nothing on.
+    if config.tracing.as_ref().is_some_and(|t| t.endpoint.is_empty()) {
+        config.tracing = None;
+    }
     Ok(())
 }
 
@@ -125,5 +130,27 @@ mod tests {
         let mut c = SidecarConfig::default();
         let err = apply(&mut c, [("SHARDMESH_LOG_FORMAT", "xml")]).unwrap_err();
         assert!(err.to_string().contains("SHARDMESH_LOG_FORMAT"), "{err}");
+    }
+
+    #[test]
+    fn tracing_turns_on_with_an_endpoint_in_any_order() {
+        let mut c = SidecarConfig::default();
+        apply(
+            &mut c,
+            [
+                ("SHARDMESH_TRACING_SAMPLING_RATIO", "0.5"),
+                ("SHARDMESH_TRACING_ENDPOINT", "http://collector:4317"),
+            ],
+        )
+        .unwrap();
+        let t = c.tracing.unwrap();
+        assert_eq!(t.endpoint, "http://collector:4317");
+        assert_eq!(t.sampling_ratio, 0.5);
+
+        let mut c = SidecarConfig::default();
+        apply(&mut c, [("SHARDMESH_TRACING_SAMPLING_RATIO", "0.5")]).unwrap();
+        assert_eq!(c.tracing, None, "a ratio alone turns nothing on");
+        let err = apply(&mut c, [("SHARDMESH_TRACING_SAMPLING_RATIO", "lots")]).unwrap_err();
+        assert!(err.to_string().contains("SHARDMESH_TRACING_SAMPLING_RATIO"), "{err}");
     }
 }
