@@ -404,7 +404,9 @@ fn the_operators_default_collector_reaches_sidecars_without_their_own() {
         ..SidecarSpec::default()
     });
     let children = desired(&own, &settings).unwrap();
-    assert!(env(&children).iter().all(|(k, _)| !k.starts_with("SHARDMESH_TRACING")));
+    assert!(env(&children)
+        .iter()
+        .all(|(k, _)| !k.starts_with("SHARDMESH_TRACING")));
     let config = render_sidecar_config(&own, &MeshInputs::cluster("ns", 30));
     assert_eq!(config.tracing.unwrap().endpoint, "http://mine:4317");
 }

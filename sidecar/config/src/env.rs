@@ -94,7 +94,11 @@ where
     }
     // A sampling ratio alone (no endpoint from the file or the environment)
     // turns nothing on.
-    if config.tracing.as_ref().is_some_and(|t| t.endpoint.is_empty()) {
+    if config
+        .tracing
+        .as_ref()
+        .is_some_and(|t| t.endpoint.is_empty())
+    {
         config.tracing = None;
     }
     Ok(())
@@ -151,6 +155,9 @@ mod tests {
         apply(&mut c, [("SHARDMESH_TRACING_SAMPLING_RATIO", "0.5")]).unwrap();
         assert_eq!(c.tracing, None, "a ratio alone turns nothing on");
         let err = apply(&mut c, [("SHARDMESH_TRACING_SAMPLING_RATIO", "lots")]).unwrap_err();
-        assert!(err.to_string().contains("SHARDMESH_TRACING_SAMPLING_RATIO"), "{err}");
+        assert!(
+            err.to_string().contains("SHARDMESH_TRACING_SAMPLING_RATIO"),
+            "{err}"
+        );
     }
 }
