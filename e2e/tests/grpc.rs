@@ -10,7 +10,6 @@ use std::time::Duration;
 use shardmesh_e2e::{bins, mesh};
 use shardmesh_tally::proto::{AddRequest, Chunk, WatchRequest};
 use shardmesh_tally::TallyClient;
-use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
