@@ -255,7 +255,9 @@ async fn scenario(outbound: &[String]) {
         .strip_suffix('m')
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("grpc-timeout at the app: {seen:?}"));
-    assert!(ms < 5000 && ms > 3000, "forwarded reduced: {seen}");
+    // The remaining budget, rounded up to whole milliseconds: on loopback
+    // the path takes well under one.
+    assert!(ms <= 5000 && ms > 3000, "forwarded reduced: {seen}");
     let mut r = keyed(
         AddRequest {
             key: "t".into(),
