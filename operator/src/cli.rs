@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controller (in a cluster, or against $KUBECONFIG).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the ShardedService CustomResourceDefinition as YAML.
     Crd,
     /// Print the children the operator would create for a ShardedService file, as YAML.
@@ -200,7 +200,7 @@ pub fn main() -> ExitCode {
             print_or_fail(render_file(&file, &s))
         }
         Command::Local { command } => crate::local::main(command),
-        Command::Run(args) => crate::run::main(args),
+        Command::Run(args) => crate::run::main(*args),
     }
 }
 

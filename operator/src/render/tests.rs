@@ -353,6 +353,7 @@ fn sidecar_overrides_apply() {
         resources: None,
         log_level: Some("debug".into()),
         max_request_body_bytes: None,
+        tracing: None,
     });
     let c = children(&svc);
     assert_eq!(
