@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controller (in a cluster, or against $KUBECONFIG).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the ShardedService CustomResourceDefinition as YAML.
     Crd,
     /// Print the children the operator would create for a ShardedService file, as YAML.
@@ -105,6 +105,20 @@ pub struct RunArgs {
     /// endpoint's TokenReview accepts only tokens for it.
     #[arg(long, default_value = DEFAULT_AUDIENCE)]
     pub identity_audience: String,
+    /// OTLP/gRPC collector (`http://HOST:4317`) for the sidecars of every
+    /// ShardedService without its own `spec.sidecar.tracing`.
+    #[arg(long, env = "SHARDMESH_DEFAULT_TRACING_ENDPOINT")]
+    pub tracing_endpoint: Option<String>,
+    /// Sampling ratio (0.0–1.0) of new traces with `--tracing-endpoint`.
+    #[arg(long, env = "SHARDMESH_DEFAULT_TRACING_SAMPLING_RATIO", value_parser = parse_ratio)]
+    pub tracing_sampling_ratio: Option<f64>,
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a ratio between 0.0 and 1.0")),
+    }
 }
 
 /// What `render --identity-url` puts in the CA ConfigMap (output must be
@@ -117,7 +131,10 @@ pub const DEFAULT_AUDIENCE: &str = "shardmesh";
 impl RunArgs {
     /// The render settings these flags select, without mutual TLS.
     pub fn settings(&self) -> Settings {
-        settings(self.sidecar_image.clone())
+        let mut s = settings(self.sidecar_image.clone());
+        s.tracing_endpoint = self.tracing_endpoint.clone().filter(|e| !e.is_empty());
+        s.tracing_sampling_ratio = self.tracing_sampling_ratio.map(|r| r.to_string());
+        s
     }
 
     /// The identity endpoint's URL as pods see it; `None` when it is off.
@@ -183,7 +200,7 @@ pub fn main() -> ExitCode {
             print_or_fail(render_file(&file, &s))
         }
         Command::Local { command } => crate::local::main(command),
-        Command::Run(args) => crate::run::main(args),
+        Command::Run(args) => crate::run::main(*args),
     }
 }
 

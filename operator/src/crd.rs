@@ -119,6 +119,10 @@ pub struct SidecarSpec {
     /// Sidecar log filter, e.g. `info` or `shardmesh=debug`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    /// Distributed tracing: the OTLP/gRPC collector the sidecars export
+    /// spans to, and the sampling ratio of new traces (docs/monitoring.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<shardmesh_config::TracingConfig>,
     /// Largest request body this service's sidecars accept, from the app
     /// (outbound) and from other sidecars (inbound); larger gets 413
     /// `payload-too-large`. Default 16 MiB.

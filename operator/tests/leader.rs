@@ -27,7 +27,7 @@ fn args(identity: &str) -> RunArgs {
         "2",
     ]);
     match cli.command {
-        Command::Run(args) => args,
+        Command::Run(args) => *args,
         other => panic!("{other:?}"),
     }
 }

@@ -8,24 +8,52 @@ use http::{header, HeaderValue, Request, Response};
 use shardmesh_resilience::BoxError;
 use tokio::time::Instant;
 
+use std::sync::Arc;
+
 use crate::app_client::AppClient;
 use crate::body::{check_length, limited, BoxBody};
+use crate::client::HttpClient;
 use crate::gate::{Admission, Arrival, BOUNCE_WAIT};
 use crate::headers;
 use crate::proxy::Proxy;
 use crate::reason::{MeshFailure, Reason};
 use crate::routing::target::{service_name, shard_key};
+use crate::spans::Hop;
 use crate::tls::PeerIdentity;
+use opentelemetry::KeyValue;
 
 /// Handles one request from another sidecar.
-pub async fn handle(proxy: Proxy, req: Request<RequestBody>) -> Response<BoxBody> {
+pub async fn handle(proxy: Proxy, mut req: Request<RequestBody>) -> Response<BoxBody> {
     let start = Instant::now();
     proxy.note_inbound();
+    let span = proxy
+        .tracer()
+        .map(|t| t.hop(Hop::Inbound, &proxy.service_name(), req.headers_mut()));
+    let shard = span
+        .as_ref()
+        .and_then(|_| req.headers().get(headers::SHARD).cloned());
     let metrics = proxy.inbound_metrics();
     let inflight = metrics.inflight();
     let result = admit(&proxy, req).await;
     drop(inflight);
-    proxy.finish(metrics, result, start)
+    let rsp = proxy.finish(metrics, result, start);
+    if let Some(span) = span {
+        if span.is_recording() {
+            if let Some(s) = shard
+                .as_ref()
+                .and_then(|v| v.to_str().ok()?.parse::<i64>().ok())
+            {
+                span.set(KeyValue::new("shardmesh.shard", s));
+            }
+            span.set(KeyValue::new("shardmesh.owner", proxy.local().to_string()));
+        }
+        span.end(
+            rsp.status().as_u16(),
+            crate::proxy::reason_label(&rsp),
+            rsp.headers().get(crate::grpc::GRPC_STATUS),
+        );
+    }
+    rsp
 }
 
 async fn admit(proxy: &Proxy, req: Request<RequestBody>) -> Result<Response<BoxBody>, BoxError> {
@@ -162,16 +190,23 @@ async fn serve_locally(
     Ok(rsp)
 }
 
-/// The innermost inbound service: the local app over pooled HTTP/1.1.
+/// The innermost inbound service: the local app over pooled HTTP/1.1, or
+/// over pooled h2c for gRPC calls (HTTP/2 with trailers and streams).
 #[derive(Clone)]
 pub struct SendToApp {
     client: AppClient,
+    grpc: HttpClient,
+    address: Arc<str>,
 }
 
 impl SendToApp {
-    /// A sender to the app behind `client`.
-    pub fn new(client: AppClient) -> Self {
-        Self { client }
+    /// A sender to the app behind `client`, at `address` for gRPC.
+    pub fn new(client: AppClient, address: &str) -> Self {
+        Self {
+            client,
+            grpc: HttpClient::h2c(),
+            address: Arc::from(address),
+        }
     }
 }
 
@@ -188,7 +223,13 @@ impl tower::Service<Request<BoxBody>> for SendToApp {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<BoxBody>) -> Self::Future {
+        if crate::grpc::is_grpc(req.headers()) {
+            crate::grpc::to_app(req.headers_mut());
+            let grpc = self.grpc.clone();
+            let address = self.address.clone();
+            return Box::pin(async move { grpc.send(&address, req).await });
+        }
         let client = self.client.clone();
         Box::pin(async move { client.send(req).await })
     }

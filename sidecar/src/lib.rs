@@ -16,6 +16,7 @@
 //! - [`resilience`]: glue to `shardmesh-resilience` (stacks, metrics observer).
 //! - [`routing`]: service/key extraction, the routing table, balancing.
 //! - [`gate`]: whether this pod may serve a shard now.
+//! - [`grpc`]: gRPC at the edges: `grpc-timeout`, failures as statuses.
 //! - [`membership`]: gossip membership feeding the routing table.
 //! - [`sharding`]: the shard handoff driver and the managed gate.
 //! - [`client`], [`app_client`]: pooled HTTP/2 to peers, HTTP/1.1 to the app.
@@ -23,6 +24,7 @@
 //!   its renewal (from files or the operator's identity endpoint).
 //! - [`reason`], [`rescue`]: the error contract and the one mapping to it.
 //! - [`metrics`]: prometheus families.
+//! - [`spans`]: W3C trace context and a span per hop, exported over OTLP.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -31,6 +33,7 @@ pub mod app_client;
 pub mod body;
 pub mod client;
 pub mod gate;
+pub mod grpc;
 pub mod h1;
 pub mod headers;
 pub mod inbound;
@@ -46,6 +49,7 @@ pub mod routing;
 pub mod server;
 pub mod sharding;
 pub mod sidecar;
+pub mod spans;
 pub mod telemetry;
 pub mod tls;
 

@@ -67,6 +67,10 @@ pub struct Metrics {
     pub tls_cert_expiry: IntGauge,
     /// Inbound connections by the peer identity they proved.
     pub tls_peer_identities: IntCounterVec,
+    /// Finished trace spans dropped because the export queue was full.
+    pub trace_spans_dropped: IntCounter,
+    /// Trace spans handed to the OTLP exporter, by result (`ok`, `error`).
+    pub trace_spans_exported: IntCounterVec,
     /// Identities that have their own label value.
     identities_seen: Arc<Mutex<HashSet<String>>>,
 }
@@ -152,6 +156,15 @@ impl Metrics {
             gossip_probes: counter_vec(
                 "gossip_probes_total",
                 "Gossip probes by result.",
+                &["result"],
+            )?,
+            trace_spans_dropped: counter(
+                "trace_spans_dropped_total",
+                "Finished trace spans dropped because the export queue was full.",
+            )?,
+            trace_spans_exported: counter_vec(
+                "trace_spans_exported_total",
+                "Trace spans handed to the OTLP exporter, by result.",
                 &["result"],
             )?,
             gossip_suspicions: counter(
@@ -339,6 +352,7 @@ mod tests {
             "shardmesh_gossip_suspicions_total 1",
             "shardmesh_shard_handoff_duration_seconds_count 0",
             "shardmesh_tls_cert_expiry_timestamp_seconds 0",
+            "shardmesh_trace_spans_dropped_total 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

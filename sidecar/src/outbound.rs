@@ -18,6 +18,8 @@ use crate::headers;
 use crate::proxy::{Direction, Proxy, RouteStack};
 use crate::reason::{MeshFailure, Reason};
 use crate::routing::{balance, hold, resolve, Endpoint, EndpointHealth};
+use crate::spans::{Hop, HopSpan, TryLog};
+use opentelemetry::KeyValue;
 
 /// What the outbound handler decided about a request, carried to the
 /// endpoint picker through request extensions.
@@ -33,8 +35,21 @@ pub struct RouteTarget {
 #[derive(Clone, Debug)]
 pub struct PeerAddr(pub Arc<str>);
 
-/// Handles one request from the app.
-pub async fn handle(proxy: Proxy, req: Request<RequestBody>) -> Response<BoxBody> {
+/// Handles one request from the app. A gRPC call (see [`crate::grpc`])
+/// takes its deadline from `grpc-timeout` and gets mesh failures as gRPC
+/// statuses; its breaker verdict waits for the status in the trailers.
+pub async fn handle(proxy: Proxy, mut req: Request<RequestBody>) -> Response<BoxBody> {
+    if !crate::grpc::is_grpc(req.headers()) {
+        return route(proxy, req).await;
+    }
+    crate::grpc::deadline_from_grpc_timeout(req.headers_mut());
+    let rsp = route(proxy, req).await;
+    let rsp = shardmesh_resilience::breaker::grpc::judge_on_trailers(rsp);
+    crate::grpc::answer(rsp).await
+}
+
+/// Routes one request from the app through the service's stack.
+async fn route(proxy: Proxy, req: Request<RequestBody>) -> Response<BoxBody> {
     let start = Instant::now();
     let table = proxy.table();
     let target = match resolve(&req, &table) {
@@ -60,11 +75,68 @@ pub async fn handle(proxy: Proxy, req: Request<RequestBody>) -> Response<BoxBody
     let service: Arc<str> = routes.name.clone();
     let (stack, metrics) = proxy.outbound_stack(routes);
     let mut req = req.map(|b| crate::body::limited(b, limit));
-    req.extensions_mut().insert(RouteTarget { service, shard });
+    let span = proxy
+        .tracer()
+        .map(|t| t.hop(Hop::Outbound, &service, req.headers_mut()));
+    let log = span.as_ref().map(|_| {
+        let log = Arc::new(TryLog::default());
+        req.extensions_mut().insert(log.clone());
+        log
+    });
+    req.extensions_mut().insert(RouteTarget {
+        service: service.clone(),
+        shard,
+    });
     let inflight = metrics.inflight();
     let result = crate::proxy::call(stack, req).await;
     drop(inflight);
-    proxy.finish(&metrics, result, start)
+    let rsp = proxy.finish(&metrics, result, start);
+    if let (Some(span), Some(log)) = (span, log) {
+        end_span(&proxy, span, &log, &service, shard, &rsp);
+    }
+    rsp
+}
+
+/// Ends the outbound span of a request with what its tries learned.
+fn end_span(
+    proxy: &Proxy,
+    span: HopSpan,
+    log: &TryLog,
+    service: &str,
+    shard: Option<u32>,
+    rsp: &Response<BoxBody>,
+) {
+    if span.is_recording() {
+        let (tries, peer) = log.read();
+        if let Some(shard) = shard {
+            span.set(KeyValue::new("shardmesh.shard", i64::from(shard)));
+        }
+        span.set(KeyValue::new(
+            "shardmesh.retries",
+            i64::from(tries.saturating_sub(1)),
+        ));
+        let owner = rsp
+            .headers()
+            .get(headers::SERVED_BY)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+            .or_else(|| peer.as_deref().map(String::from));
+        if let Some(owner) = owner {
+            span.set(KeyValue::new("shardmesh.owner", owner));
+        }
+        if let (Some(peer), Some(breakers)) = (peer, proxy.breakers(service)) {
+            span.set(KeyValue::new(
+                "shardmesh.breaker_state",
+                breakers.state(&peer).as_str(),
+            ));
+        }
+    }
+    let reason = crate::proxy::reason_label(rsp);
+    span.end(
+        rsp.status().as_u16(),
+        reason,
+        rsp.headers().get(crate::grpc::GRPC_STATUS),
+    );
 }
 
 /// The innermost routing step, run once per try: picks the shard owner (or a
@@ -118,6 +190,12 @@ impl Service<Request<BoxBody>> for PickEndpoint {
             h.insert(headers::SERVICE, HeaderValue::from_str(&target.service)?);
             if let Some(s) = target.shard {
                 h.insert(headers::SHARD, HeaderValue::from(s));
+            }
+            if crate::grpc::is_grpc(h) {
+                crate::grpc::stamp_grpc_timeout(h);
+            }
+            if let Some(log) = req.extensions().get::<Arc<TryLog>>() {
+                log.tried(&endpoint.name);
             }
             req.extensions_mut().insert(Peer(endpoint.name.clone()));
             req.extensions_mut()

@@ -88,6 +88,8 @@ struct Inner {
     generations: Mutex<HashMap<Arc<str>, u64>>,
     /// `limits.maxRequestBodyBytes`.
     max_body: u64,
+    /// Span per hop and trace export, when `tracing` is configured.
+    tracer: Option<crate::spans::Tracer>,
 }
 
 impl Proxy {
@@ -114,10 +116,21 @@ impl Proxy {
             &own_policy,
             &config.pod.service,
             observer.clone(),
-            SendToApp::new(app.clone()),
+            SendToApp::new(app.clone(), &config.app.address),
         );
         let inbound_metrics = metrics.route(Direction::Inbound.as_str(), &config.pod.service);
+        let tracer = match &config.tracing {
+            Some(t) => Some(crate::spans::Tracer::start(
+                t,
+                &config.pod.service,
+                &config.pod.name,
+                metrics.trace_spans_dropped.clone(),
+                metrics.trace_spans_exported.clone(),
+            )?),
+            None => None,
+        };
         Ok(Self(Arc::new(Inner {
+            tracer,
             max_body: config.limits.max_request_body_bytes,
             local,
             local_header,
@@ -142,6 +155,11 @@ impl Proxy {
             unreachable: Unreachable::default(),
             generations: Mutex::new(HashMap::new()),
         })))
+    }
+
+    /// The tracer, when tracing is configured.
+    pub fn tracer(&self) -> Option<&crate::spans::Tracer> {
+        self.0.tracer.as_ref()
     }
 
     /// This pod's name.
@@ -372,6 +390,9 @@ pub fn reason_label(rsp: &Response<BoxBody>) -> &'static str {
 pub type ResponseFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<Response<BoxBody>, BoxError>> + Send>,
 >;
+
+/// A boxed future of a response that cannot fail.
+pub type Answer = std::pin::Pin<Box<dyn std::future::Future<Output = Response<BoxBody>> + Send>>;
 
 /// Drives `stack` for one request. Boxing the future here (outside any
 /// async fn) sidesteps a rustc limitation: awaiting `Oneshot<BoxCloneSyncService<..>>`

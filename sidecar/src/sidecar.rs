@@ -204,7 +204,8 @@ impl Sidecar {
         let proxy = self.proxy.clone();
         let out = tokio::spawn(server::serve(
             self.outbound,
-            Protocols::Http1,
+            // h2c too: apps speak gRPC to the outbound listener.
+            Protocols::Http1AndH2,
             limits,
             None,
             move |req, _peer| outbound::handle(proxy.clone(), req),

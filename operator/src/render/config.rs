@@ -134,6 +134,7 @@ pub fn render_sidecar_config(svc: &ShardedService, inputs: &MeshInputs) -> Sidec
         log,
         limits,
         tls,
+        tracing: svc.spec.sidecar.as_ref().and_then(|s| s.tracing.clone()),
         ..SidecarConfig::default()
     }
 }

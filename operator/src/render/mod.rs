@@ -60,6 +60,11 @@ pub struct Settings {
     /// Mutual TLS for the pods; `None` renders plaintext h2c sidecars (the
     /// identity endpoint is off, so no pod could obtain a certificate).
     pub mesh_tls: Option<MeshTls>,
+    /// The OTLP/gRPC collector of every sidecar whose spec sets no
+    /// `spec.sidecar.tracing` (`run --tracing-endpoint`; docs/monitoring.md).
+    pub tracing_endpoint: Option<String>,
+    /// Their sampling ratio of new traces (`run --tracing-sampling-ratio`).
+    pub tracing_sampling_ratio: Option<String>,
 }
 
 /// Trust domain of mesh identities unless `--trust-domain` says otherwise.
@@ -80,6 +85,8 @@ impl Default for Settings {
         Self {
             sidecar_image: format!("ghcr.io/shardmesh/sidecar:{}", env!("CARGO_PKG_VERSION")),
             mesh_tls: None,
+            tracing_endpoint: None,
+            tracing_sampling_ratio: None,
         }
     }
 }

@@ -168,11 +168,7 @@ pub fn sidecar_container(svc: &ShardedService, settings: &Settings) -> Container
             port("gossip-udp", 7946, "UDP"),
             port("gossip-tcp", 7946, "TCP"),
         ]),
-        env: Some(vec![
-            field_env("SHARDMESH_POD_NAME", "metadata.name"),
-            field_env("SHARDMESH_ADVERTISE_HOST", "status.podIP"),
-            value_env("SHARDMESH_SERVICE", &svc.name_any()),
-        ]),
+        env: Some(sidecar_env(svc, settings, overrides.tracing.is_some())),
         readiness_probe: Some(probe("/ready", 5)),
         liveness_probe: Some(probe("/live", 10)),
         resources: Some(overrides.resources.unwrap_or_else(default_resources)),
@@ -265,6 +261,23 @@ fn default_resources() -> ResourceRequirements {
         )])),
         claims: None,
     }
+}
+
+/// The sidecar's environment: per-pod facts, and the operator's default
+/// collector when the spec names no tracing of its own.
+fn sidecar_env(svc: &ShardedService, settings: &Settings, own_tracing: bool) -> Vec<EnvVar> {
+    let mut env = vec![
+        field_env("SHARDMESH_POD_NAME", "metadata.name"),
+        field_env("SHARDMESH_ADVERTISE_HOST", "status.podIP"),
+        value_env("SHARDMESH_SERVICE", &svc.name_any()),
+    ];
+    if let (false, Some(endpoint)) = (own_tracing, &settings.tracing_endpoint) {
+        env.push(value_env("SHARDMESH_TRACING_ENDPOINT", endpoint));
+        if let Some(ratio) = &settings.tracing_sampling_ratio {
+            env.push(value_env("SHARDMESH_TRACING_SAMPLING_RATIO", ratio));
+        }
+    }
+    env
 }
 
 fn value_env(name: &str, value: &str) -> EnvVar {

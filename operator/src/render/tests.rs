@@ -353,6 +353,7 @@ fn sidecar_overrides_apply() {
         resources: None,
         log_level: Some("debug".into()),
         max_request_body_bytes: None,
+        tracing: None,
     });
     let c = children(&svc);
     assert_eq!(
@@ -366,11 +367,49 @@ fn sidecar_overrides_apply() {
         &sharded_service("ns", "bank"),
         &Settings {
             sidecar_image: "mirror/sidecar:1".into(),
-            mesh_tls: None,
+            ..Settings::default()
         },
     )
     .unwrap();
     assert_eq!(sidecar(&flagged).image.as_deref(), Some("mirror/sidecar:1"));
+}
+
+#[test]
+fn the_operators_default_collector_reaches_sidecars_without_their_own() {
+    let settings = Settings {
+        tracing_endpoint: Some("http://otel-collector.observability:4317".into()),
+        tracing_sampling_ratio: Some("0.25".into()),
+        ..Settings::default()
+    };
+    let env = |c: &Children| -> Vec<(String, String)> {
+        sidecar(c)
+            .env
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| Some((e.name, e.value?)))
+            .collect()
+    };
+    let plain = desired(&sharded_service("ns", "bank"), &settings).unwrap();
+    let plain = env(&plain);
+    assert!(plain.contains(&(
+        "SHARDMESH_TRACING_ENDPOINT".into(),
+        "http://otel-collector.observability:4317".into()
+    )));
+    assert!(plain.contains(&("SHARDMESH_TRACING_SAMPLING_RATIO".into(), "0.25".into())));
+
+    // A spec with its own tracing keeps it (rendered into the config).
+    let mut own = sharded_service("ns", "bank");
+    own.spec.sidecar = Some(SidecarSpec {
+        tracing: Some(shardmesh_config::TracingConfig::to("http://mine:4317")),
+        ..SidecarSpec::default()
+    });
+    let children = desired(&own, &settings).unwrap();
+    assert!(env(&children)
+        .iter()
+        .all(|(k, _)| !k.starts_with("SHARDMESH_TRACING")));
+    let config = render_sidecar_config(&own, &MeshInputs::cluster("ns", 30));
+    assert_eq!(config.tracing.unwrap().endpoint, "http://mine:4317");
 }
 
 #[test]

@@ -19,6 +19,8 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("SHARDMESH_SEEDS", "membership.seeds.static"),
     ("SHARDMESH_LOG_FORMAT", "log.format"),
     ("SHARDMESH_LOG_LEVEL", "log.level"),
+    ("SHARDMESH_TRACING_ENDPOINT", "tracing.endpoint"),
+    ("SHARDMESH_TRACING_SAMPLING_RATIO", "tracing.samplingRatio"),
 ];
 
 /// Applies overrides from `vars` (normally `std::env::vars()`); unknown
@@ -66,8 +68,38 @@ where
                 }
             }
             "SHARDMESH_LOG_LEVEL" => config.log.level = owned,
+            "SHARDMESH_TRACING_ENDPOINT" => match &mut config.tracing {
+                Some(t) => t.endpoint = owned,
+                None => config.tracing = Some(crate::model::TracingConfig::to(owned)),
+            },
+            "SHARDMESH_TRACING_SAMPLING_RATIO" => {
+                let ratio: f64 = value.parse().map_err(|_| {
+                    ConfigError::invalid(
+                        "SHARDMESH_TRACING_SAMPLING_RATIO",
+                        format!("{value:?} is not a number"),
+                    )
+                })?;
+                match &mut config.tracing {
+                    Some(t) => t.sampling_ratio = ratio,
+                    // Kept for the endpoint, which may come later.
+                    None => {
+                        let mut t = crate::model::TracingConfig::to("");
+                        t.sampling_ratio = ratio;
+                        config.tracing = Some(t);
+                    }
+                }
+            }
             _ => {}
         }
+    }
+    // A sampling ratio alone (no endpoint from the file or the environment)
+    // turns nothing on.
+    if config
+        .tracing
+        .as_ref()
+        .is_some_and(|t| t.endpoint.is_empty())
+    {
+        config.tracing = None;
     }
     Ok(())
 }
@@ -102,5 +134,30 @@ mod tests {
         let mut c = SidecarConfig::default();
         let err = apply(&mut c, [("SHARDMESH_LOG_FORMAT", "xml")]).unwrap_err();
         assert!(err.to_string().contains("SHARDMESH_LOG_FORMAT"), "{err}");
+    }
+
+    #[test]
+    fn tracing_turns_on_with_an_endpoint_in_any_order() {
+        let mut c = SidecarConfig::default();
+        apply(
+            &mut c,
+            [
+                ("SHARDMESH_TRACING_SAMPLING_RATIO", "0.5"),
+                ("SHARDMESH_TRACING_ENDPOINT", "http://collector:4317"),
+            ],
+        )
+        .unwrap();
+        let t = c.tracing.unwrap();
+        assert_eq!(t.endpoint, "http://collector:4317");
+        assert_eq!(t.sampling_ratio, 0.5);
+
+        let mut c = SidecarConfig::default();
+        apply(&mut c, [("SHARDMESH_TRACING_SAMPLING_RATIO", "0.5")]).unwrap();
+        assert_eq!(c.tracing, None, "a ratio alone turns nothing on");
+        let err = apply(&mut c, [("SHARDMESH_TRACING_SAMPLING_RATIO", "lots")]).unwrap_err();
+        assert!(
+            err.to_string().contains("SHARDMESH_TRACING_SAMPLING_RATIO"),
+            "{err}"
+        );
     }
 }

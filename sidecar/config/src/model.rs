@@ -39,6 +39,32 @@ pub struct SidecarConfig {
     /// How long a SIGTERM waits for in-flight requests before exiting.
     #[serde(default = "defaults::shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// Distributed tracing (W3C trace context, spans exported over OTLP);
+    /// absent means no spans are made (trace headers still pass through).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingConfig>,
+}
+
+/// Distributed tracing: a span per hop, exported over OTLP/gRPC.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The collector's OTLP/gRPC address, e.g. `http://otel-collector:4317`
+    /// (`SHARDMESH_TRACING_ENDPOINT`).
+    pub endpoint: String,
+    /// Share of requests arriving without a sampled `traceparent` that
+    /// start a sampled trace, 0.0–1.0 (`SHARDMESH_TRACING_SAMPLING_RATIO`).
+    /// A caller's sampling decision is always followed.
+    #[serde(default = "defaults::tracing_sampling_ratio")]
+    pub sampling_ratio: f64,
+    /// Finished spans waiting for export; beyond it spans are dropped (and
+    /// counted in `shardmesh_trace_spans_dropped_total`), never waited for.
+    #[serde(default = "defaults::tracing_queue_size")]
+    pub queue_size: u32,
+    /// Spans per export request.
+    #[serde(default = "defaults::tracing_batch_size")]
+    pub batch_size: u32,
 }
 
 /// The identity of the pod this sidecar runs in.
@@ -471,6 +497,15 @@ pub mod defaults {
     pub fn max_request_body_bytes() -> u64 {
         16 * 1024 * 1024
     }
+    pub fn tracing_sampling_ratio() -> f64 {
+        0.01
+    }
+    pub fn tracing_queue_size() -> u32 {
+        4096
+    }
+    pub fn tracing_batch_size() -> u32 {
+        512
+    }
     pub fn log_level() -> String {
         "info".into()
     }
@@ -607,6 +642,19 @@ impl Default for SidecarConfig {
             log: LogConfig::default(),
             tls: None,
             shutdown_grace_ms: defaults::shutdown_grace_ms(),
+            tracing: None,
+        }
+    }
+}
+
+impl TracingConfig {
+    /// Tracing to `endpoint` with the default sampling and queue.
+    pub fn to(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            sampling_ratio: defaults::tracing_sampling_ratio(),
+            queue_size: defaults::tracing_queue_size(),
+            batch_size: defaults::tracing_batch_size(),
         }
     }
 }

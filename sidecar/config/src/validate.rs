@@ -34,6 +34,24 @@ pub fn validate(config: &SidecarConfig) -> Vec<FieldError> {
         }
     }
     check_host_port(&mut errs, "app.address", &config.app.address);
+    if let Some(t) = &config.tracing {
+        let scheme_ok = t.endpoint.starts_with("http://") || t.endpoint.starts_with("https://");
+        if !scheme_ok {
+            errs.push(
+                "tracing.endpoint",
+                format!("{:?} is not an http:// or https:// URL", t.endpoint),
+            );
+        }
+        if !(0.0..=1.0).contains(&t.sampling_ratio) {
+            errs.push("tracing.samplingRatio", "must be between 0.0 and 1.0");
+        }
+        if t.queue_size == 0 || t.batch_size == 0 {
+            errs.push(
+                "tracing.queueSize",
+                "queueSize and batchSize must be at least 1",
+            );
+        }
+    }
 
     let mut names = BTreeSet::new();
     for (i, service) in config.services.iter().enumerate() {

@@ -14,6 +14,9 @@ use http_body_util::BodyExt;
 
 use crate::errors::BoxError;
 
+pub mod tee;
+pub use tee::Tee;
+
 /// The body type the retry layer works on: any body, boxed.
 pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 

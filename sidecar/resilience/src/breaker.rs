@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod grpc;
 pub mod layer;
 pub mod registry;
 pub mod state;

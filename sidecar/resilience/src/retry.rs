@@ -232,6 +232,10 @@ where
     shared.budget.deposit();
     let mut source = if s.attempts <= 1 || req.extensions().get::<NotRetryable>().is_some() {
         Source::Once(Some(req))
+    } else if crate::breaker::grpc::is_grpc(req.headers()) {
+        // A gRPC call may stream: record while sending instead of reading first.
+        let (parts, body) = req.into_parts();
+        Source::Tee(parts, body::Tee::new(body, s.max_replay_body_bytes))
     } else {
         // Bodiless requests (most) are decided without an await; the reading
         // path is boxed so its large future does not inflate every request's.
@@ -249,6 +253,7 @@ where
 
     let idempotent = match &source {
         Source::Replay(r) => is_idempotent(&r.parts().method, &r.parts().headers),
+        Source::Tee(parts, _) => is_idempotent(&parts.method, &parts.headers),
         Source::Once(_) => false,
     };
     let mut tries = 0;
@@ -260,6 +265,7 @@ where
                 None => return Err("retry loop ran a one-shot request twice".into()),
             },
             Source::Replay(r) => r.request(),
+            Source::Tee(parts, tee) => Request::from_parts(parts.clone(), tee.body()),
         };
         if let Some(d) = deadline {
             stamp_remaining(req.headers_mut(), d)?;
@@ -268,6 +274,7 @@ where
         tries += 1;
         let retryable = match classify(&outcome) {
             _ if matches!(source, Source::Once(_)) => false,
+            _ if matches!(&source, Source::Tee(_, tee) if !tee.replayable()) => false,
             Verdict::Final => false,
             Verdict::RetryAlways => true,
             Verdict::RetryIfIdempotent => idempotent,
@@ -302,6 +309,8 @@ enum Source {
     Once(Option<Request<BoxBody>>),
     /// A buffered request, copied for every try.
     Replay(ReplayableRequest),
+    /// A gRPC call: its head, and its body recorded while it streams.
+    Tee(http::request::Parts, body::Tee),
 }
 
 /// One try, bounded by the per-try timeout and the deadline, whichever is

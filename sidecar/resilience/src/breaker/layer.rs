@@ -129,8 +129,12 @@ where
                 .take()
                 .unwrap_or_else(|| "breaker future polled after completion".into()))),
             StateProj::Running { inner, ticket } => {
-                let result = std::task::ready!(inner.poll(cx)).map_err(Into::into);
-                if let Some(t) = ticket.take() {
+                let mut result = std::task::ready!(inner.poll(cx)).map_err(Into::into);
+                // gRPC answers are judged by `grpc-status` (see `grpc`).
+                let ticket = ticket
+                    .take()
+                    .and_then(|t| super::grpc::settle(&mut result, t));
+                if let Some(t) = ticket {
                     match judge(&result) {
                         Judgement::Success => t.finish(true),
                         Judgement::Failure => t.finish(false),

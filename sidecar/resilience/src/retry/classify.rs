@@ -51,6 +51,10 @@ pub fn classify<B>(outcome: &Result<Response<B>, BoxError>) -> Verdict {
 }
 
 fn classify_response<B>(rsp: &Response<B>) -> Verdict {
+    // gRPC's rule: UNAVAILABLE before any response message is retried.
+    if crate::breaker::grpc::is_unavailable_before_any_message(rsp) {
+        return Verdict::RetryAlways;
+    }
     let refused = rsp
         .headers()
         .get(ERROR_HEADER)
