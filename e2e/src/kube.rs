@@ -142,6 +142,24 @@ impl ControlPlane {
         cmd
     }
 
+    /// Waits until each named CRD is Established (`kubectl wait` fails
+    /// when asked before the API server has written the CRD's status).
+    pub fn wait_established(&self, crds: &[&str]) -> Result<(), String> {
+        for crd in crds {
+            let established = crate::poll(Duration::from_secs(60), || {
+                let out = self
+                    .kubectl()
+                    .args(["get", "crd", crd, "-o"])
+                    .arg("jsonpath={.status.conditions[?(@.type==\"Established\")].status}")
+                    .output()
+                    .ok()?;
+                (String::from_utf8_lossy(&out.stdout).trim() == "True").then_some(())
+            });
+            established.ok_or_else(|| format!("CRD {crd} not Established within 60 s"))?;
+        }
+        Ok(())
+    }
+
     /// An admin client.
     pub async fn client(&self) -> Result<Client, String> {
         client_for(&self.kubeconfig()).await

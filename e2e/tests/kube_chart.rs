@@ -225,16 +225,12 @@ fn chart_installs_upgrades_and_uninstalls_with_the_real_helm() {
     // 2. With the Prometheus Operator's API: every toggle on creates the
     //    monitors; an upgrade to defaults removes them; uninstall the rest.
     apply_stdin(&cp, &monitoring_crds(), "apply");
-    let mut wait = cp.kubectl();
-    wait.args([
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/servicemonitors.monitoring.coreos.com",
-        "crd/podmonitors.monitoring.coreos.com",
-        "crd/prometheusrules.monitoring.coreos.com",
-    ]);
-    run(wait, "kubectl wait for the monitoring CRDs");
+    cp.wait_established(&[
+        "servicemonitors.monitoring.coreos.com",
+        "podmonitors.monitoring.coreos.com",
+        "prometheusrules.monitoring.coreos.com",
+    ])
+    .expect("the monitoring CRDs are Established");
     let ns = "chart-monitoring";
     helm(
         &cp,

@@ -343,14 +343,8 @@ async fn operator_with_the_charts_rbac_on_a_real_api_server() {
         !stderr.to_lowercase().contains("warning"),
         "applying the CRD printed: {stderr}"
     );
-    let mut wait = cp.kubectl();
-    wait.args([
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/shardedservices.shardmesh.io",
-    ]);
-    must(wait, "CRD Established");
+    cp.wait_established(&["shardedservices.shardmesh.io"])
+        .expect("the CRD is Established");
     let mut helm = cp.helm();
     helm.arg("install")
         .arg(RELEASE)
