@@ -266,7 +266,13 @@ async fn scenario(outbound: &[String]) {
         },
         "t",
     );
-    r.set_timeout(Duration::from_millis(300));
+    // The mesh's deadline (300 ms, `x-shardmesh-timeout-ms` wins over
+    // `grpc-timeout`) passes first: tonic's own timer would race a mesh
+    // deadline taken from the same `grpc-timeout`, and win by the path's
+    // latency, answering CANCELLED itself.
+    r.set_timeout(Duration::from_secs(3));
+    r.metadata_mut()
+        .insert("x-shardmesh-timeout-ms", "300".parse().unwrap());
     let started = std::time::Instant::now();
     let status = a.add(r).await.expect_err("deadline");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");

@@ -44,6 +44,8 @@ const BATCH_DELAY: Duration = Duration::from_secs(1);
 pub struct Tracer {
     tracer: SdkTracer,
     propagator: Arc<TraceContextPropagator>,
+    /// `tracing.samplingRatio`, clamped to 0.0–1.0.
+    ratio: f64,
     /// Kept so the provider (and the processor) lives as long as the tracer.
     _provider: SdkTracerProvider,
 }
@@ -58,9 +60,9 @@ pub enum Hop {
 }
 
 /// The span of one hop; ends (and is queued for export) on [`HopSpan::end`]
-/// or when dropped.
+/// or when dropped. `None`: the request is not sampled, and no span exists.
 pub struct HopSpan {
-    cx: Context,
+    cx: Option<Context>,
 }
 
 /// What the outbound routing learns about a request on its tries, read into
@@ -110,15 +112,16 @@ impl Tracer {
             0.0
         };
         let provider = SdkTracerProvider::builder()
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                ratio,
-            ))))
+            // Only sampled requests reach the SDK (see `hop`): new traces
+            // are sampled by `ratio` before, sampled parents are followed.
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
             .with_span_processor(QueueProcessor { tx, dropped })
             .with_resource(resource)
             .build();
         Ok(Self {
             tracer: provider.tracer("shardmesh-sidecar"),
             propagator: Arc::new(TraceContextPropagator::new()),
+            ratio,
             _provider: provider,
         })
     }
@@ -126,7 +129,22 @@ impl Tracer {
     /// Starts the span of a hop as the child of the trace context in
     /// `headers` (a new trace when none), and writes the span's own context
     /// into `headers` for the next hop.
+    ///
+    /// Requests that will not be sampled skip the SDK: an unsampled
+    /// `traceparent` passes on as it came, and a new trace that the ratio
+    /// does not sample gets a fresh unsampled `traceparent` (so the next hop
+    /// does not sample it either). Only sampled requests make a span.
     pub fn hop(&self, hop: Hop, service: &str, headers: &mut HeaderMap) -> HopSpan {
+        match headers.get(TRACEPARENT).and_then(sampled) {
+            Some(false) => return HopSpan { cx: None },
+            Some(true) => {}
+            None if self.sample_new() => {}
+            None => {
+                headers.insert(TRACEPARENT, unsampled_traceparent());
+                headers.remove(TRACESTATE);
+                return HopSpan { cx: None };
+            }
+        }
         let parent = self.propagator.extract(&HeaderReader(headers));
         let (name, kind) = match hop {
             Hop::Outbound => ("shardmesh outbound", SpanKind::Client),
@@ -150,8 +168,48 @@ impl Tracer {
         let cx = parent.with_span(span);
         self.propagator
             .inject_context(&cx, &mut HeaderWriter(headers));
-        HopSpan { cx }
+        HopSpan { cx: Some(cx) }
     }
+
+    /// Whether a new trace is sampled: with probability `ratio`.
+    fn sample_new(&self) -> bool {
+        self.ratio >= 1.0 || (self.ratio > 0.0 && rand::random::<f64>() < self.ratio)
+    }
+}
+
+/// `traceparent`, W3C trace context.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// `tracestate`, W3C trace context.
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// The sampled flag of a valid version-00 `traceparent`
+/// (`00-<32 hex>-<16 hex>-<2 hex>`, ids not all zero); `None` when invalid.
+fn sampled(value: &HeaderValue) -> Option<bool> {
+    let v = value.as_bytes();
+    let hex = |b: &[u8]| {
+        b.iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    };
+    let zero = |b: &[u8]| b.iter().all(|&c| c == b'0');
+    if v.len() != 55 || &v[..3] != b"00-" || v[35] != b'-' || v[52] != b'-' {
+        return None;
+    }
+    let (trace, span, flags) = (&v[3..35], &v[36..52], &v[53..55]);
+    if !hex(trace) || !hex(span) || !hex(flags) || zero(trace) || zero(span) {
+        return None;
+    }
+    let low = char::from(flags[1]).to_digit(16)?;
+    Some(low & 1 == 1)
+}
+
+/// A new, unsampled `traceparent` with random ids.
+fn unsampled_traceparent() -> HeaderValue {
+    let trace = rand::random::<u128>().max(1);
+    let span = rand::random::<u64>().max(1);
+    let text = format!("00-{trace:032x}-{span:016x}-00");
+    HeaderValue::from_str(&text).unwrap_or_else(|_| {
+        HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-00")
+    })
 }
 
 // === impl HopSpan ===
@@ -159,18 +217,23 @@ impl Tracer {
 impl HopSpan {
     /// Whether the span is recorded (sampled): attributes are worth adding.
     pub fn is_recording(&self) -> bool {
-        self.cx.span().is_recording()
+        self.cx.as_ref().is_some_and(|cx| cx.span().is_recording())
     }
 
     /// Adds an attribute.
     pub fn set(&self, attribute: KeyValue) {
-        self.cx.span().set_attribute(attribute);
+        if let Some(cx) = &self.cx {
+            cx.span().set_attribute(attribute);
+        }
     }
 
     /// Ends the span with the response's status code and mesh reason (an
     /// empty reason: the app answered).
     pub fn end(self, status: u16, reason: &str, grpc_status: Option<&HeaderValue>) {
-        let span = self.cx.span();
+        let Some(cx) = self.cx else {
+            return;
+        };
+        let span = cx.span();
         if span.is_recording() {
             span.set_attribute(KeyValue::new(
                 "http.response.status_code",

@@ -32,7 +32,13 @@ async fn starts_a_trace_and_each_hop_is_the_child_of_the_last() {
     assert_eq!(second[1], first[1], "one trace");
     assert_ne!(second[2], first[2], "a span of its own");
     assert_eq!(
-        inb.cx.span().span_context().trace_id().to_string(),
+        inb.cx
+            .as_ref()
+            .unwrap()
+            .span()
+            .span_context()
+            .trace_id()
+            .to_string(),
         first[1]
     );
     inb.end(200, "", None);
@@ -56,6 +62,47 @@ async fn follows_the_callers_decision_and_samples_new_traces_by_ratio() {
     assert_eq!(tp[3], "01", "the caller sampled it");
     assert!(span.is_recording());
     span.end(200, "", None);
+}
+
+#[tokio::test]
+async fn an_unsampled_traceparent_passes_on_untouched_without_a_span() {
+    let (t, _) = tracer(1.0, 16);
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+    let mut h = HeaderMap::new();
+    h.insert("traceparent", HeaderValue::from_static(incoming));
+    h.insert("tracestate", HeaderValue::from_static("vendor=x"));
+    let span = t.hop(Hop::Inbound, "tally", &mut h);
+    assert!(!span.is_recording());
+    assert_eq!(h["traceparent"], incoming);
+    assert_eq!(h["tracestate"], "vendor=x");
+    span.end(200, "", None);
+}
+
+#[test]
+fn reads_the_sampled_flag_of_valid_traceparents_only() {
+    let tp = |s: &'static str| sampled(&HeaderValue::from_static(s));
+    assert_eq!(
+        tp("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        Some(true)
+    );
+    assert_eq!(
+        tp("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+        Some(false)
+    );
+    assert_eq!(
+        tp("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03"),
+        Some(true)
+    );
+    for bad in [
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
+        "zz-nonsense",
+    ] {
+        assert_eq!(tp(bad), None, "{bad}");
+    }
 }
 
 #[tokio::test]
