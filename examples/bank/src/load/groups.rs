@@ -28,7 +28,7 @@ pub struct Group {
     pub requests: u64,
     /// Requests that failed.
     pub failed: u64,
-    /// Success rate (1.0 without requests).
+    /// Success rate (1.0 without requests), set by [`Group::reported`].
     pub success_rate: f64,
     /// Failures by `x-shardmesh-error` reason (or client-side cause).
     pub by_reason: BTreeMap<String, u64>,
@@ -84,7 +84,6 @@ impl Group {
             };
             *self.by_reason.entry(reason).or_default() += 1;
         }
-        self.success_rate = 1.0 - self.failed as f64 / self.requests as f64;
     }
 
     /// Adds another worker's counts.
@@ -94,11 +93,23 @@ impl Group {
         for (k, v) in &other.by_reason {
             *self.by_reason.entry(k.clone()).or_default() += v;
         }
-        self.success_rate = if self.requests == 0 {
-            1.0
-        } else {
-            1.0 - self.failed as f64 / self.requests as f64
-        };
+    }
+
+    /// The counts with their success rate, for the report.
+    pub fn reported(&self) -> Self {
+        Self {
+            success_rate: success_rate(self.failed, self.requests),
+            ..self.clone()
+        }
+    }
+}
+
+/// `1 - failed / requests`, and 1.0 without requests.
+pub fn success_rate(failed: u64, requests: u64) -> f64 {
+    if requests == 0 {
+        1.0
+    } else {
+        1.0 - failed as f64 / requests as f64
     }
 }
 

@@ -90,18 +90,14 @@ impl Summary {
             throughput_rps: stats.requests as f64 / secs,
             latency_ms,
             failed_requests: stats.failed,
-            success_rate: if stats.requests == 0 {
-                1.0
-            } else {
-                1.0 - stats.failed as f64 / stats.requests as f64
-            },
+            success_rate: crate::load::groups::success_rate(stats.failed, stats.requests),
             by_kind: stats.by_kind.clone(),
             by_status: stats.by_status.clone(),
             by_reason: stats.by_reason.clone(),
             groups: stats
                 .groups
                 .iter()
-                .map(|(k, v)| ((*k).to_string(), v.clone()))
+                .map(|(k, v)| ((*k).to_string(), v.reported()))
                 .collect(),
             app_errors: stats.app_errors.clone(),
             failovers: stats.failovers,
