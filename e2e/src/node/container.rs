@@ -395,18 +395,23 @@ async fn supervise(
         }
         let delay = backoff.delay(since.elapsed());
         set(&view, &changed, |v| {
-            v.last = Some(exit);
+            v.last = Some(exit.clone());
             v.restarts += 1;
             v.started = false;
             v.ready = false;
-            v.state = State::Waiting {
-                reason: "CrashLoopBackOff".into(),
-                message: format!(
-                    "back-off {}s restarting failed container={} pod={}",
-                    delay.as_secs(),
-                    spec.name,
-                    pod.metadata.name.clone().unwrap_or_default()
-                ),
+            // The first restart is at once: no back-off to report.
+            v.state = if delay.is_zero() {
+                State::Terminated(exit)
+            } else {
+                State::Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                    message: format!(
+                        "back-off {}s restarting failed container={} pod={}",
+                        delay.as_secs(),
+                        spec.name,
+                        pod.metadata.name.clone().unwrap_or_default()
+                    ),
+                }
             };
         });
         if wait_or_stop(delay, &mut stop).await {
