@@ -10,7 +10,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -26,7 +25,7 @@ const NETNS_ENV: &str = "SHARDMESH_KUBE_NETNS";
 const NODE: &str = "node-1";
 
 /// One agent at a time: they would share the Node.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A running agent with its control plane and a namespace of its own.
 struct Harness {
@@ -72,13 +71,33 @@ fn netns_list() -> Vec<String> {
         .collect()
 }
 
+/// Starts `shardmesh-node-agent` with its log appended to `STATE/agent.log`.
+fn spawn_agent(cp: &ControlPlane, state: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state.join("agent.log"))
+        .expect("agent log");
+    Command::new(env!("CARGO_BIN_EXE_shardmesh-node-agent"))
+        .arg("--kubeconfig")
+        .arg(cp.kubeconfig())
+        .args(["--node-name", NODE, "--images"])
+        .arg(state.join("images.yaml"))
+        .arg("--state-dir")
+        .arg(state)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start shardmesh-node-agent")
+}
+
 impl Harness {
-    async fn start(name: &str) -> Option<(Self, std::sync::MutexGuard<'static, ()>)> {
+    async fn start(name: &str) -> Option<(Self, tokio::sync::MutexGuard<'static, ()>)> {
         if let Some(why) = skip_reason() {
             println!("skipped: {why}");
             return None;
         }
-        let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = SERIAL.lock().await;
         let cp = match ControlPlane::for_test() {
             Ok(cp) => cp,
             Err(why) => {
@@ -99,18 +118,7 @@ impl Harness {
             ),
         )
         .expect("image table");
-        let log = std::fs::File::create(state.join("agent.log")).expect("agent log");
-        let agent = Command::new(env!("CARGO_BIN_EXE_shardmesh-node-agent"))
-            .arg("--kubeconfig")
-            .arg(cp.kubeconfig())
-            .args(["--node-name", NODE, "--images"])
-            .arg(&table)
-            .arg("--state-dir")
-            .arg(&state)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start shardmesh-node-agent");
+        let agent = spawn_agent(&cp, &state);
         let ns = format!("node-{name}");
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let _ = namespaces
@@ -874,13 +882,86 @@ async fn a_statefulset_runs_on_the_bridge() {
     sts.delete("web", &DeleteParams::foreground())
         .await
         .expect("delete statefulset");
-    for i in 0..3 {
-        h.wait_gone(&format!("web-{i}"), 60).await;
+    // The StatefulSet controller may still recreate a pod while the GC
+    // deletes the set: wait until no pod and no pod namespace is left.
+    let pods = h.pods();
+    let clean = poll_async(Duration::from_secs(60), || async {
+        let left = pods.list(&Default::default()).await.ok()?.items.len();
+        (left == 0 && netns_list().is_empty()).then_some(())
+    })
+    .await;
+    assert!(
+        clean.is_some(),
+        "pods or namespaces left: {:?}\n{}",
+        netns_list(),
+        h.agent_log()
+    );
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_leaves_nothing_after_a_restart() {
+    let Some((mut h, _guard)) = Harness::start("restart").await else {
+        return;
+    };
+    h.create_pod(json!({
+        "metadata": {"name": "survivor"},
+        "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "shardmesh.test/sh", "command": ["sh", "-c", "echo started; exec sleep 3600"]}]}
+    }))
+    .await;
+    let first = h
+        .wait_pod("survivor", 30, "Ready", |p| {
+            condition(p, "Ready").as_deref() == Some("True")
+        })
+        .await;
+    let uid = first.metadata.uid.clone().unwrap_or_default();
+    let ip = first.status.as_ref().and_then(|s| s.pod_ip.clone());
+    h.wait_log(&first, "c", "started").await;
+    // SIGKILL: the agent cannot clean up, its pod keeps running.
+    if let Some(mut agent) = h.agent.take() {
+        let _ = agent.kill();
+        let _ = agent.wait();
     }
     assert!(
-        netns_list().is_empty(),
-        "every pod namespace removed: {:?}",
-        netns_list()
+        netns_list().contains(&pod_netns(&uid)),
+        "the killed agent's pod namespace is still there"
     );
+    // A new agent removes the stale namespace with its processes and runs the pod again.
+    h.agent = Some(spawn_agent(&h.cp, &h.state));
+    let twice = poll_async(Duration::from_secs(30), || async {
+        (h.log(&first, "c").matches("started").count() >= 2).then_some(())
+    })
+    .await;
+    assert!(
+        twice.is_some(),
+        "the pod ran again: {}\n{}",
+        h.log(&first, "c"),
+        h.agent_log()
+    );
+    assert!(
+        h.agent_log().contains("removed stale pod namespaces"),
+        "{}",
+        h.agent_log()
+    );
+    let again = h
+        .wait_pod("survivor", 30, "Ready on the new agent", |p| {
+            condition(p, "Ready").as_deref() == Some("True")
+                && status_json(p)["containerStatuses"][0]["restartCount"] == 0
+        })
+        .await;
+    assert_eq!(
+        again.status.as_ref().and_then(|s| s.pod_ip.clone()),
+        ip,
+        "it keeps its address"
+    );
+    let out = Command::new("ip")
+        .args(["netns", "pids", &pod_netns(&uid)])
+        .output()
+        .expect("ip netns pids");
+    let pids = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .count();
+    assert_eq!(pids, 1, "only the new sleep runs in the pod namespace");
     h.stop();
 }
