@@ -832,6 +832,26 @@ async fn a_statefulset_runs_on_the_bridge() {
             .unwrap_or_default();
         println!("agent running 3 pods: {rss}");
     }
+    // No write churn: in a quiet window after Ready (readiness probes run
+    // every second), the agent writes no pod status. The audit log is
+    // flushed in batches of at most 1 s, hence the settling wait.
+    let status_writes = |cp: &ControlPlane| {
+        cp.audit_events()
+            .iter()
+            .filter(|e| {
+                e.is_write()
+                    && e.object_ref.as_ref().is_some_and(|o| {
+                        o.resource == "pods" && o.subresource.as_deref() == Some("status")
+                    })
+            })
+            .count()
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let before = status_writes(&h.cp);
+    std::thread::sleep(Duration::from_secs(6));
+    let after = status_writes(&h.cp);
+    assert_eq!(after, before, "pod status writes in a steady 6 s window");
+    println!("steady state: 0 pod status writes in 6 s ({before} before, for 3 pods' lifecycle)");
     let mut ips = Vec::new();
     let mut uids = Vec::new();
     for i in 0..3 {
