@@ -851,7 +851,7 @@ async fn a_statefulset_runs_on_the_bridge() {
     std::thread::sleep(Duration::from_secs(6));
     let after = status_writes(&h.cp);
     assert_eq!(after, before, "pod status writes in a steady 6 s window");
-    println!("steady state: 0 pod status writes in 6 s ({before} before, for 3 pods' lifecycle)");
+    println!("steady state: 0 pod status writes in 6 s");
     let mut ips = Vec::new();
     let mut uids = Vec::new();
     for i in 0..3 {
