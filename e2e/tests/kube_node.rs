@@ -18,7 +18,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 use shardmesh_e2e::kube::{poll_async, ControlPlane};
-use shardmesh_e2e::node::sandbox::Sandbox;
+use shardmesh_e2e::node::sandbox::{self, Sandbox};
 
 /// The node netns the test must run in.
 const NETNS_ENV: &str = "SHARDMESH_KUBE_NETNS";
@@ -55,11 +55,8 @@ fn skip_reason() -> Option<String> {
     None
 }
 
-fn pod_netns(uid: &str) -> String {
-    Sandbox::named(uid, std::net::Ipv4Addr::UNSPECIFIED).netns
-}
-
-fn netns_list() -> Vec<String> {
+/// Every network namespace of the machine with `prefix`.
+fn netns_with(prefix: &str) -> Vec<String> {
     let out = Command::new("ip")
         .args(["netns", "list"])
         .output()
@@ -67,7 +64,7 @@ fn netns_list() -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .filter(|n| n.starts_with("smpod-"))
+        .filter(|n| n.starts_with(prefix))
         .collect()
 }
 
@@ -154,6 +151,21 @@ impl Harness {
         .await
         .expect("default ServiceAccount");
         Some((h, guard))
+    }
+
+    /// The network namespace of the pod with `uid`.
+    fn pod_netns(&self, uid: &str) -> String {
+        Sandbox::named(
+            &sandbox::scope(&self.state),
+            uid,
+            std::net::Ipv4Addr::UNSPECIFIED,
+        )
+        .netns
+    }
+
+    /// This agent's pod namespaces.
+    fn netns_list(&self) -> Vec<String> {
+        netns_with(&sandbox::scope(&self.state))
     }
 
     fn agent_log(&self) -> String {
@@ -263,7 +275,7 @@ impl Harness {
             "agent did not exit cleanly: {status:?}\n{}",
             self.agent_log()
         );
-        let left = netns_list();
+        let left = self.netns_list();
         assert!(left.is_empty(), "namespaces left behind: {left:?}");
         println!(
             "agent stopped in {:.1}s, no namespace left",
@@ -491,7 +503,7 @@ exec sleep 3600
     for p in ["/sub", "/info", "/scratch", "/run/secrets/tokens"] {
         assert!(!Path::new(p).exists(), "the host got {p}");
     }
-    assert!(netns_list().contains(&pod_netns(&uid)));
+    assert!(h.netns_list().contains(&h.pod_netns(&uid)));
 
     h.pods()
         .delete("volumes", &DeleteParams::default())
@@ -503,7 +515,7 @@ exec sleep 3600
         took.as_secs_f64()
     );
     assert!(
-        !netns_list().contains(&pod_netns(&uid)),
+        !h.netns_list().contains(&h.pod_netns(&uid)),
         "pod netns removed with the pod"
     );
     h.stop();
@@ -664,7 +676,7 @@ async fn crashes_restart_with_backoff_and_liveness_kills() {
     let running = h
         .wait_pod("killed", 30, "Running", |p| phase(p) == "Running")
         .await;
-    let ns = pod_netns(&running.metadata.uid.clone().unwrap_or_default());
+    let ns = h.pod_netns(&running.metadata.uid.clone().unwrap_or_default());
     let out = Command::new("ip")
         .args(["netns", "pids", &ns])
         .output()
@@ -879,7 +891,7 @@ async fn a_statefulset_runs_on_the_bridge() {
             .args([
                 "netns",
                 "exec",
-                &pod_netns(&uids[0]),
+                &h.pod_netns(&uids[0]),
                 "curl",
                 "-s",
                 "-m",
@@ -907,13 +919,13 @@ async fn a_statefulset_runs_on_the_bridge() {
     let pods = h.pods();
     let clean = poll_async(Duration::from_secs(60), || async {
         let left = pods.list(&Default::default()).await.ok()?.items.len();
-        (left == 0 && netns_list().is_empty()).then_some(())
+        (left == 0 && h.netns_list().is_empty()).then_some(())
     })
     .await;
     assert!(
         clean.is_some(),
         "pods or namespaces left: {:?}\n{}",
-        netns_list(),
+        h.netns_list(),
         h.agent_log()
     );
     h.stop();
@@ -944,7 +956,7 @@ async fn a_killed_agent_leaves_nothing_after_a_restart() {
         let _ = agent.wait();
     }
     assert!(
-        netns_list().contains(&pod_netns(&uid)),
+        h.netns_list().contains(&h.pod_netns(&uid)),
         "the killed agent's pod namespace is still there"
     );
     // A new agent removes the stale namespace with its processes and runs the pod again.
@@ -976,7 +988,7 @@ async fn a_killed_agent_leaves_nothing_after_a_restart() {
         "it keeps its address"
     );
     let out = Command::new("ip")
-        .args(["netns", "pids", &pod_netns(&uid)])
+        .args(["netns", "pids", &h.pod_netns(&uid)])
         .output()
         .expect("ip netns pids");
     let pids = String::from_utf8_lossy(&out.stdout)

@@ -337,7 +337,7 @@ impl Worker {
             (ip, ipam.prefix())
         };
         let uid = self.pod.metadata.uid.clone().unwrap_or_default();
-        let sb = Sandbox::named(&uid, ip);
+        let sb = Sandbox::named(&self.agent.scope, &uid, ip);
         if let Err(e) = sb.create(&self.agent.cfg, prefix).await {
             if let Ok(mut ipam) = self.agent.ipam.lock() {
                 ipam.release(ip);
