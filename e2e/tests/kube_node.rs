@@ -711,8 +711,11 @@ async fn graceful_deletion_and_bad_pods() {
         "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 20,
             "volumes": [{"name": "d", "emptyDir": {}}],
             "containers": [{"name": "c", "image": "shardmesh.test/sh",
-                "command": ["sh", "-c", "trap 'echo \"term after $(cat /d/hook)\"; exit 0' TERM; echo up; while true; do sleep 0.2; done"],
-                "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "echo prestop > /d/hook"]}}},
+                "command": ["sh", "-c", "trap 'echo \"term after $(cat /d/hook), $(cat /d/post)\"; exit 0' TERM; echo up; while true; do sleep 0.2; done"],
+                "lifecycle": {
+                    "postStart": {"exec": {"command": ["sh", "-c", "echo poststart > /d/post"]}},
+                    "preStop": {"exec": {"command": ["sh", "-c", "echo prestop > /d/hook"]}}
+                },
                 "volumeMounts": [{"name": "d", "mountPath": "/d"}]}]}
     })).await;
     h.create_pod(json!({
@@ -751,7 +754,8 @@ async fn graceful_deletion_and_bad_pods() {
         "SIGTERM honoured well within the 20 s grace: {polite_took:?}"
     );
     assert!(
-        h.log(&polite, "c").contains("term after prestop"),
+        h.log(&polite, "c")
+            .contains("term after prestop, poststart"),
         "preStop ran before SIGTERM: {}",
         h.log(&polite, "c")
     );
@@ -847,21 +851,23 @@ async fn a_statefulset_runs_on_the_bridge() {
     // No write churn: in a quiet window after Ready (readiness probes run
     // every second), the agent writes no pod status. The audit log is
     // flushed in batches of at most 1 s, hence the settling wait.
-    let status_writes = |cp: &ControlPlane| {
-        cp.audit_events()
+    let status_writes = |h: &Harness| {
+        h.cp.audit_events()
             .iter()
             .filter(|e| {
                 e.is_write()
                     && e.object_ref.as_ref().is_some_and(|o| {
-                        o.resource == "pods" && o.subresource.as_deref() == Some("status")
+                        o.resource == "pods"
+                            && o.subresource.as_deref() == Some("status")
+                            && o.namespace.as_deref() == Some(h.ns.as_str())
                     })
             })
             .count()
     };
     std::thread::sleep(Duration::from_secs(2));
-    let before = status_writes(&h.cp);
+    let before = status_writes(&h);
     std::thread::sleep(Duration::from_secs(6));
-    let after = status_writes(&h.cp);
+    let after = status_writes(&h);
     assert_eq!(after, before, "pod status writes in a steady 6 s window");
     println!("steady state: 0 pod status writes in 6 s");
     let mut ips = Vec::new();

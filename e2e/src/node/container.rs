@@ -317,7 +317,7 @@ async fn supervise(
         set(&view, &changed, |v| {
             v.state = State::Running(started_at);
             v.container_id = Some(id.clone());
-            v.started = spec.startup_probe.is_none();
+            v.started = spec.startup_probe.is_none() && post_start(&spec).is_none();
             v.ready = v.started && spec.readiness_probe.is_none();
         });
         let target = Target {
@@ -479,7 +479,13 @@ impl ProbeSpec {
     }
 }
 
-/// Runs the probes; returns only when the container must be killed (why).
+/// The container's postStart hook, if any.
+fn post_start(spec: &Container) -> Option<&k8s_openapi::api::core::v1::LifecycleHandler> {
+    spec.lifecycle.as_ref().and_then(|l| l.post_start.as_ref())
+}
+
+/// Runs the postStart hook, then the probes; returns only when the
+/// container must be killed (why).
 async fn probe_loop(
     spec: &Container,
     target: &Target,
@@ -487,6 +493,26 @@ async fn probe_loop(
     view: &Mutex<View>,
     changed: &Notify,
 ) -> String {
+    if let Some(hook) = post_start(spec) {
+        // Kubelet gives the hook no timeout of its own; 30 s bound it here
+        // so a stuck hook cannot hang the container.
+        if let Err(e) = probes::run(
+            &Action::of_hook(hook),
+            spec,
+            target,
+            Duration::from_secs(30),
+        )
+        .await
+        {
+            return format!("PostStartHook failed: {e}");
+        }
+        if spec.startup_probe.is_none() {
+            set(view, changed, |v| {
+                v.started = true;
+                v.ready = spec.readiness_probe.is_none();
+            });
+        }
+    }
     if let Some(p) = &spec.startup_probe {
         let p = ProbeSpec::new(p);
         tokio::time::sleep_until((since + p.initial).into()).await;

@@ -397,7 +397,15 @@ impl Worker {
             return;
         }
         let api: Api<Pod> = Api::namespaced(self.agent.client.clone(), &self.namespace());
-        let patch = serde_json::json!({"status": status});
+        // podIPs and hostIPs merge by `ip` in a strategic patch: replace
+        // them whole, or a new address would be added beside the old one.
+        let mut body = status.clone();
+        for key in ["podIPs", "hostIPs"] {
+            if let Some(list) = body.get_mut(key).and_then(Value::as_array_mut) {
+                list.push(serde_json::json!({"$patch": "replace"}));
+            }
+        }
+        let patch = serde_json::json!({"status": body});
         match api
             .patch_status(
                 &self.name(),
