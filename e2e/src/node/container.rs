@@ -305,6 +305,7 @@ async fn supervise(
             }
         };
         let pid = child.id().unwrap_or_default();
+        wait_exec(&mut child, plan.ready.as_deref()).await;
         let uid_short: String = pod
             .metadata
             .uid
@@ -419,6 +420,22 @@ async fn supervise(
         }
     }
     set(&view, &changed, |v| v.done = true);
+}
+
+/// Waits until the shim has set up the container's namespaces and execs
+/// (or died, or 30 s passed): hooks and exec probes enter those namespaces.
+async fn wait_exec(child: &mut tokio::process::Child, ready: Option<&std::path::Path>) {
+    let Some(ready) = ready else { return };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::fs::metadata(ready).is_ok_and(|m| m.len() > 0) {
+            return;
+        }
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// The pod's termination grace period (its deletion grace when deleting).
@@ -695,6 +712,7 @@ async fn plan(
             .map(PathBuf::from),
         uid,
         gid,
+        ready: Some(ctx.dir.join("plans").join(format!("{}.ready", spec.name))),
     };
     Ok((plan, env))
 }
@@ -727,6 +745,9 @@ fn spawn(ctx: &PodCtx, name: &str, plan: &Plan) -> Result<tokio::process::Child,
     let plans = ctx.dir.join("plans");
     std::fs::create_dir_all(&plans).map_err(|e| format!("{}: {e}", plans.display()))?;
     let plan_file = plans.join(format!("{name}.json"));
+    if let Some(ready) = &plan.ready {
+        let _ = std::fs::remove_file(ready);
+    }
     let body = serde_json::to_vec_pretty(plan).map_err(|e| e.to_string())?;
     std::fs::write(&plan_file, body).map_err(|e| format!("{}: {e}", plan_file.display()))?;
     let log_path = ctx.dir.join(format!("{name}.log"));

@@ -43,6 +43,9 @@ pub struct Plan {
     pub uid: Option<u32>,
     /// `runAsGroup`.
     pub gid: Option<u32>,
+    /// A host file the shim writes to just before the exec: until then the
+    /// namespaces are half set up and no hook or probe may enter them.
+    pub ready: Option<PathBuf>,
 }
 
 /// One bind mount: a host path at a path inside the container's view.
@@ -72,6 +75,11 @@ pub fn main(plan_file: &Path) -> ExitCode {
 }
 
 fn run(plan: &Plan) -> String {
+    // Opened before any root change; closed by the exec (close-on-exec).
+    let mut ready = match plan.ready.as_ref().map(std::fs::File::create).transpose() {
+        Ok(r) => r,
+        Err(e) => return format!("ready file: {e}"),
+    };
     if let Err(e) = setup(plan) {
         return e;
     }
@@ -89,6 +97,10 @@ fn run(plan: &Plan) -> String {
     }
     if let Some(uid) = plan.uid {
         cmd.uid(uid);
+    }
+    if let Some(f) = ready.as_mut() {
+        use std::io::Write;
+        let _ = f.write_all(b"exec\n");
     }
     let e = cmd.exec();
     format!("exec {prog}: {e}")
