@@ -143,6 +143,16 @@ impl Harness {
         })
         .await;
         assert!(ready.is_some(), "node {NODE} not Ready: {}", h.agent_log());
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(h.client.clone(), "kube-node-lease");
+        let lease = poll_async(Duration::from_secs(30), || async {
+            leases.get_opt(NODE).await.ok()?
+        })
+        .await
+        .expect("the node's Lease");
+        let spec = lease.spec.unwrap_or_default();
+        assert_eq!(spec.holder_identity.as_deref(), Some(NODE));
+        assert!(spec.renew_time.is_some(), "the Lease is renewed");
         let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
             Api::namespaced(h.client.clone(), &h.ns);
         poll_async(Duration::from_secs(30), || async {
