@@ -3,8 +3,9 @@
 //! by `nodeName`), run by the agent as processes in their own network and
 //! mount namespaces on the node's bridge.
 //!
-//! Needs root, `SHARDMESH_KUBE_E2E=1` and the node netns with its bridge
-//! (`SHARDMESH_KUBE_NETNS`, the control plane bound to its 10.244.0.1):
+//! Needs root, `SHARDMESH_KUBE_E2E=1` and a node netns of its own with the
+//! bridge (`SHARDMESH_NODE_TEST_NETNS`, the control plane bound to its
+//! 10.244.0.1, and no other agent: these tests start theirs):
 //! `scripts/kube/node-test` sets all of that up and removes it. Otherwise
 //! each test prints why it skips.
 
@@ -20,8 +21,8 @@ use serde_json::{json, Value};
 use shardmesh_e2e::kube::{poll_async, ControlPlane};
 use shardmesh_e2e::node::sandbox::{self, Sandbox};
 
-/// The node netns the test must run in.
-const NETNS_ENV: &str = "SHARDMESH_KUBE_NETNS";
+/// The node netns the test must run in (set by scripts/kube/node-test).
+const NETNS_ENV: &str = "SHARDMESH_NODE_TEST_NETNS";
 const NODE: &str = "node-1";
 
 /// One agent at a time: they would share the Node.
