@@ -11,7 +11,8 @@
 //! - [`pod`]: a pod's lifecycle (sandbox, init containers and sidecars, app
 //!   containers, graceful deletion) and [`status`], its API status.
 //! - [`container`]: one container's supervisor (probes, restarts, back-off);
-//!   [`probes`] runs probe and hook actions.
+//!   [`launch`] starts one run through the shim; [`probes`] runs probe and
+//!   hook actions.
 //! - [`sandbox`]: network namespace, veth, `resolv.conf`/`hosts`; [`ipam`] the addresses.
 //! - [`volumes`] (+ [`atomic`]): volumes as host directories; [`env`] (+
 //!   [`fields`], [`lookup`]): environment variables.
@@ -25,6 +26,7 @@ pub mod env;
 pub mod fields;
 pub mod images;
 pub mod ipam;
+pub mod launch;
 pub mod lookup;
 pub mod manager;
 pub mod pod;
