@@ -545,7 +545,7 @@ async fn sidecars_start_first_and_probes_drive_readiness() {
             "volumes": [{"name": "shared", "emptyDir": {}}],
             "initContainers": [
                 {"name": "sidecar", "image": "shardmesh.test/sh", "restartPolicy": "Always",
-                 "command": ["sh", "-c", "sleep 2; touch /shared/sidecar-up; trap 'echo sidecar-term; exit 0' TERM; while true; do sleep 0.2; done"],
+                 "command": ["sh", "-c", "sleep 2; touch /shared/sidecar-up; trap 'echo sidecar-term; sleep 2; exit 0' TERM; while true; do sleep 0.2; done"],
                  "startupProbe": {"exec": {"command": ["test", "-f", "/shared/sidecar-up"]}, "periodSeconds": 1, "failureThreshold": 30},
                  "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]},
                 {"name": "init", "image": "shardmesh.test/sh",
@@ -612,6 +612,18 @@ async fn sidecars_start_first_and_probes_drive_readiness() {
         .delete("probes", &DeleteParams::default())
         .await
         .expect("delete");
+    // While the sidecar shuts down (2 s), the app is terminated, the pod
+    // not Ready and still Running (a terminal phase would let a StatefulSet
+    // replace it before it is gone).
+    let stopping = h
+        .wait_pod("probes", 20, "app stopped, sidecar still stopping", |p| {
+            let st = status_json(p);
+            st["containerStatuses"][0]["state"]["terminated"].is_object()
+                && st["initContainerStatuses"][0]["state"]["running"].is_object()
+        })
+        .await;
+    assert_eq!(phase(&stopping), "Running");
+    assert_eq!(condition(&stopping, "Ready").as_deref(), Some("False"));
     h.wait_gone("probes", 30).await;
     assert!(
         h.log(&pod, "app").contains("app-term"),
