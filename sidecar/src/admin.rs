@@ -1,7 +1,8 @@
-//! The admin listener: `/metrics`, `/live`, `/ready`, `/debug/members`,
-//! `/debug/shards`. Kept apart from the data path so probes and scrapes work
-//! while the proxy is overloaded.
+//! The admin listener: `/metrics`, `/live`, `/ready`, `/drain`,
+//! `/debug/members`, `/debug/shards`. Kept apart from the data path so
+//! probes and scrapes work while the proxy is overloaded.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::body::RequestBody;
@@ -11,6 +12,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::body::{full, BoxBody};
+use crate::drain::DrainControl;
 use crate::proxy::Proxy;
 
 /// Produces a JSON document for a debug endpoint.
@@ -27,14 +29,34 @@ pub struct AdminState {
     pub members: Option<DebugSource>,
     /// Shard view; defaults to the routing table's owners.
     pub shards: Option<DebugSource>,
+    /// Hands the shards off on the app's preStop hook (`/drain`).
+    pub drain: Option<DrainControl>,
 }
 
-/// Handles one admin request.
-pub async fn handle(state: AdminState, req: Request<RequestBody>) -> Response<BoxBody> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+/// Handles one admin request from `peer`.
+pub async fn handle(
+    state: AdminState,
+    req: Request<RequestBody>,
+    peer: SocketAddr,
+) -> Response<BoxBody> {
+    // POST too for /drain: a kubelet's preStop httpGet sends GET, people
+    // and scripts expect a state change to be a POST.
+    let drain_post = req.method() == Method::POST && req.uri().path() == "/drain";
+    if req.method() != Method::GET && req.method() != Method::HEAD && !drain_post {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
     match req.uri().path() {
+        "/drain" => match &state.drain {
+            Some(drain) if drain.allowed(peer.ip()) => {
+                drain.drain().await;
+                text(StatusCode::OK, "drained\n")
+            }
+            Some(_) => text(
+                StatusCode::FORBIDDEN,
+                "only the pod itself or its node may drain it\n",
+            ),
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        },
         "/metrics" => {
             let mut rsp = Response::new(full(Bytes::from(state.proxy.metrics().encode())));
             rsp.headers_mut().insert(

@@ -32,6 +32,7 @@ pub mod admin;
 pub mod app_client;
 pub mod body;
 pub mod client;
+pub mod drain;
 pub mod gate;
 pub mod grpc;
 pub mod h1;

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
 use crate::app_client::AppClient;
+use crate::drain;
 use crate::gate::{ShardGate, TableGate};
 use crate::membership::{self, LocalMember};
 use crate::metrics::Metrics;
@@ -189,7 +190,9 @@ impl Sidecar {
 
     /// Serves until `shutdown` resolves; then turns not-ready, hands its
     /// shards to their next owners, stops accepting, and gives in-flight
-    /// requests the grace period to finish.
+    /// requests the grace period to finish. A drain asked on the admin
+    /// listener (the app's preStop hook) does the hand-off early, while the
+    /// app still runs, and the listeners stay open until `shutdown`.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let limits = ServerLimits {
             max_header_bytes: self.config.limits.max_header_bytes as usize,
@@ -222,7 +225,15 @@ impl Sidecar {
             stopped(stop_rx.clone()),
             grace,
         ));
+        let node_ip = self
+            .config
+            .pod
+            .host_ip
+            .as_deref()
+            .and_then(|ip| ip.parse().ok());
+        let (drain_control, mut drain_signal) = drain::channel(node_ip);
         let state = AdminState {
+            drain: Some(drain_control),
             proxy: self.proxy.clone(),
             ready: self.ready_rx.clone(),
             members: self
@@ -243,7 +254,7 @@ impl Sidecar {
             Protocols::Http1,
             limits,
             None,
-            move |req, _peer| admin::handle(state.clone(), req),
+            move |req, peer| admin::handle(state.clone(), req, peer),
             stopped(stop_rx.clone()),
             grace,
         ));
@@ -260,11 +271,14 @@ impl Sidecar {
         }
         let anchor = tokio::spawn(server::keep_timer_armed());
         let peers = tokio::spawn(sync_peers(self.proxy.clone()));
-        shutdown.await;
-        anchor.abort();
-        peers.abort();
+        tokio::pin!(shutdown);
+        let signalled = tokio::select! {
+            () = &mut shutdown => true,
+            () = drain_signal.requested() => false,
+        };
         tracing::info!(
             ?grace,
+            signalled,
             "shutting down: handing off shards, draining requests"
         );
         let _ = self.ready_tx.send(false);
@@ -288,8 +302,17 @@ impl Sidecar {
             // Keep serving until callers stopped routing here, so nobody
             // meets a closed port while its view still names this pod.
             let idle = wait_inbound_idle(&self.proxy, QUIET_BEFORE_STOP, until).await;
-            tracing::info!(?idle, "inbound traffic stopped: closing the listeners");
+            tracing::info!(?idle, "inbound traffic stopped");
         }
+        drain_signal.finished();
+        if !signalled {
+            // Drained for the app's preStop hook: keep the outbound
+            // listener for the app's last calls until the pod stops us.
+            shutdown.await;
+        }
+        anchor.abort();
+        peers.abort();
+        tracing::info!("closing the listeners");
         let _ = stop_tx.send(true);
         let _ = tokio::join!(out, inb);
         if let Some(g) = self.gossip {

@@ -114,6 +114,83 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The app's preStop hook (`GET /drain` on the admin port) hands the pod
+/// out of service while the app still runs: not ready at once, the
+/// listeners still open for the app's last calls, and only SIGTERM (sent
+/// once the app exited) closes them.
+#[tokio::test]
+async fn drain_on_request_keeps_the_listeners_until_sigterm() {
+    let app = start_app("bank-0", |_| async { (StatusCode::OK, "ok".into()) }).await;
+    let dir = temp_dir("drain-request");
+    let config = write_config(&dir, app.addr, "");
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .env("SHARDMESH_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (inbound, admin): (std::net::SocketAddr, std::net::SocketAddr) = loop {
+        let line = lines
+            .next()
+            .expect("sidecar exited before starting")
+            .unwrap();
+        if line.contains("sidecar started") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            break (
+                v["inbound"].as_str().unwrap().parse().unwrap(),
+                v["admin"].as_str().unwrap().parse().unwrap(),
+            );
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    wait_for("ready", Duration::from_secs(10), async || {
+        send(admin, "GET", "/ready", &[], "").await.status == StatusCode::OK
+    })
+    .await;
+
+    let drained = send(admin, "GET", "/drain", &[], "").await;
+    assert_eq!(drained.status, StatusCode::OK, "{}", drained.body);
+    assert_eq!(
+        send(admin, "GET", "/ready", &[], "").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // Still serving: the app may finish its work through the mesh.
+    let got = send(inbound, "GET", "/x", &[("x-shardmesh-service", "bank")], "").await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    assert!(child.try_wait().unwrap().is_none(), "exited before SIGTERM");
+    // A second drain answers at once.
+    assert_eq!(
+        send(admin, "GET", "/drain", &[], "").await.status,
+        StatusCode::OK
+    );
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sidecar did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(
+        tokio::net::TcpStream::connect(inbound).await.is_err(),
+        "listener closed"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn invalid_config_is_refused_naming_the_field() {
     let dir = temp_dir("badconfig");

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
-    ProjectedVolumeSource, ResourceRequirements, SecretVolumeSource, SecurityContext,
-    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSpec,
+    PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SecretVolumeSource,
+    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -40,6 +40,10 @@ pub const TOKEN_DIR: &str = "/var/run/secrets/shardmesh";
 const TOKEN_SECONDS: i64 = 3600;
 /// Long enough for the sidecar's 20 s drain plus a shard handoff.
 const DEFAULT_GRACE_SECONDS: i64 = 30;
+/// The sidecar's admin port (probes, metrics, `/drain`).
+const ADMIN_PORT: i32 = 7402;
+/// The admin path the app's preStop hook calls (see `sidecar/src/drain.rs`).
+pub const DRAIN_PATH: &str = "/drain";
 
 /// Renders the StatefulSet of `svc`; `checksum` is the sidecar config's sha256.
 pub fn stateful_set(
@@ -98,6 +102,13 @@ fn pod_template(svc: &ShardedService, settings: &Settings, checksum: &str) -> Po
         let env = app.env.get_or_insert_with(Vec::new);
         if !env.iter().any(|e| e.name == "SHARDMESH_OUTBOUND") {
             env.push(value_env("SHARDMESH_OUTBOUND", "http://127.0.0.1:7400"));
+        }
+        // The kubelet stops the app before its native sidecar: the hook has
+        // the sidecar hand the shards off first, while the app still serves
+        // them. A preStop hook of the user's own is left as it is.
+        let lifecycle = app.lifecycle.get_or_insert_with(Lifecycle::default);
+        if lifecycle.pre_stop.is_none() {
+            lifecycle.pre_stop = Some(drain_hook());
         }
     }
     let mut init = vec![sidecar_container(svc, settings)];
@@ -263,12 +274,27 @@ fn default_resources() -> ResourceRequirements {
     }
 }
 
+/// `GET /drain` on the sidecar's admin port, by number: a named port only
+/// resolves among the hook's own container's ports.
+fn drain_hook() -> LifecycleHandler {
+    LifecycleHandler {
+        http_get: Some(HTTPGetAction {
+            path: Some(DRAIN_PATH.into()),
+            port: IntOrString::Int(ADMIN_PORT),
+            ..HTTPGetAction::default()
+        }),
+        ..LifecycleHandler::default()
+    }
+}
+
 /// The sidecar's environment: per-pod facts, and the operator's default
 /// collector when the spec names no tracing of its own.
 fn sidecar_env(svc: &ShardedService, settings: &Settings, own_tracing: bool) -> Vec<EnvVar> {
     let mut env = vec![
         field_env("SHARDMESH_POD_NAME", "metadata.name"),
         field_env("SHARDMESH_ADVERTISE_HOST", "status.podIP"),
+        // The node's kubelet runs the app's preStop `/drain` from there.
+        field_env("SHARDMESH_HOST_IP", "status.hostIP"),
         value_env("SHARDMESH_SERVICE", &svc.name_any()),
     ];
     if let (false, Some(endpoint)) = (own_tracing, &settings.tracing_endpoint) {

@@ -160,6 +160,7 @@ fn sidecar_is_injected_as_a_native_sidecar() {
         [
             "SHARDMESH_POD_NAME",
             "SHARDMESH_ADVERTISE_HOST",
+            "SHARDMESH_HOST_IP",
             "SHARDMESH_SERVICE"
         ]
     );
@@ -176,6 +177,7 @@ fn sidecar_is_injected_as_a_native_sidecar() {
     };
     assert_eq!(field(0), "metadata.name");
     assert_eq!(field(1), "status.podIP");
+    assert_eq!(field(2), "status.hostIP");
     let mounts: Vec<_> = s
         .volume_mounts
         .iter()
@@ -195,6 +197,39 @@ fn app_container_learns_the_outbound_address() {
     let env = app.env.as_ref().unwrap();
     assert_eq!(env[0].name, "SHARDMESH_OUTBOUND");
     assert_eq!(env[0].value.as_deref(), Some("http://127.0.0.1:7400"));
+}
+
+#[test]
+fn app_stops_only_after_its_sidecar_drained() {
+    let c = children(&sharded_service("ns", "bank"));
+    let app = &pod_spec(&c).containers[0];
+    let hook = app.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
+    let get = hook.http_get.as_ref().unwrap();
+    assert_eq!(get.path.as_deref(), Some("/drain"));
+    assert_eq!(get.port, IntOrString::Int(7402));
+    assert!(
+        get.host.is_none(),
+        "the pod IP, where the admin port listens"
+    );
+
+    // A hook of the user's own stays.
+    let mut svc = sharded_service("ns", "bank");
+    let own = k8s_openapi::api::core::v1::LifecycleHandler {
+        sleep: Some(k8s_openapi::api::core::v1::SleepAction { seconds: 5 }),
+        ..Default::default()
+    };
+    svc.spec.template.spec.as_mut().unwrap().containers[0].lifecycle =
+        Some(k8s_openapi::api::core::v1::Lifecycle {
+            pre_stop: Some(own.clone()),
+            post_start: None,
+            stop_signal: None,
+        });
+    let c = children(&svc);
+    let app = &pod_spec(&c).containers[0];
+    assert_eq!(
+        app.lifecycle.as_ref().unwrap().pre_stop.as_ref(),
+        Some(&own)
+    );
 }
 
 #[test]

@@ -85,6 +85,11 @@ pub struct PodConfig {
     /// usually the pod IP). Defaults to the inbound listener's IP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertise_host: Option<String>,
+    /// IP of the node the pod runs on (`SHARDMESH_HOST_IP`, the downward
+    /// API's `status.hostIP`): the kubelet calls the admin `/drain` endpoint
+    /// from there when it runs the app's preStop hook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
 }
 
 /// Listen addresses (`host:port`).
