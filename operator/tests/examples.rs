@@ -65,8 +65,11 @@ fn a_manifest_with_two_services_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("2 ShardedService documents"), "{err}");
-    std::fs::write(&two, "apiVersion: v1\nkind: ConfigMap\n---\napiVersion: v1\nkind: Secret\n")
-        .unwrap();
+    std::fs::write(
+        &two,
+        "apiVersion: v1\nkind: ConfigMap\n---\napiVersion: v1\nkind: Secret\n",
+    )
+    .unwrap();
     let err = render_file(&two, &Settings::default())
         .unwrap_err()
         .to_string();
