@@ -37,8 +37,18 @@ grep -q 'serviceAccountToken' "$out/children-tls-bank.yaml" \
     || { echo "render --identity-url produced no projected token"; exit 1; }
 [ "$rendered" -ge 2 ] || { echo "expected at least 2 example ShardedServices, rendered $rendered"; exit 1; }
 
-"$kv" -k "$K8S_VERSION" --strict --quiet "$out"/children-*.yaml crds/shardedservice.yaml
-echo "validated children of $rendered ShardedServices and the CRD against Kubernetes $K8S_VERSION"
+# What an example declares beside its ShardedService (bank.yaml's shared
+# claim), and the test harness's PersistentVolume behind that claim.
+for f in examples/*.yaml; do
+    awk -v pfx="$out/extra-$(basename "$f" .yaml)-" '/^---$/ { n++; next } { print > (pfx n ".yaml") }' "$f"
+done
+grep -l '^kind: ShardedService' "$out"/extra-*.yaml | xargs -r rm
+extras=("$out"/extra-*.yaml e2e/fixtures/*.yaml)
+grep -q '^kind: PersistentVolumeClaim' "$out"/extra-bank-*.yaml \
+    || { echo "examples/bank.yaml declares no PersistentVolumeClaim"; exit 1; }
+
+"$kv" -k "$K8S_VERSION" --strict --quiet "$out"/children-*.yaml crds/shardedservice.yaml "${extras[@]}"
+echo "validated children of $rendered ShardedServices, the CRD and ${#extras[@]} other manifests against Kubernetes $K8S_VERSION"
 
 # Self-check: a field the schema does not know must be rejected.
 sed 's/^  podManagementPolicy: Parallel$/  podManagementPolicy: Parallel\n  notAField: 1/' \
