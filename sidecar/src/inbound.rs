@@ -37,23 +37,20 @@ pub async fn handle(proxy: Proxy, mut req: Request<RequestBody>) -> Response<Box
     let result = admit(&proxy, req).await;
     drop(inflight);
     let rsp = proxy.finish(metrics, result, start);
-    if let Some(span) = span {
-        if span.is_recording() {
-            if let Some(s) = shard
-                .as_ref()
-                .and_then(|v| v.to_str().ok()?.parse::<i64>().ok())
-            {
-                span.set(KeyValue::new("shardmesh.shard", s));
-            }
-            span.set(KeyValue::new("shardmesh.owner", proxy.local().to_string()));
+    let Some(span) = span else {
+        return rsp;
+    };
+    if span.is_recording() {
+        if let Some(s) = shard
+            .as_ref()
+            .and_then(|v| v.to_str().ok()?.parse::<i64>().ok())
+        {
+            span.set(KeyValue::new("shardmesh.shard", s));
         }
-        span.end(
-            rsp.status().as_u16(),
-            crate::proxy::reason_label(&rsp),
-            rsp.headers().get(crate::grpc::GRPC_STATUS),
-        );
+        span.set(KeyValue::new("shardmesh.owner", proxy.local().to_string()));
     }
-    rsp
+    let reason = crate::proxy::reason_label(&rsp);
+    span.end_with(rsp, reason)
 }
 
 async fn admit(proxy: &Proxy, req: Request<RequestBody>) -> Result<Response<BoxBody>, BoxError> {

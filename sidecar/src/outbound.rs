@@ -91,21 +91,22 @@ async fn route(proxy: Proxy, req: Request<RequestBody>) -> Response<BoxBody> {
     let result = crate::proxy::call(stack, req).await;
     drop(inflight);
     let rsp = proxy.finish(&metrics, result, start);
-    if let (Some(span), Some(log)) = (span, log) {
-        end_span(&proxy, span, &log, &service, shard, &rsp);
+    match (span, log) {
+        (Some(span), Some(log)) => end_span(&proxy, span, &log, &service, shard, rsp),
+        _ => rsp,
     }
-    rsp
 }
 
-/// Ends the outbound span of a request with what its tries learned.
+/// Ends the outbound span of a request with what its tries learned, when
+/// the response ends (see [`HopSpan::end_with`]).
 fn end_span(
     proxy: &Proxy,
     span: HopSpan,
     log: &TryLog,
     service: &str,
     shard: Option<u32>,
-    rsp: &Response<BoxBody>,
-) {
+    rsp: Response<BoxBody>,
+) -> Response<BoxBody> {
     if span.is_recording() {
         let (tries, peer) = log.read();
         if let Some(shard) = shard {
@@ -131,12 +132,8 @@ fn end_span(
             ));
         }
     }
-    let reason = crate::proxy::reason_label(rsp);
-    span.end(
-        rsp.status().as_u16(),
-        reason,
-        rsp.headers().get(crate::grpc::GRPC_STATUS),
-    );
+    let reason = crate::proxy::reason_label(&rsp);
+    span.end_with(rsp, reason)
 }
 
 /// The innermost routing step, run once per try: picks the shard owner (or a
