@@ -9,6 +9,7 @@
 //! - [`http`]: [`http::request`], and admin-endpoint helpers.
 //! - [`load`]: runs `bank-load` and reads its JSON summary.
 //! - [`netns`]: network namespaces per pod for loss and partition scenarios (root).
+//! - [`jaeger`]: a real Jaeger v2 (OTLP receiver + query API) for the tracing tests.
 //! - [`kube`]: a real Kubernetes control plane (`scripts/kube/cluster`) for the
 //!   tests gated on `SHARDMESH_KUBE_E2E=1`, and its audit log.
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@
 
 pub mod bins;
 pub mod http;
+pub mod jaeger;
 pub mod kube;
 pub mod load;
 pub mod mesh;
