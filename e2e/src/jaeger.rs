@@ -68,6 +68,11 @@ impl Jaeger {
         let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
         let child = Command::new(bin)
+            // Jaeger's query service traces itself with the OpenTelemetry
+            // SDK, to localhost:4317 by default: keep it off the machine's
+            // other collectors (and out of our traces).
+            .env("OTEL_SDK_DISABLED", "true")
+            .env("OTEL_TRACES_EXPORTER", "none")
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())
@@ -176,7 +181,8 @@ fn free_ports() -> Result<[u16; 3], String> {
 }
 
 /// Jaeger's config: OTLP/gRPC in, in-memory storage, the query API on
-/// loopback; its own telemetry off (no metrics port to collide on).
+/// loopback; its own telemetry off (no metrics port to collide on, no
+/// spans of its own).
 fn config_yaml(otlp: u16, http: u16, grpc: u16) -> String {
     format!(
         "service:
@@ -186,6 +192,8 @@ fn config_yaml(otlp: u16, http: u16, grpc: u16) -> String {
       receivers: [otlp]
       exporters: [jaeger_storage_exporter]
   telemetry:
+    traces:
+      level: none
     metrics:
       level: none
     logs:
