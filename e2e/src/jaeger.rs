@@ -68,11 +68,6 @@ impl Jaeger {
         let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
         let child = Command::new(bin)
-            // Jaeger's query service traces itself with the OpenTelemetry
-            // SDK, to localhost:4317 by default: keep it off the machine's
-            // other collectors (and out of our traces).
-            .env("OTEL_SDK_DISABLED", "true")
-            .env("OTEL_TRACES_EXPORTER", "none")
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())
@@ -140,8 +135,19 @@ impl Jaeger {
     }
 
     fn get(&self, path: &str) -> Option<crate::http::Reply> {
-        let reply = crate::http::request(&self.query, "GET", path, &[], "", Duration::from_secs(5));
-        (reply.status != 0).then_some(reply)
+        let mut reply =
+            crate::http::request(&self.query, "GET", path, &[], "", Duration::from_secs(5));
+        if reply.status == 0 {
+            return None;
+        }
+        // Jaeger (Go's net/http) sends larger answers chunked.
+        if reply
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            reply.body = dechunk(&reply.body)?;
+        }
+        Some(reply)
     }
 }
 
@@ -149,6 +155,22 @@ impl Drop for Jaeger {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The payload of a chunked body (`SIZE\r\nDATA\r\n`... `0\r\n\r\n`);
+/// `None` when malformed.
+fn dechunk(body: &str) -> Option<String> {
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body;
+    loop {
+        let (line, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(after.get(..size)?);
+        rest = after.get(size..)?.strip_prefix("\r\n")?;
     }
 }
 
@@ -205,6 +227,8 @@ extensions:
         memory:
           max_traces: 10000
   jaeger_query:
+    # On by default: the query service traces itself to localhost:4317.
+    enable_tracing: false
     storage:
       traces: memstore
     http:
@@ -221,4 +245,19 @@ exporters:
     trace_storage: memstore
 "
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dechunks_bodies() {
+        assert_eq!(
+            dechunk("4\r\n{\"a\"\r\n3;x=y\r\n:1}\r\n0\r\n\r\n").as_deref(),
+            Some("{\"a\":1}")
+        );
+        assert_eq!(dechunk("5\r\nab"), None);
+        assert_eq!(dechunk("zz\r\n"), None);
+    }
 }

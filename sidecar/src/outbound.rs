@@ -107,6 +107,7 @@ fn end_span(
     shard: Option<u32>,
     rsp: Response<BoxBody>,
 ) -> Response<BoxBody> {
+    let reason = crate::proxy::reason_label(&rsp);
     if span.is_recording() {
         let (tries, peer) = log.read();
         if let Some(shard) = shard {
@@ -116,12 +117,20 @@ fn end_span(
             "shardmesh.retries",
             i64::from(tries.saturating_sub(1)),
         ));
-        let owner = rsp
+        // The app's answer names the pod that served it (the owner, after
+        // any forward); a mesh failure names the sidecar that made it
+        // (often this one), so the owner is then the pod last tried.
+        let served_by = rsp
             .headers()
             .get(headers::SERVED_BY)
             .and_then(|v| v.to_str().ok())
-            .map(String::from)
-            .or_else(|| peer.as_deref().map(String::from));
+            .map(String::from);
+        let tried = peer.as_deref().map(String::from);
+        let owner = if reason.is_empty() {
+            served_by.or(tried)
+        } else {
+            tried.or(served_by)
+        };
         if let Some(owner) = owner {
             span.set(KeyValue::new("shardmesh.owner", owner));
         }
@@ -132,7 +141,6 @@ fn end_span(
             ));
         }
     }
-    let reason = crate::proxy::reason_label(&rsp);
     span.end_with(rsp, reason)
 }
 
