@@ -15,6 +15,7 @@
 #   ROUNDS=2          rounds over all cases (ratios are taken within a round)
 #   DURATION=8        seconds of each measured run
 #   CONCURRENCY=32    calls in flight, over one HTTP/2 connection
+#   BUILD=1           0: use the binaries in target/release as they are
 #   LOAD_CPU=0        core of the load generator
 #   PROXY_CPU=1       core of the proxies and the app
 #
@@ -42,7 +43,7 @@ PY=$(venv_python)
 ENVOY=$("$PY" -c 'import envoy._bin, os; print(os.path.join(os.path.dirname(envoy._bin.__file__), "envoy"))')
 [ -x "$ENVOY" ] || { echo "no envoy binary at $ENVOY" >&2; exit 1; }
 # The same selection as scripts/test.d/10-rust.sh: a no-op after it.
-cargo build --workspace --release --bins -q
+[ "${BUILD:-1}" = 0 ] || cargo build --workspace --release --bins -q
 
 RUN=target/bench/grpc-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$RUN"
