@@ -75,9 +75,12 @@ async fn route(proxy: Proxy, req: Request<RequestBody>) -> Response<BoxBody> {
     let service: Arc<str> = routes.name.clone();
     let (stack, metrics) = proxy.outbound_stack(routes);
     let mut req = req.map(|b| crate::body::limited(b, limit));
+    // An unsampled request keeps no span and no try log: nothing more on
+    // its path than the trace context header.
     let span = proxy
         .tracer()
-        .map(|t| t.hop(Hop::Outbound, &service, req.headers_mut()));
+        .map(|t| t.hop(Hop::Outbound, &service, req.headers_mut()))
+        .filter(HopSpan::is_recording);
     let log = span.as_ref().map(|_| {
         let log = Arc::new(TryLog::default());
         req.extensions_mut().insert(log.clone());
