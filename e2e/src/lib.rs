@@ -10,6 +10,7 @@
 //! - [`load`]: runs `bank-load` and reads its JSON summary.
 //! - [`dns`]: a one-query DNS client for the cluster DNS of the pod suites.
 //! - [`netns`]: network namespaces per pod for loss and partition scenarios (root).
+//! - [`jaeger`]: a real Jaeger v2 (OTLP receiver + query API) for the tracing tests.
 //! - [`kube`]: a real Kubernetes control plane (`scripts/kube/cluster`) for the
 //!   tests gated on `SHARDMESH_KUBE_E2E=1`, and its audit log.
 //! - [`node`]: the node agent (`shardmesh-node-agent`): runs the pods bound to
@@ -20,6 +21,7 @@
 pub mod bins;
 pub mod dns;
 pub mod http;
+pub mod jaeger;
 pub mod kube;
 pub mod load;
 pub mod mesh;

@@ -4,7 +4,8 @@
 # scheduler, kubectl, etcd and Helm (scripts/kube/build), starts them on
 # 127.0.0.1 (scripts/kube/cluster up), runs the e2e tests that need them
 # (SHARDMESH_KUBE_E2E=1: the chart with the real Helm CLI, the operator with
-# the chart's RBAC, the cluster test), and always stops everything.
+# the chart's RBAC, the cluster test; the tracing test against the Jaeger
+# of the same cache), and always stops everything.
 set -euo pipefail
 cd "${SHARDMESH_ROOT:-$(dirname "$0")/../..}"
 export SHARDMESH_ROOT="$PWD"
@@ -29,7 +30,7 @@ echo "kube components ready in $(( t_build - t0 ))s"
 # The release binaries and the test binaries (no-ops after 10-rust.sh),
 # before the control plane starts.
 cargo build --workspace --release --locked --bins
-cargo test -p shardmesh-e2e --locked --no-run --test cluster --test kube_chart --test kube_operator
+cargo test -p shardmesh-e2e --locked --no-run --test cluster --test kube_chart --test kube_operator --test tracing
 t_rust=$(date +%s)
 
 export SHARDMESH_KUBE_DIR="$PWD/target/kube/ci"
@@ -39,6 +40,6 @@ t_up=$(date +%s)
 echo "control plane up in $(( t_up - t_rust ))s"
 
 export SHARDMESH_KUBE_E2E=1 SHARDMESH_E2E_PREBUILT=1
-cargo test -p shardmesh-e2e --locked --test cluster --test kube_chart --test kube_operator \
+cargo test -p shardmesh-e2e --locked --test cluster --test kube_chart --test kube_operator --test tracing \
     -- --nocapture --test-threads=1
 echo "kube stage: kube components $(( t_build - t0 ))s, Rust builds $(( t_rust - t_build ))s, control plane $(( t_up - t_rust ))s, tests $(( $(date +%s) - t_up ))s"

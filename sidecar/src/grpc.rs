@@ -95,10 +95,21 @@ pub fn parse_timeout(value: &HeaderValue) -> Option<Duration> {
     })
 }
 
+/// The most the mesh's deadline keeps under the app's `grpc-timeout`
+/// (see [`deadline_from_grpc_timeout`]).
+const MAX_HEADROOM_MS: u64 = 20;
+
 /// Turns the app's `grpc-timeout` into the mesh deadline header, unless
-/// the request names one itself: rounded up to whole milliseconds, at
-/// least 1, at most the mesh's longest deadline. An unreadable value is
-/// ignored (the route's default deadline applies), as gRPC servers do.
+/// the request names one itself: rounded up to whole milliseconds, less a
+/// headroom of a twentieth (at most [`MAX_HEADROOM_MS`]), at least 1, at
+/// most the mesh's longest deadline. An unreadable value is ignored (the
+/// route's default deadline applies), as gRPC servers do.
+///
+/// The headroom: the app's client started its own timer for the same
+/// `grpc-timeout` before the request reached the sidecar. With equal
+/// budgets that timer wins the race, and the app sees its client's
+/// CANCELLED instead of the mesh's DEADLINE_EXCEEDED with the mesh reason
+/// (Envoy's `grpc_timeout_header_offset` subtracts for the same reason).
 pub fn deadline_from_grpc_timeout(headers: &mut HeaderMap) {
     if headers.contains_key(TIMEOUT_HEADER) {
         return;
@@ -107,9 +118,9 @@ pub fn deadline_from_grpc_timeout(headers: &mut HeaderMap) {
         return;
     };
     let ms = timeout.as_nanos().div_ceil(1_000_000);
-    let ms = u64::try_from(ms)
-        .unwrap_or(u64::MAX)
-        .clamp(1, MAX_TIMEOUT_MS);
+    let ms = u64::try_from(ms).unwrap_or(u64::MAX);
+    let headroom = (ms / 20).min(MAX_HEADROOM_MS);
+    let ms = (ms - headroom).clamp(1, MAX_TIMEOUT_MS);
     headers.insert(TIMEOUT_HEADER, HeaderValue::from(ms));
 }
 

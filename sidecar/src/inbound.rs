@@ -28,7 +28,8 @@ pub async fn handle(proxy: Proxy, mut req: Request<RequestBody>) -> Response<Box
     proxy.note_inbound();
     let span = proxy
         .tracer()
-        .map(|t| t.hop(Hop::Inbound, &proxy.service_name(), req.headers_mut()));
+        .map(|t| t.hop(Hop::Inbound, &proxy.service_name(), req.headers_mut()))
+        .filter(crate::spans::HopSpan::is_recording);
     let shard = span
         .as_ref()
         .and_then(|_| req.headers().get(headers::SHARD).cloned());
@@ -37,23 +38,18 @@ pub async fn handle(proxy: Proxy, mut req: Request<RequestBody>) -> Response<Box
     let result = admit(&proxy, req).await;
     drop(inflight);
     let rsp = proxy.finish(metrics, result, start);
-    if let Some(span) = span {
-        if span.is_recording() {
-            if let Some(s) = shard
-                .as_ref()
-                .and_then(|v| v.to_str().ok()?.parse::<i64>().ok())
-            {
-                span.set(KeyValue::new("shardmesh.shard", s));
-            }
-            span.set(KeyValue::new("shardmesh.owner", proxy.local().to_string()));
-        }
-        span.end(
-            rsp.status().as_u16(),
-            crate::proxy::reason_label(&rsp),
-            rsp.headers().get(crate::grpc::GRPC_STATUS),
-        );
+    let Some(span) = span else {
+        return rsp;
+    };
+    if let Some(s) = shard
+        .as_ref()
+        .and_then(|v| v.to_str().ok()?.parse::<i64>().ok())
+    {
+        span.set(KeyValue::new("shardmesh.shard", s));
     }
-    rsp
+    span.set(KeyValue::new("shardmesh.owner", proxy.local().to_string()));
+    let reason = crate::proxy::reason_label(&rsp);
+    span.end_with(rsp, reason)
 }
 
 async fn admit(proxy: &Proxy, req: Request<RequestBody>) -> Result<Response<BoxBody>, BoxError> {

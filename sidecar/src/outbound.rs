@@ -75,9 +75,12 @@ async fn route(proxy: Proxy, req: Request<RequestBody>) -> Response<BoxBody> {
     let service: Arc<str> = routes.name.clone();
     let (stack, metrics) = proxy.outbound_stack(routes);
     let mut req = req.map(|b| crate::body::limited(b, limit));
+    // An unsampled request keeps no span and no try log: nothing more on
+    // its path than the trace context header.
     let span = proxy
         .tracer()
-        .map(|t| t.hop(Hop::Outbound, &service, req.headers_mut()));
+        .map(|t| t.hop(Hop::Outbound, &service, req.headers_mut()))
+        .filter(HopSpan::is_recording);
     let log = span.as_ref().map(|_| {
         let log = Arc::new(TryLog::default());
         req.extensions_mut().insert(log.clone());
@@ -91,21 +94,23 @@ async fn route(proxy: Proxy, req: Request<RequestBody>) -> Response<BoxBody> {
     let result = crate::proxy::call(stack, req).await;
     drop(inflight);
     let rsp = proxy.finish(&metrics, result, start);
-    if let (Some(span), Some(log)) = (span, log) {
-        end_span(&proxy, span, &log, &service, shard, &rsp);
+    match (span, log) {
+        (Some(span), Some(log)) => end_span(&proxy, span, &log, &service, shard, rsp),
+        _ => rsp,
     }
-    rsp
 }
 
-/// Ends the outbound span of a request with what its tries learned.
+/// Ends the outbound span of a request with what its tries learned, when
+/// the response ends (see [`HopSpan::end_with`]).
 fn end_span(
     proxy: &Proxy,
     span: HopSpan,
     log: &TryLog,
     service: &str,
     shard: Option<u32>,
-    rsp: &Response<BoxBody>,
-) {
+    rsp: Response<BoxBody>,
+) -> Response<BoxBody> {
+    let reason = crate::proxy::reason_label(&rsp);
     if span.is_recording() {
         let (tries, peer) = log.read();
         if let Some(shard) = shard {
@@ -115,12 +120,20 @@ fn end_span(
             "shardmesh.retries",
             i64::from(tries.saturating_sub(1)),
         ));
-        let owner = rsp
+        // The app's answer names the pod that served it (the owner, after
+        // any forward); a mesh failure names the sidecar that made it
+        // (often this one), so the owner is then the pod last tried.
+        let served_by = rsp
             .headers()
             .get(headers::SERVED_BY)
             .and_then(|v| v.to_str().ok())
-            .map(String::from)
-            .or_else(|| peer.as_deref().map(String::from));
+            .map(String::from);
+        let tried = peer.as_deref().map(String::from);
+        let owner = if reason.is_empty() {
+            served_by.or(tried)
+        } else {
+            tried.or(served_by)
+        };
         if let Some(owner) = owner {
             span.set(KeyValue::new("shardmesh.owner", owner));
         }
@@ -131,12 +144,7 @@ fn end_span(
             ));
         }
     }
-    let reason = crate::proxy::reason_label(rsp);
-    span.end(
-        rsp.status().as_u16(),
-        reason,
-        rsp.headers().get(crate::grpc::GRPC_STATUS),
-    );
+    span.end_with(rsp, reason)
 }
 
 /// The innermost routing step, run once per try: picks the shard owner (or a

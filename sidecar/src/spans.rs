@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, Response};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
@@ -32,7 +32,7 @@ use prometheus::{IntCounter, IntCounterVec};
 use shardmesh_config::TracingConfig;
 use tokio::sync::mpsc;
 
-use crate::body::BoxError;
+use crate::body::{BoxBody, BoxError};
 
 /// Time one export request may take before it counts as failed.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,10 +59,13 @@ pub enum Hop {
     Inbound,
 }
 
-/// The span of one hop; ends (and is queued for export) on [`HopSpan::end`]
-/// or when dropped. `None`: the request is not sampled, and no span exists.
+/// The span of one hop; ends (and is queued for export) on [`HopSpan::end`],
+/// at the end of the response body it was handed to by
+/// [`HopSpan::end_with`], or when dropped. `cx` is `None` when the request
+/// is not sampled: no span exists.
 pub struct HopSpan {
     cx: Option<Context>,
+    hop: Hop,
 }
 
 /// What the outbound routing learns about a request on its tries, read into
@@ -106,8 +109,19 @@ impl Tracer {
             .max(1);
         let (tx, rx) = mpsc::channel(queue);
         tokio::spawn(export_loop(exporter, rx, batch, exported));
-        let ratio = if config.sampling_ratio.is_finite() {
-            config.sampling_ratio.clamp(0.0, 1.0)
+        Ok(Self::queued(config.sampling_ratio, resource, tx, dropped))
+    }
+
+    /// A tracer whose finished spans go to `tx` (the export loop's queue,
+    /// or a test's).
+    fn queued(
+        ratio: f64,
+        resource: Resource,
+        tx: mpsc::Sender<SpanData>,
+        dropped: IntCounter,
+    ) -> Self {
+        let ratio = if ratio.is_finite() {
+            ratio.clamp(0.0, 1.0)
         } else {
             0.0
         };
@@ -118,12 +132,12 @@ impl Tracer {
             .with_span_processor(QueueProcessor { tx, dropped })
             .with_resource(resource)
             .build();
-        Ok(Self {
+        Self {
             tracer: provider.tracer("shardmesh-sidecar"),
             propagator: Arc::new(TraceContextPropagator::new()),
             ratio,
             _provider: provider,
-        })
+        }
     }
 
     /// Starts the span of a hop as the child of the trace context in
@@ -136,13 +150,13 @@ impl Tracer {
     /// does not sample it either). Only sampled requests make a span.
     pub fn hop(&self, hop: Hop, service: &str, headers: &mut HeaderMap) -> HopSpan {
         match headers.get(TRACEPARENT).and_then(sampled) {
-            Some(false) => return HopSpan { cx: None },
+            Some(false) => return HopSpan { cx: None, hop },
             Some(true) => {}
             None if self.sample_new() => {}
             None => {
                 headers.insert(TRACEPARENT, unsampled_traceparent());
                 headers.remove(TRACESTATE);
-                return HopSpan { cx: None };
+                return HopSpan { cx: None, hop };
             }
         }
         let parent = self.propagator.extract(&HeaderReader(headers));
@@ -168,7 +182,7 @@ impl Tracer {
         let cx = parent.with_span(span);
         self.propagator
             .inject_context(&cx, &mut HeaderWriter(headers));
-        HopSpan { cx: Some(cx) }
+        HopSpan { cx: Some(cx), hop }
     }
 
     /// Whether a new trace is sampled: with probability `ratio`.
@@ -228,26 +242,90 @@ impl HopSpan {
     }
 
     /// Ends the span with the response's status code and mesh reason (an
-    /// empty reason: the app answered).
+    /// empty reason: the app answered) and, for gRPC, the status the head
+    /// carries (a trailers-only answer).
     pub fn end(self, status: u16, reason: &str, grpc_status: Option<&HeaderValue>) {
-        let Some(cx) = self.cx else {
+        let Some(cx) = &self.cx else {
             return;
         };
         let span = cx.span();
         if span.is_recording() {
-            span.set_attribute(KeyValue::new(
-                "http.response.status_code",
-                i64::from(status),
-            ));
-            if !reason.is_empty() {
-                span.set_attribute(KeyValue::new("shardmesh.reason", reason.to_string()));
-                span.set_status(opentelemetry::trace::Status::error(reason.to_string()));
-            }
-            if let Some(code) = grpc_status.and_then(|v| v.to_str().ok()?.parse::<i64>().ok()) {
-                span.set_attribute(KeyValue::new("rpc.grpc.status_code", code));
+            self.record_head(status, reason);
+            if let Some(code) = grpc_status {
+                self.record_grpc_status(code);
             }
         }
         span.end();
+    }
+
+    /// Ends the span with `rsp`: at once when the head says all there is
+    /// (a mesh failure, a trailers-only gRPC answer, an empty body), else
+    /// when the body ends, with the `grpc-status` of its trailers (see
+    /// [`body::SpanBody`]). An unsampled request's response passes
+    /// untouched: nothing is added to its path.
+    pub fn end_with(self, rsp: Response<BoxBody>, reason: &str) -> Response<BoxBody> {
+        if !self.is_recording() {
+            return rsp;
+        }
+        let grpc_status = rsp.headers().get(crate::grpc::GRPC_STATUS);
+        if grpc_status.is_some() || !reason.is_empty() || http_body::Body::is_end_stream(rsp.body())
+        {
+            self.end(rsp.status().as_u16(), reason, grpc_status);
+            return rsp;
+        }
+        self.record_head(rsp.status().as_u16(), reason);
+        if crate::grpc::is_grpc(rsp.headers()) {
+            self.set(KeyValue::new("rpc.system", "grpc"));
+        }
+        rsp.map(|inner| body::SpanBody::wrap(inner, self))
+    }
+
+    /// Records what the response head says.
+    fn record_head(&self, status: u16, reason: &str) {
+        self.set(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        if !reason.is_empty() {
+            self.set(KeyValue::new("shardmesh.reason", reason.to_string()));
+            self.set_status(opentelemetry::trace::Status::error(reason.to_string()));
+        }
+    }
+
+    /// Records a call's `grpc-status` as `rpc.grpc.status_code`; a status
+    /// marks the span failed as OpenTelemetry's gRPC conventions say: any
+    /// non-OK status on the caller's side (outbound, a client span), only
+    /// the server-error class on the owner's (inbound, a server span).
+    fn record_grpc_status(&self, value: &HeaderValue) {
+        let Some(code) = value.to_str().ok().and_then(|v| v.parse::<i64>().ok()) else {
+            return;
+        };
+        self.set(KeyValue::new("rpc.grpc.status_code", code));
+        let failed = match self.hop {
+            Hop::Outbound => code != 0,
+            // UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
+            // UNAVAILABLE, DATA_LOSS.
+            Hop::Inbound => matches!(code, 2 | 4 | 12 | 13 | 14 | 15),
+        };
+        if failed {
+            self.set_status(opentelemetry::trace::Status::error(format!(
+                "grpc-status {code}"
+            )));
+        }
+    }
+
+    /// Sets the span's status.
+    fn set_status(&self, status: opentelemetry::trace::Status) {
+        if let Some(cx) = &self.cx {
+            cx.span().set_status(status);
+        }
+    }
+
+    /// Ends the span now (a body that finished, failed or was dropped).
+    fn finish(&self) {
+        if let Some(cx) = &self.cx {
+            cx.span().end();
+        }
     }
 }
 
@@ -359,5 +437,6 @@ async fn export_loop(
     }
 }
 
+mod body;
 #[cfg(test)]
 mod tests;

@@ -60,6 +60,19 @@ fn grpc_timeout_becomes_the_mesh_deadline_rounded_up_and_capped() {
     deadline_from_grpc_timeout(&mut h);
     assert_eq!(h[TIMEOUT_HEADER], "1");
 
+    // A little under the app's own timer: a twentieth, at most 20 ms.
+    for (timeout, deadline) in [
+        ("100m", "95"),
+        ("300m", "285"),
+        ("5S", "4980"),
+        ("19m", "19"),
+    ] {
+        let mut h = HeaderMap::new();
+        h.insert(GRPC_TIMEOUT, hv(timeout));
+        deadline_from_grpc_timeout(&mut h);
+        assert_eq!(h[TIMEOUT_HEADER], deadline, "{timeout}");
+    }
+
     // The mesh header wins; a bad value leaves the route default.
     let mut h = HeaderMap::new();
     h.insert(GRPC_TIMEOUT, hv("5S"));

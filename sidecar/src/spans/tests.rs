@@ -126,3 +126,125 @@ async fn a_full_queue_drops_and_counts_instead_of_waiting() {
     }
     assert_eq!(dropped.get(), 3);
 }
+
+/// A tracer whose finished spans land in the returned receiver.
+fn recording() -> (Tracer, mpsc::Receiver<SpanData>) {
+    let (tx, rx) = mpsc::channel(16);
+    let dropped = IntCounter::new("d", "d").unwrap();
+    let resource = Resource::builder().with_service_name("tally").build();
+    (Tracer::queued(1.0, resource, tx, dropped), rx)
+}
+
+/// A response body made of `frames`.
+struct Frames(std::collections::VecDeque<http_body::Frame<bytes::Bytes>>);
+
+impl http_body::Body for Frames {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn grpc_stream(trailer_status: &'static str) -> Response<BoxBody> {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static(trailer_status));
+    let frames = [
+        http_body::Frame::data(bytes::Bytes::from_static(b"\0\0\0\0\x01a")),
+        http_body::Frame::trailers(trailers),
+    ];
+    let mut rsp = Response::new(crate::body::boxed(Frames(frames.into())));
+    rsp.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/grpc"));
+    rsp
+}
+
+fn attribute(span: &SpanData, key: &str) -> Option<opentelemetry::Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.clone())
+}
+
+#[tokio::test]
+async fn a_streamed_answer_ends_its_span_at_the_trailers_with_their_grpc_status() {
+    use http_body_util::BodyExt;
+    let (t, mut rx) = recording();
+    let span = t.hop(Hop::Outbound, "tally", &mut HeaderMap::new());
+    let mut body = span.end_with(grpc_stream("13"), "").into_body();
+    assert!(rx.try_recv().is_err(), "the span waits for the body's end");
+    let data = body.frame().await.unwrap().unwrap();
+    assert!(data.is_data());
+    assert!(rx.try_recv().is_err(), "a message is not the end");
+    let trailers = body.frame().await.unwrap().unwrap();
+    assert!(trailers.is_trailers(), "the trailers pass on");
+    let span = rx.try_recv().expect("ended at the trailers");
+    assert_eq!(
+        attribute(&span, "rpc.grpc.status_code"),
+        Some(opentelemetry::Value::I64(13))
+    );
+    assert_eq!(
+        attribute(&span, "http.response.status_code"),
+        Some(opentelemetry::Value::I64(200))
+    );
+    assert!(matches!(
+        span.status,
+        opentelemetry::trace::Status::Error { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_trailers_only_answer_ends_its_span_at_once_and_app_statuses_are_no_server_error() {
+    let (t, mut rx) = recording();
+    let span = t.hop(Hop::Inbound, "tally", &mut HeaderMap::new());
+    let mut rsp = Response::new(crate::body::empty());
+    rsp.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/grpc"));
+    rsp.headers_mut()
+        .insert("grpc-status", HeaderValue::from_static("5"));
+    let _rsp = span.end_with(rsp, "");
+    let span = rx.try_recv().expect("ended with the head");
+    assert_eq!(
+        attribute(&span, "rpc.grpc.status_code"),
+        Some(opentelemetry::Value::I64(5))
+    );
+    // NOT_FOUND is the app's answer: on the server side it is no error.
+    assert_eq!(span.status, opentelemetry::trace::Status::Unset);
+}
+
+#[tokio::test]
+async fn a_body_dropped_before_its_end_ends_the_span_marked_incomplete() {
+    let (t, mut rx) = recording();
+    let span = t.hop(Hop::Outbound, "tally", &mut HeaderMap::new());
+    let rsp = span.end_with(grpc_stream("0"), "");
+    assert!(rx.try_recv().is_err());
+    drop(rsp);
+    let span = rx.try_recv().expect("ended when dropped");
+    assert_eq!(
+        attribute(&span, "shardmesh.response_incomplete"),
+        Some(opentelemetry::Value::Bool(true))
+    );
+    assert_eq!(attribute(&span, "rpc.grpc.status_code"), None);
+}
+
+#[tokio::test]
+async fn an_unsampled_answer_passes_without_a_wrapper() {
+    let (t, mut rx) = recording();
+    let mut h = HeaderMap::new();
+    h.insert(
+        "traceparent",
+        HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+    );
+    let span = t.hop(Hop::Outbound, "tally", &mut h);
+    let rsp = span.end_with(grpc_stream("13"), "");
+    drop(rsp);
+    assert!(rx.try_recv().is_err(), "no span exists");
+}
