@@ -1,0 +1,164 @@
+//! Scenarios 2 and 3: shards move while the bank is under load.
+//! - `kubectl scale shsvc/bank --replicas 5`, then 3: joins and graceful
+//!   leaves hand shards off (release → acquire);
+//! - `kubectl delete pod bank-1`: the node agent's graceful deletion
+//!   (SIGTERM, grace period), the StatefulSet recreates the pod;
+//! - a crash: every process of bank-2 SIGKILLed at once; the others re-own
+//!   its shards, the agent restarts its containers and it rejoins.
+//!
+//! Each ends with the money check of every load segment; failures must
+//! carry a mesh reason.
+
+use std::time::{Duration, Instant};
+
+use shardmesh_e2e::{poll, shards};
+
+use crate::podns;
+use crate::report::Row;
+use crate::series::Traffic;
+use crate::suite::{Suite, NS, SHARDS};
+
+/// Asserts what every scenario under load must hold: the money check of
+/// every segment, a success rate of at least `min`, and no failure without
+/// a mesh reason.
+pub fn assert_traffic(name: &str, traffic: &Traffic, min: f64) {
+    let out = traffic.output();
+    assert!(traffic.verified(), "{name}: money check failed\n{out}");
+    let unexplained = traffic.without_mesh_reason();
+    assert!(
+        unexplained.is_empty(),
+        "{name}: failures without a mesh reason {unexplained:?}\n{out}"
+    );
+    assert!(
+        traffic.success_rate() >= min,
+        "{name}: success {:.4} < {min}\n{out}",
+        traffic.success_rate()
+    );
+}
+
+/// Scale to `replicas` under load: Ready pods, then every shard served
+/// exactly once by the new set of owners.
+fn scale(suite: &mut Suite, replicas: usize) {
+    let name = format!("scale-{replicas}");
+    let series = suite.load(&name, &[]);
+    let started = Instant::now();
+    suite.kube.must(&[
+        "scale",
+        "-n",
+        NS,
+        "shsvc/bank",
+        "--replicas",
+        &replicas.to_string(),
+    ]);
+    let ready = suite.wait_bank(replicas, started);
+    let handed = poll(Duration::from_secs(90), || {
+        let pods = suite.bank();
+        let each = pods.iter().all(|p| !shards::served(&p.admin()).is_empty());
+        (pods.len() == replicas && each && suite.shards_served(&pods) == SHARDS as usize)
+            .then(|| started.elapsed())
+    })
+    .unwrap_or_else(|| panic!("{name}: shards not spread over {replicas} pods within 90 s"));
+    let traffic = series.finish();
+    println!(
+        "{name}: {} Ready after {:.1} s, shards handed off after {:.1} s",
+        replicas,
+        ready.as_secs_f64(),
+        handed.as_secs_f64()
+    );
+    assert_traffic(&name, &traffic, 0.999);
+    let mut row = Row::new(
+        &format!("2. kubectl scale --replicas {replicas}"),
+        Some(&traffic),
+    );
+    row.ready = Some(ready);
+    row.recovery = Some(handed);
+    row.note = "recovery: shards spread over the new set".into();
+    suite.record(row);
+}
+
+/// Scenario 2: 3 → 5 → 3.
+pub fn scale_out_and_in(suite: &mut Suite) {
+    scale(suite, 5);
+    scale(suite, 3);
+}
+
+/// Scenario 3a: `kubectl delete pod bank-1` under load.
+pub fn delete_pod(suite: &mut Suite) {
+    let before = suite.bank_pod("bank-1");
+    let series = suite.load("delete", &[]);
+    let started = Instant::now();
+    suite
+        .kube
+        .must(&["delete", "pod", "-n", NS, "bank-1", "--wait=false"]);
+    let back = poll(Duration::from_secs(180), || {
+        let p = suite.kube.pod(NS, "bank-1")?;
+        (p.uid != before.uid && p.serving()).then(|| started.elapsed())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "bank-1 not replaced and Ready within 180 s: {:?}",
+            suite.bank()
+        )
+    });
+    suite.wait_bank(3, started);
+    let recovery = suite.served_again(started);
+    let traffic = series.finish();
+    assert_traffic("delete", &traffic, 0.99);
+    let mut row = Row::new("3. kubectl delete pod bank-1", Some(&traffic));
+    row.ready = Some(back);
+    row.recovery = Some(recovery);
+    row.note = "graceful; new pod (UID) Ready".into();
+    suite.record(row);
+}
+
+/// Scenario 3b: SIGKILL of every process of bank-2 under load.
+pub fn crash(suite: &mut Suite) {
+    let victim = suite.bank_pod("bank-2");
+    let ip = victim.ip.clone().expect("bank-2 has an IP");
+    let netns = podns::of_ip(&ip).unwrap_or_else(|| panic!("no network namespace holds {ip}"));
+    let watched = shards::served(&victim.admin());
+    assert!(!watched.is_empty(), "bank-2 serves no shard");
+    let watch = shards::watch_arg(SHARDS, &watched);
+    let series = suite.load("crash", &["--watch-shards", &watch]);
+    let killed_at = Instant::now();
+    let pids = podns::kill_all(&netns);
+    assert!(!pids.is_empty(), "no process in {netns}");
+    let recovery = suite.served_again(killed_at);
+    let back = poll(Duration::from_secs(180), || {
+        let p = suite.kube.pod(NS, "bank-2")?;
+        (p.uid == victim.uid && p.restarts > victim.restarts && p.serving())
+            .then(|| killed_at.elapsed())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "bank-2 not restarted in place and Ready within 180 s: {:?}",
+            suite.kube.pod(NS, "bank-2")
+        )
+    });
+    let traffic = series.finish();
+    let out = traffic.output();
+    assert!(traffic.verified(), "crash: money check failed\n{out}");
+    let unexplained = traffic.unexplained("watched");
+    assert!(
+        unexplained.is_empty(),
+        "crash: bank-2's shards failed without a mesh reason: {unexplained:?}\n{out}"
+    );
+    let others = traffic.group_rate("others").unwrap_or(0.0);
+    assert!(
+        others >= 0.995,
+        "crash: live owners' shards {others:.4} < 0.995\n{out}"
+    );
+    let now = suite.bank_pod("bank-2");
+    let mut row = Row::new("3. SIGKILL bank-2's processes", Some(&traffic));
+    row.ready = Some(back);
+    row.recovery = Some(recovery);
+    row.note = format!(
+        "{} processes killed; restarts {} → {}; live owners' shards {:.3} %, bank-2's {:.3} %",
+        pids.len(),
+        victim.restarts,
+        now.restarts,
+        others * 100.0,
+        traffic.group_rate("watched").unwrap_or(1.0) * 100.0
+    );
+    suite.record(row);
+}
