@@ -57,7 +57,12 @@ impl Series {
             let args: Vec<&str> = seg_args.iter().map(String::as_str).collect();
             let mut runs = Vec::new();
             for n in 0..MAX_SEGMENTS {
-                let run = load::run(&dir, &format!("{name}-{n}"), &[target.clone()], &args);
+                let run = load::run(
+                    &dir,
+                    &format!("{name}-{n}"),
+                    std::slice::from_ref(&target),
+                    &args,
+                );
                 runs.push(run);
                 if flag.load(Ordering::SeqCst) {
                     break;
