@@ -8,6 +8,7 @@
 //!   the manifests the scenarios use.
 //! - [`http`]: [`http::request`], and admin-endpoint helpers.
 //! - [`load`]: runs `bank-load` and reads its JSON summary.
+//! - [`dns`]: a one-query DNS client for the cluster DNS of the pod suites.
 //! - [`netns`]: network namespaces per pod for loss and partition scenarios (root).
 //! - [`kube`]: a real Kubernetes control plane (`scripts/kube/cluster`) for the
 //!   tests gated on `SHARDMESH_KUBE_E2E=1`, and its audit log.
@@ -15,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod bins;
+pub mod dns;
 pub mod http;
 pub mod kube;
 pub mod load;
