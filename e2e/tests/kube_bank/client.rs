@@ -5,14 +5,19 @@
 //! `x-shardmesh-service: bank` like any pod would, while no scenario on the
 //! bank (scale, delete, crash, rollout, drain) ever touches it.
 //!
-//! Two changes make it a client rather than a fourth bank replica:
+//! What makes it a client rather than a fourth bank replica:
 //! - its labels leave out `shardmesh.io/service: bank`, so the bank's
 //!   StatefulSet, PDB and client Service do not select it, and its sidecar
 //!   config names its own service first and the bank's routes second;
 //! - its outbound listener binds the pod IP (`0.0.0.0:7400`) instead of
 //!   loopback, so `bank-load` in the node namespace reaches it over the
-//!   bridge. Its app (a bank of its own one shard) keeps its data in an
-//!   emptyDir, never in the bank's shared claim.
+//!   bridge;
+//! - its app is the `tally` sample, not a bank: the sidecar acquires the
+//!   client's one shard through the app's callback, and a bank refuses a
+//!   callback for any service but `bank`, while tally (gRPC) answers any
+//!   unknown path with 200 + `grpc-status: 12` — a stateless app as far as
+//!   the callback goes. The bank's claim is not mounted (an emptyDir of the
+//!   same name stands in), so nothing of the client touches the shard logs.
 
 use serde_json::{json, Value};
 
@@ -50,6 +55,18 @@ pub fn sidecar_config(bank_yaml: &str) -> Result<String, String> {
 /// The client Pod from the bank StatefulSet's pod `template`.
 pub fn pod(template: &Value) -> Value {
     let mut spec = template["spec"].clone();
+    // The app: tally at the address the bank's app had (same image tag).
+    let bank = &spec["containers"][0];
+    let image = bank["image"]
+        .as_str()
+        .unwrap_or("ghcr.io/shardmesh/bank")
+        .replace("/bank", "/tally");
+    let port = bank["ports"][0]["containerPort"].as_u64().unwrap_or(8080);
+    spec["containers"] = json!([{
+        "name": "tally",
+        "image": image,
+        "env": [{"name": "TALLY_LISTEN", "value": format!("127.0.0.1:{port}")}],
+    }]);
     if let Some(volumes) = spec["volumes"].as_array_mut() {
         for vol in volumes {
             if vol["configMap"]["name"] == "bank-sidecar" {
@@ -158,7 +175,9 @@ mod tests {
                     {"name": "SHARDMESH_SERVICE", "value": "bank"},
                     {"name": "SHARDMESH_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
                 ]}],
-                "containers": [{"name": "bank"}],
+                "containers": [{"name": "bank", "image": "ghcr.io/shardmesh/bank:0.1.0",
+                    "ports": [{"containerPort": 8080}],
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
                 "volumes": [
                     {"name": "shardmesh-config", "configMap": {"name": "bank-sidecar"}},
                     {"name": "data", "persistentVolumeClaim": {"claimName": "bank-data"}}
@@ -177,6 +196,11 @@ mod tests {
         );
         assert_eq!(spec["volumes"][1], json!({"name": "data", "emptyDir": {}}));
         assert_eq!(spec["initContainers"][0]["env"][0]["value"], NAME);
+        assert_eq!(
+            spec["containers"],
+            json!([{"name": "tally", "image": "ghcr.io/shardmesh/tally:0.1.0",
+                "env": [{"name": "TALLY_LISTEN", "value": "127.0.0.1:8080"}]}])
+        );
         assert_eq!(
             spec["initContainers"][0]["env"][1]["valueFrom"]["fieldRef"]["fieldPath"],
             "metadata.name"
