@@ -18,6 +18,9 @@ use crate::report::Row;
 use crate::series::Traffic;
 use crate::suite::{Suite, NS, SHARDS};
 
+/// Longest time from a crash until every key is served again.
+const CRASH_BOUND: Duration = Duration::from_secs(20);
+
 /// Asserts what every scenario under load must hold: the money check of
 /// every segment, a success rate of at least `min`, and no failure without
 /// a mesh reason.
@@ -124,6 +127,17 @@ pub fn crash(suite: &mut Suite) {
     let pids = podns::kill_all(&netns);
     assert!(!pids.is_empty(), "no process in {netns}");
     let recovery = suite.served_again(killed_at);
+    println!(
+        "crash: {} processes of bank-2 killed; every key served again after {:.1} s",
+        pids.len(),
+        recovery.as_secs_f64()
+    );
+    // Failure detection (suspicion ~5 s at the 1 s probe interval) + the
+    // dead-owner margin (2 s) + acquire, with room for 2 shared cores.
+    assert!(
+        recovery <= CRASH_BOUND,
+        "crash: keys served again after {recovery:?}, bound {CRASH_BOUND:?}"
+    );
     let back = poll(Duration::from_secs(180), || {
         let p = suite.kube.pod(NS, "bank-2")?;
         (p.uid == victim.uid && p.restarts > victim.restarts && p.serving())
