@@ -12,6 +12,8 @@
 //! - [`netns`]: network namespaces per pod for loss and partition scenarios (root).
 //! - [`kube`]: a real Kubernetes control plane (`scripts/kube/cluster`) for the
 //!   tests gated on `SHARDMESH_KUBE_E2E=1`, and its audit log.
+//! - [`node`]: the node agent (`shardmesh-node-agent`): runs the pods bound to
+//!   one Node as processes in per-pod network and mount namespaces.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -22,6 +24,7 @@ pub mod kube;
 pub mod load;
 pub mod mesh;
 pub mod netns;
+pub mod node;
 pub mod shards;
 
 use std::time::{Duration, Instant};

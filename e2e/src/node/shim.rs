@@ -1,0 +1,263 @@
+//! The container shim: `shardmesh-node-agent shim PLAN.json` runs inside the
+//! pod's network namespace and a fresh mount and UTS namespace (made by
+//! `nsenter --net=… unshare --mount --uts --propagation private`), sets the
+//! hostname, makes every volume appear at its `mountPath` and then execs the
+//! container's process (same PID, so signals and exit codes are the
+//! process's own).
+//!
+//! The host's root filesystem is never changed: a mount path whose parent
+//! does not exist on the host gets an overlay over its nearest existing
+//! ancestor, with the upper layer on a tmpfs private to this mount namespace
+//! (the ancestor's own submounts are bound back on top), and the directory
+//! is made inside the overlay.
+
+use std::collections::BTreeSet;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use rustix::mount::{self, MountFlags};
+use serde::{Deserialize, Serialize};
+
+/// Everything the shim does, written by the agent before each start.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Plan {
+    /// The pod's hostname.
+    pub hostname: String,
+    /// An empty directory (under the pod directory) for the tmpfs of overlay upper layers.
+    pub scratch: PathBuf,
+    /// Bind mounts, made in order of depth.
+    pub mounts: Vec<Bind>,
+    /// The process: argv[0] is a host path or a name looked up in `PATH`.
+    pub argv: Vec<String>,
+    /// The whole environment.
+    pub env: Vec<(String, String)>,
+    /// `workingDir`.
+    pub cwd: Option<PathBuf>,
+    /// `runAsUser`.
+    pub uid: Option<u32>,
+    /// `runAsGroup`.
+    pub gid: Option<u32>,
+}
+
+/// One bind mount: a host path at a path inside the container's view.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Bind {
+    /// Host file or directory.
+    pub source: PathBuf,
+    /// Where it appears.
+    pub target: PathBuf,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// Runs the shim; only returns on failure (exit 128, the reason on stderr,
+/// which is the container's log).
+pub fn main(plan_file: &Path) -> ExitCode {
+    let err = match std::fs::read(plan_file)
+        .map_err(|e| format!("{}: {e}", plan_file.display()))
+        .and_then(|b| {
+            serde_json::from_slice::<Plan>(&b).map_err(|e| format!("{}: {e}", plan_file.display()))
+        }) {
+        Ok(plan) => run(&plan),
+        Err(e) => e,
+    };
+    eprintln!("shardmesh-node-agent shim: {err}");
+    ExitCode::from(128)
+}
+
+fn run(plan: &Plan) -> String {
+    if let Err(e) = setup(plan) {
+        return e;
+    }
+    let Some((prog, args)) = plan.argv.split_first() else {
+        return "empty argv".into();
+    };
+    let mut cmd = std::process::Command::new(prog);
+    cmd.args(args).env_clear();
+    cmd.envs(plan.env.iter().map(|(k, v)| (k, v)));
+    if let Some(cwd) = &plan.cwd {
+        cmd.current_dir(cwd);
+    }
+    if let Some(gid) = plan.gid {
+        cmd.gid(gid);
+    }
+    if let Some(uid) = plan.uid {
+        cmd.uid(uid);
+    }
+    let e = cmd.exec();
+    format!("exec {prog}: {e}")
+}
+
+fn setup(plan: &Plan) -> Result<(), String> {
+    if !plan.hostname.is_empty() {
+        rustix::system::sethostname(plan.hostname.as_bytes())
+            .map_err(|e| format!("sethostname: {e}"))?;
+    }
+    let mut mounts = plan.mounts.clone();
+    mounts.sort_by_key(|m| m.target.components().count());
+    let overlays = overlay_roots(mounts.iter().map(|m| m.target.as_path()));
+    if !overlays.is_empty() {
+        std::fs::create_dir_all(&plan.scratch)
+            .map_err(|e| format!("{}: {e}", plan.scratch.display()))?;
+        mount::mount("tmpfs", &plan.scratch, "tmpfs", MountFlags::empty(), None)
+            .map_err(|e| format!("tmpfs at {}: {e}", plan.scratch.display()))?;
+        let submounts = mount_points()?;
+        for (i, dir) in overlays.iter().enumerate() {
+            overlay(dir, &plan.scratch.join(i.to_string()), &submounts)?;
+        }
+    }
+    for m in &mounts {
+        let is_file = m.source.is_file();
+        if std::fs::metadata(&m.target).is_err() {
+            let made = if is_file {
+                m.target
+                    .parent()
+                    .map(std::fs::create_dir_all)
+                    .unwrap_or(Ok(()))
+                    .and_then(|_| std::fs::write(&m.target, b""))
+            } else {
+                std::fs::create_dir_all(&m.target)
+            };
+            made.map_err(|e| format!("mount point {}: {e}", m.target.display()))?;
+        }
+        mount::mount_bind_recursive(&m.source, &m.target)
+            .map_err(|e| format!("bind {} at {}: {e}", m.source.display(), m.target.display()))?;
+        if m.read_only {
+            mount::mount_remount(&m.target, MountFlags::BIND | MountFlags::RDONLY, "")
+                .map_err(|e| format!("read-only {}: {e}", m.target.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The directories to overlay so that every missing target can be made:
+/// the canonical nearest existing ancestor of each missing target, without
+/// those inside another one.
+fn overlay_roots<'a>(targets: impl Iterator<Item = &'a Path>) -> Vec<PathBuf> {
+    let mut roots = BTreeSet::new();
+    for t in targets {
+        if std::fs::metadata(t).is_ok() {
+            continue;
+        }
+        let mut anc = t.parent();
+        while let Some(a) = anc {
+            if std::fs::metadata(a).is_ok() {
+                break;
+            }
+            anc = a.parent();
+        }
+        if let Some(a) = anc.and_then(|a| std::fs::canonicalize(a).ok()) {
+            roots.insert(a);
+        }
+    }
+    let all: Vec<PathBuf> = roots.into_iter().collect();
+    all.iter()
+        .filter(|r| !all.iter().any(|o| o != *r && r.starts_with(o)))
+        .cloned()
+        .collect()
+}
+
+/// Overlays `dir` with an upper layer under `work` (on the scratch tmpfs),
+/// and binds the submounts of `dir` back from a recursive bind of the original.
+fn overlay(dir: &Path, work: &Path, submounts: &[PathBuf]) -> Result<(), String> {
+    let (orig, upper, wd) = (work.join("orig"), work.join("upper"), work.join("work"));
+    for d in [&orig, &upper, &wd] {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    mount::mount_bind_recursive(dir, &orig).map_err(|e| format!("bind {}: {e}", dir.display()))?;
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        dir.display(),
+        upper.display(),
+        wd.display()
+    );
+    let opts = std::ffi::CString::new(opts).map_err(|e| e.to_string())?;
+    mount::mount(
+        "overlay",
+        dir,
+        "overlay",
+        MountFlags::empty(),
+        Some(opts.as_c_str()),
+    )
+    .map_err(|e| format!("overlay on {}: {e}", dir.display()))?;
+    let inside: Vec<&PathBuf> = submounts
+        .iter()
+        .filter(|m| m.as_path() != dir && m.starts_with(dir) && !m.starts_with(work))
+        .collect();
+    let top: Vec<&PathBuf> = inside
+        .iter()
+        .filter(|m| !inside.iter().any(|o| o != *m && m.starts_with(o)))
+        .copied()
+        .collect();
+    for m in top {
+        let Ok(rel) = m.strip_prefix(dir) else {
+            continue;
+        };
+        // A mount point that vanished from the lower layer cannot be re-bound; skip it.
+        let _ = mount::mount_bind_recursive(orig.join(rel), m);
+    }
+    Ok(())
+}
+
+/// Every mount point of this mount namespace (`/proc/self/mountinfo`).
+fn mount_points() -> Result<Vec<PathBuf>, String> {
+    let text =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("mountinfo: {e}"))?;
+    let mut out: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape(p)))
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Decodes mountinfo's octal escapes (`\040` is a space).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescapes_mountinfo() {
+        assert_eq!(unescape("/a\\040b"), "/a b");
+        assert_eq!(unescape("/plain"), "/plain");
+    }
+
+    #[test]
+    fn overlays_the_nearest_existing_ancestor_once() {
+        let roots = overlay_roots(
+            [
+                Path::new("/etc/shardmesh-nope/a"),
+                Path::new("/etc/shardmesh-nope/b/c"),
+                Path::new("/etc/hostname"),
+                Path::new("/shardmesh-nope"),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(roots, vec![PathBuf::from("/")], "/ holds /etc");
+        let roots = overlay_roots([Path::new("/etc/shardmesh-nope/a")].into_iter());
+        assert_eq!(roots, vec![std::fs::canonicalize("/etc").unwrap()]);
+    }
+}
