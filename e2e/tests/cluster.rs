@@ -394,7 +394,8 @@ async fn examples_in_a_cluster() {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         if path.extension().is_some_and(|e| e == "yaml") && text.contains("\nkind: ShardedService")
         {
-            let mut svc: ShardedService = read_yaml(&path);
+            let mut svc = shardmesh_operator::cli::sharded_service_from_yaml(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             svc.metadata.namespace = Some(namespace.clone());
             services
                 .patch(

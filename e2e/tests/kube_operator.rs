@@ -172,8 +172,8 @@ fn examples() -> Vec<(PathBuf, ShardedService)> {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         if path.extension().is_some_and(|e| e == "yaml") && text.contains("\nkind: ShardedService")
         {
-            let svc: ShardedService =
-                serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let svc = shardmesh_operator::cli::sharded_service_from_yaml(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             found.push((path, svc));
         }
     }

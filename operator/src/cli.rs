@@ -227,9 +227,33 @@ pub fn render_file(path: &std::path::Path, settings: &Settings) -> Result<String
         )));
     }
     let text = std::fs::read_to_string(path)?;
-    let svc: ShardedService = serde_saphyr::from_str(&text)
-        .map_err(|e| Error::Render(format!("{}: not a ShardedService: {e}", path.display())))?;
+    let svc = sharded_service_from_yaml(&text)
+        .map_err(|e| Error::Render(format!("{}: {e}", path.display())))?;
     render_manifests(svc, settings)
+}
+
+/// The one ShardedService of a manifest. A manifest may carry what the
+/// service needs beside it (examples/bank.yaml declares its
+/// PersistentVolumeClaim): those documents are skipped, as `local up` does.
+pub fn sharded_service_from_yaml(text: &str) -> Result<ShardedService, String> {
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| format!("not a ShardedService: {e}"))?;
+    let mut found: Vec<serde_json::Value> = Vec::new();
+    let single = docs.len() == 1;
+    for doc in docs {
+        let kind = doc.get("kind").and_then(|k| k.as_str());
+        // A lone document is read as a ShardedService whatever it says, so
+        // its errors name the fields that are wrong.
+        if single || kind == Some("ShardedService") {
+            found.push(doc);
+        }
+    }
+    match found.len() {
+        1 => serde_json::from_value(found.remove(0))
+            .map_err(|e| format!("not a ShardedService: {e}")),
+        0 => Err("not a ShardedService: no document of kind ShardedService".into()),
+        n => Err(format!("{n} ShardedService documents; render takes one")),
+    }
 }
 
 /// Renders every child of `svc` (and the namespace's shared objects) as a
