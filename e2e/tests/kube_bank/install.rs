@@ -16,7 +16,7 @@ use crate::suite::{Suite, BANK, NS, OPERATOR, OPERATOR_NS, RELEASE};
 
 /// The hostPath-backed PersistentVolume the harness serves the bank's
 /// `ReadWriteMany` claim from (users bring their own storage class).
-const HARNESS_PV: &str = "e2e/fixtures/bank-pv.yaml";
+const HARNESS_PV: &str = "e2e/fixtures/bank-data-pv.yaml";
 
 /// Installs the chart; the time until both operator replicas are Ready.
 pub fn operator(kube: &Kube) -> Duration {
