@@ -25,15 +25,25 @@
 //! namespace (`SHARDMESH_KUBE_NETNS`) with the netns cluster up and the
 //! node agent's `node-1` Ready: `scripts/test.d/65-kube-pods.sh`.
 
+#[path = "kube_bank/client.rs"]
 mod client;
+#[path = "kube_bank/control.rs"]
 mod control;
+#[path = "kube_bank/handoff.rs"]
 mod handoff;
+#[path = "kube_bank/install.rs"]
 mod install;
+#[path = "kube_bank/kubectl.rs"]
 mod kubectl;
+#[path = "kube_bank/podns.rs"]
 mod podns;
+#[path = "kube_bank/report.rs"]
 mod report;
+#[path = "kube_bank/rollout.rs"]
 mod rollout;
+#[path = "kube_bank/series.rs"]
 mod series;
+#[path = "kube_bank/suite.rs"]
 mod suite;
 
 use std::time::{Duration, Instant};
