@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use shardmesh_e2e::poll;
 
-use crate::handoff::assert_traffic;
+use crate::handoff::{assert_traffic, GRACEFUL_MIN};
 use crate::report::Row;
 use crate::suite::{Suite, BANK, NODE, NS};
 
@@ -71,7 +71,7 @@ pub fn rolling_update(suite: &mut Suite) {
         fewest >= 2,
         "more than one pod was down at once during the rollout (fewest Ready: {fewest})"
     );
-    assert_traffic("rollout", &traffic, 0.99);
+    assert_traffic("rollout", &traffic, GRACEFUL_MIN);
     let mut row = Row::new("4. rolling update of the template", Some(&traffic));
     row.ready = Some(done);
     row.recovery = Some(recovery);
@@ -185,7 +185,7 @@ pub fn drain(suite: &mut Suite) {
     all.sort();
     all.dedup();
     assert_eq!(all.len(), 3, "every bank pod evicted once: {evicted:?}");
-    assert_traffic("drain", &traffic, 0.99);
+    assert_traffic("drain", &traffic, GRACEFUL_MIN);
     let mut row = Row::new("5. drain via the Eviction API", Some(&traffic));
     row.ready = Some(slowest);
     row.recovery = Some(recovery);

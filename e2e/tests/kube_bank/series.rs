@@ -29,6 +29,9 @@ pub const MESH_REASONS: [&str; 8] = [
     "bad-request",
 ];
 
+/// The bank's answers that are decisions, not failures.
+const BUSINESS_REFUSALS: [&str; 1] = ["insufficient-funds"];
+
 /// Segments of `bank-load` running in the background.
 pub struct Series {
     stop: Arc<AtomicBool>,
@@ -122,23 +125,30 @@ impl Traffic {
         !self.runs.is_empty() && self.runs.iter().all(LoadResult::verified)
     }
 
-    /// Failures by reason (mesh reasons, `client-*`, `app-*`).
+    /// Failures by reason: the mesh's (`x-shardmesh-error`), the client's
+    /// own (`timeout`, `transport`), and the app's failure answers as
+    /// `app-ERROR` (its business refusals are not failures).
     pub fn by_reason(&self) -> BTreeMap<String, u64> {
         let mut all = BTreeMap::new();
         for run in &self.runs {
-            if let Some(m) = run.summary["by_reason"].as_object() {
-                for (k, v) in m {
-                    *all.entry(k.clone()).or_insert(0) += v.as_u64().unwrap_or(0);
-                }
+            let mesh = run.summary["by_reason"].as_object().into_iter().flatten();
+            let app = run.summary["app_errors"].as_object().into_iter().flatten();
+            let app = app
+                .filter(|(k, _)| !BUSINESS_REFUSALS.contains(&k.as_str()))
+                .map(|(k, v)| (format!("app-{k}"), v));
+            for (k, v) in mesh.map(|(k, v)| (k.clone(), v)).chain(app) {
+                *all.entry(k).or_insert(0) += v.as_u64().unwrap_or(0);
             }
         }
         all
     }
 
-    /// Failures whose reason is not one the mesh answers with.
+    /// Failures whose reason is not one the mesh answers with. A transfer
+    /// the bank answers `transfer-pending` had a saga step fail through the
+    /// mesh (its message names the step's mesh reason): explained too.
     pub fn without_mesh_reason(&self) -> BTreeMap<String, u64> {
         let mut all = self.by_reason();
-        all.retain(|k, _| !MESH_REASONS.contains(&k.as_str()));
+        all.retain(|k, _| !MESH_REASONS.contains(&k.as_str()) && k != "app-transfer-pending");
         all
     }
 
@@ -187,6 +197,7 @@ mod tests {
                 "requests": requests,
                 "failed_requests": failed,
                 "by_reason": reasons,
+                "app_errors": {"insufficient-funds": 3, "transfer-pending": 1, "stale-epoch": 2},
                 "groups": {"watched": {"requests": requests, "failed": failed}},
                 "verification": {"passed": passed}
             }),
@@ -206,9 +217,14 @@ mod tests {
         assert!((t.success_rate() - 0.995).abs() < 1e-9);
         assert!(t.verified());
         assert_eq!(t.by_reason()["no-owner"], 8);
+        assert_eq!(t.by_reason()["app-transfer-pending"], 2);
+        assert!(!t.by_reason().contains_key("app-insufficient-funds"));
         assert_eq!(
             t.without_mesh_reason().into_iter().collect::<Vec<_>>(),
-            [("client-timeout".to_string(), 2)]
+            [
+                ("app-stale-epoch".to_string(), 4),
+                ("client-timeout".to_string(), 2)
+            ]
         );
         assert_eq!(t.group_rate("watched"), Some(t.success_rate()));
         assert_eq!(t.group_rate("others"), None);
