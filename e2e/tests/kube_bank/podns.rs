@@ -1,17 +1,12 @@
-//! A pod's network namespace, found by its IP: the node agent names them
-//! itself (`ip netns add`), so the suite asks each namespace which address
-//! its `eth0` holds instead of guessing the name. Used to crash a pod the
-//! way a node would see it: every process in the namespace SIGKILLed.
+//! A pod's processes, found by its IP: every process whose network
+//! namespace holds the pod's address. Not by the agent's `ip netns` names:
+//! the agent and this test each run under their own `ip netns exec`, i.e.
+//! in separate mount namespaces, so the bind mounts behind the agent's
+//! `/run/netns/smpod-*` are not visible here. `/proc/PID/ns/net` is. Used
+//! to crash a pod the way a node would see it: every process SIGKILLed.
 
+use std::collections::BTreeMap;
 use std::process::Command;
-
-/// The named network namespaces (`ip netns list` prints `NAME (id: N)`).
-fn names(list: &str) -> Vec<String> {
-    list.lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(String::from)
-        .collect()
-}
 
 /// Whether `ip -o -4 addr` output holds `ip` as an address.
 fn holds(addrs: &str, ip: &str) -> bool {
@@ -19,34 +14,49 @@ fn holds(addrs: &str, ip: &str) -> bool {
     addrs.lines().any(|l| l.contains(&needle))
 }
 
-fn ip_cmd(args: &[&str]) -> String {
-    Command::new("ip")
-        .args(args)
+/// Every process by network namespace (`net:[INODE]`).
+fn by_netns() -> BTreeMap<String, Vec<u32>> {
+    let mut all: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/net")) {
+            all.entry(ns.display().to_string()).or_default().push(pid);
+        }
+    }
+    all
+}
+
+/// The IPv4 addresses of the network namespace of `pid`.
+fn addresses_of(pid: u32) -> String {
+    Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["ip", "-o", "-4", "addr", "show"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
         .unwrap_or_default()
 }
 
-/// The namespace whose interface holds `ip`.
-pub fn of_ip(ip: &str) -> Option<String> {
-    names(&ip_cmd(&["netns", "list"]))
-        .into_iter()
-        .find(|ns| holds(&ip_cmd(&["-n", ns, "-o", "-4", "addr", "show"]), ip))
+/// The processes of the pod whose network namespace holds `ip`.
+pub fn pids_of_ip(ip: &str) -> Vec<u32> {
+    by_netns()
+        .into_values()
+        .find(|pids| pids.first().is_some_and(|p| holds(&addresses_of(*p), ip)))
+        .unwrap_or_default()
 }
 
-/// SIGKILLs every process in namespace `ns` (a crash of the whole pod:
-/// app and sidecar at once); the PIDs killed.
-pub fn kill_all(ns: &str) -> Vec<u32> {
-    let pids: Vec<u32> = ip_cmd(&["netns", "pids", ns])
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect();
-    for pid in &pids {
+/// SIGKILLs `pids` (a crash of the whole pod: app and sidecar at once).
+pub fn kill_all(pids: &[u32]) {
+    for pid in pids {
         let _ = Command::new("kill")
             .args(["-KILL", &pid.to_string()])
             .status();
     }
-    pids
 }
 
 #[cfg(test)]
@@ -54,12 +64,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn namespaces_and_addresses_are_parsed() {
-        let list = "smpod-bank-1 (id: 4)\nsmpod-bank-0 (id: 3)\nother\n";
-        assert_eq!(names(list), ["smpod-bank-1", "smpod-bank-0", "other"]);
+    fn addresses_are_matched_whole() {
         let addrs = "1: lo    inet 127.0.0.1/8 scope host lo\n\
                      2: eth0    inet 10.244.0.12/24 brd 10.244.0.255 scope global eth0\n";
         assert!(holds(addrs, "10.244.0.12"));
         assert!(!holds(addrs, "10.244.0.1"), "a prefix of another address");
+    }
+
+    #[test]
+    fn this_process_is_in_some_network_namespace() {
+        let me = std::process::id();
+        assert!(by_netns().values().any(|pids| pids.contains(&me)));
     }
 }
