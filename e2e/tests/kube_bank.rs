@@ -169,6 +169,7 @@ fn the_bank_on_kubernetes_keeps_its_money_through_every_user_operation() {
         dir,
         keys: shards::one_key_per_shard(SHARDS),
         rows: Vec::new(),
+        failures: Vec::new(),
     };
     install::steady(&mut suite, row, applied);
 
@@ -188,4 +189,9 @@ fn the_bank_on_kubernetes_keeps_its_money_through_every_user_operation() {
 
     report::print(&suite.rows);
     println!("whole suite: {:.0} s", begun.elapsed().as_secs_f64());
+    assert!(
+        suite.failures.is_empty(),
+        "failed checks:\n{}",
+        suite.failures.join("\n")
+    );
 }

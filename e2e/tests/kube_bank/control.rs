@@ -98,11 +98,10 @@ pub fn operator_failover(suite: &mut Suite, user: &str) {
     }
     let traffic = series.finish();
     let bank_after = suite.bank();
-    assert_eq!(
-        bank_before, bank_after,
-        "bank pods moved during the operator failover"
-    );
-    crate::handoff::assert_traffic("operator failover", &traffic, 0.999);
+    suite.check(bank_before == bank_after, || {
+        format!("bank pods moved during the operator failover: {bank_before:?} -> {bank_after:?}")
+    });
+    crate::handoff::check_traffic(suite, "operator failover", &traffic, 0.999);
     let mut row = Row::new("6. leading operator pod deleted", Some(&traffic));
     row.ready = Some(replaced);
     row.recovery = Some(took);

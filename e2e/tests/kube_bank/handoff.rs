@@ -32,22 +32,21 @@ pub const GRACEFUL_MIN: f64 = 0.95;
 /// Longest time from a crash until every key is served again.
 const CRASH_BOUND: Duration = Duration::from_secs(20);
 
-/// Asserts what every scenario under load must hold: the money check of
+/// Checks what every scenario under load must hold: the money check of
 /// every segment, a success rate of at least `min`, and no failure without
-/// a mesh reason.
-pub fn assert_traffic(name: &str, traffic: &Traffic, min: f64) {
-    let out = traffic.output();
-    assert!(traffic.verified(), "{name}: money check failed\n{out}");
+/// a mesh reason. bank-load's output is printed when one fails.
+pub fn check_traffic(suite: &mut Suite, name: &str, traffic: &Traffic, min: f64) {
+    let before = suite.failures.len();
+    suite.check(traffic.verified(), || format!("{name}: money check failed"));
     let unexplained = traffic.without_mesh_reason();
-    assert!(
-        unexplained.is_empty(),
-        "{name}: failures without a mesh reason {unexplained:?}\n{out}"
-    );
-    assert!(
-        traffic.success_rate() >= min,
-        "{name}: success {:.4} < {min}\n{out}",
-        traffic.success_rate()
-    );
+    suite.check(unexplained.is_empty(), || {
+        format!("{name}: failures without a mesh reason {unexplained:?}")
+    });
+    let rate = traffic.success_rate();
+    suite.check(rate >= min, || format!("{name}: success {rate:.4} < {min}"));
+    if suite.failures.len() > before {
+        println!("{}", traffic.output());
+    }
 }
 
 /// Scale to `replicas` under load: Ready pods, then every shard served
@@ -80,7 +79,7 @@ fn scale(suite: &mut Suite, replicas: usize) {
         handed.as_secs_f64()
     );
     let min = if replicas > 3 { 0.999 } else { GRACEFUL_MIN };
-    assert_traffic(&name, &traffic, min);
+    check_traffic(suite, &name, &traffic, min);
     let mut row = Row::new(
         &format!("2. kubectl scale --replicas {replicas}"),
         Some(&traffic),
@@ -118,7 +117,7 @@ pub fn delete_pod(suite: &mut Suite) {
     suite.wait_bank(3, started);
     let recovery = suite.served_again(started);
     let traffic = series.finish();
-    assert_traffic("delete", &traffic, GRACEFUL_MIN);
+    check_traffic(suite, "delete", &traffic, GRACEFUL_MIN);
     let mut row = Row::new("3. kubectl delete pod bank-1", Some(&traffic));
     row.ready = Some(back);
     row.recovery = Some(recovery);
@@ -146,10 +145,9 @@ pub fn crash(suite: &mut Suite) {
     );
     // Failure detection (suspicion ~5 s at the 1 s probe interval) + the
     // dead-owner margin (2 s) + acquire, with room for 2 shared cores.
-    assert!(
-        recovery <= CRASH_BOUND,
-        "crash: keys served again after {recovery:?}, bound {CRASH_BOUND:?}"
-    );
+    suite.check(recovery <= CRASH_BOUND, || {
+        format!("crash: keys served again after {recovery:?}, bound {CRASH_BOUND:?}")
+    });
     let back = poll(Duration::from_secs(180), || {
         let p = suite.kube.pod(NS, "bank-2")?;
         (p.uid == victim.uid && p.restarts > victim.restarts && p.serving())
@@ -162,18 +160,15 @@ pub fn crash(suite: &mut Suite) {
         )
     });
     let traffic = series.finish();
-    let out = traffic.output();
-    assert!(traffic.verified(), "crash: money check failed\n{out}");
+    check_traffic(suite, "crash", &traffic, 0.0);
     let unexplained = traffic.unexplained("watched");
-    assert!(
-        unexplained.is_empty(),
-        "crash: bank-2's shards failed without a mesh reason: {unexplained:?}\n{out}"
-    );
+    suite.check(unexplained.is_empty(), || {
+        format!("crash: bank-2's shards failed without a mesh reason: {unexplained:?}")
+    });
     let others = traffic.group_rate("others").unwrap_or(0.0);
-    assert!(
-        others >= 0.995,
-        "crash: live owners' shards {others:.4} < 0.995\n{out}"
-    );
+    suite.check(others >= 0.995, || {
+        format!("crash: live owners' shards {others:.4} < 0.995")
+    });
     let now = suite.bank_pod("bank-2");
     let mut row = Row::new("3. SIGKILL bank-2's processes", Some(&traffic));
     row.ready = Some(back);

@@ -179,13 +179,7 @@ pub fn operator_user(kube: &Kube) -> String {
 pub fn steady(suite: &mut Suite, mut row: Row, applied: Instant) {
     row.recovery = Some(suite.served_again(applied));
     let traffic = suite.load("steady", &[]).finish();
-    let out = traffic.output();
-    assert!(traffic.verified(), "steady: money check failed\n{out}");
-    assert!(
-        traffic.success_rate() >= 0.999,
-        "steady: success {:.4}\n{out}",
-        traffic.success_rate()
-    );
+    crate::handoff::check_traffic(suite, "steady", &traffic, 0.999);
     let served_by = http::outbound_requests(&suite.client_admin);
     println!("steady: the client's sidecar answered {served_by} outbound requests");
     let load_row = Row::new("1. steady load", Some(&traffic));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use shardmesh_e2e::poll;
 
-use crate::handoff::{assert_traffic, GRACEFUL_MIN};
+use crate::handoff::{check_traffic, GRACEFUL_MIN};
 use crate::report::Row;
 use crate::suite::{Suite, BANK, NODE, NS};
 
@@ -67,11 +67,10 @@ pub fn rolling_update(suite: &mut Suite) {
         "rollout: every pod replaced in {:.1} s, in the order {order:?}; fewest pods Ready at once: {fewest}",
         done.as_secs_f64()
     );
-    assert!(
-        fewest >= 2,
-        "more than one pod was down at once during the rollout (fewest Ready: {fewest})"
-    );
-    assert_traffic("rollout", &traffic, GRACEFUL_MIN);
+    suite.check(fewest >= 2, || {
+        format!("rollout: more than one pod down at once (fewest Ready: {fewest}, new pods in the order {order:?})")
+    });
+    check_traffic(suite, "rollout", &traffic, GRACEFUL_MIN);
     let mut row = Row::new("4. rolling update of the template", Some(&traffic));
     row.ready = Some(done);
     row.recovery = Some(recovery);
@@ -135,8 +134,10 @@ pub fn drain(suite: &mut Suite) {
                 "--timeout",
                 "8s",
             ]);
-            let err = out.expect_err("drain of 3 bank pods with maxUnavailable 1 cannot finish");
-            assert!(refused_by_pdb(&err), "drain did not hit the PDB:\n{err}");
+            let err = out.err().unwrap_or_default();
+            suite.check(refused_by_pdb(&err), || {
+                format!("drain of 3 pods (PDB maxUnavailable 1) was not refused by the PDB: {err}")
+            });
             refusals += err.matches("disruption budget").count();
         } else {
             let next = before
@@ -159,17 +160,20 @@ pub fn drain(suite: &mut Suite) {
             (!out.is_empty()).then_some(out)
         })
         .expect("a pod evicted");
-        assert_eq!(gone.len(), 1, "round {round}: evicted at once: {gone:?}");
+        suite.check(gone.len() == 1, || {
+            format!("drain round {round}: evicted at once: {gone:?}")
+        });
         // A second eviction while one pod is away: the PDB says no.
         let other = before
             .keys()
             .find(|n| !gone.contains(n))
             .cloned()
             .expect("another pod");
-        let second = evict(suite, &other);
-        let err = second.expect_err("a second concurrent eviction must be refused");
-        assert!(refused_by_pdb(&err), "refused, but not by the PDB: {err}");
-        refusals += 1;
+        let err = evict(suite, &other).err().unwrap_or_default();
+        suite.check(refused_by_pdb(&err), || {
+            format!("drain round {round}: a second eviction ({other}) was not refused by the PDB: {err}")
+        });
+        refusals += usize::from(refused_by_pdb(&err));
         suite.kube.must(&["uncordon", NODE]);
         slowest = slowest.max(suite.wait_bank(3, t));
         evicted.extend(gone);
@@ -184,8 +188,10 @@ pub fn drain(suite: &mut Suite) {
     let mut all = evicted.clone();
     all.sort();
     all.dedup();
-    assert_eq!(all.len(), 3, "every bank pod evicted once: {evicted:?}");
-    assert_traffic("drain", &traffic, GRACEFUL_MIN);
+    suite.check(all.len() == 3, || {
+        format!("drain: not every bank pod evicted once: {evicted:?}")
+    });
+    check_traffic(suite, "drain", &traffic, GRACEFUL_MIN);
     let mut row = Row::new("5. drain via the Eviction API", Some(&traffic));
     row.ready = Some(slowest);
     row.recovery = Some(recovery);

@@ -40,6 +40,10 @@ pub struct Suite {
     pub keys: Vec<String>,
     /// Figures so far.
     pub rows: Vec<Row>,
+    /// Checks that failed so far: a scenario's figures are still worth the
+    /// next scenario's, so they are collected and the test fails at the end
+    /// with all of them (a broken cluster still panics at once).
+    pub failures: Vec<String>,
 }
 
 // === impl Suite ===
@@ -97,6 +101,15 @@ impl Suite {
     /// Shards each bank pod's sidecar serves now, summed (30 = all, once).
     pub fn shards_served(&self, pods: &[Pod]) -> usize {
         pods.iter().map(|p| shards::served(&p.admin()).len()).sum()
+    }
+
+    /// Records a failed check (`ok` false) with its message.
+    pub fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            let message = what();
+            println!("CHECK FAILED: {message}");
+            self.failures.push(message);
+        }
     }
 
     /// Prints and keeps a scenario's row.
