@@ -3,14 +3,14 @@
 //! by `nodeName`), run by the agent as processes in their own network and
 //! mount namespaces on the node's bridge.
 //!
-//! Needs root, `SHARDMESH_KUBE_E2E=1` and the node netns with its bridge
-//! (`SHARDMESH_KUBE_NETNS`, the control plane bound to its 10.244.0.1):
+//! Needs root, `SHARDMESH_KUBE_E2E=1` and a node netns of its own with the
+//! bridge (`SHARDMESH_NODE_TEST_NETNS`, the control plane bound to its
+//! 10.244.0.1, and no other agent: these tests start theirs):
 //! `scripts/kube/node-test` sets all of that up and removes it. Otherwise
 //! each test prints why it skips.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -19,14 +19,14 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 use shardmesh_e2e::kube::{poll_async, ControlPlane};
-use shardmesh_e2e::node::sandbox::Sandbox;
+use shardmesh_e2e::node::sandbox::{self, Sandbox};
 
-/// The node netns the test must run in.
-const NETNS_ENV: &str = "SHARDMESH_KUBE_NETNS";
+/// The node netns the test must run in (set by scripts/kube/node-test).
+const NETNS_ENV: &str = "SHARDMESH_NODE_TEST_NETNS";
 const NODE: &str = "node-1";
 
 /// One agent at a time: they would share the Node.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A running agent with its control plane and a namespace of its own.
 struct Harness {
@@ -56,11 +56,8 @@ fn skip_reason() -> Option<String> {
     None
 }
 
-fn pod_netns(uid: &str) -> String {
-    Sandbox::named(uid, std::net::Ipv4Addr::UNSPECIFIED).netns
-}
-
-fn netns_list() -> Vec<String> {
+/// Every network namespace of the machine with `prefix`.
+fn netns_with(prefix: &str) -> Vec<String> {
     let out = Command::new("ip")
         .args(["netns", "list"])
         .output()
@@ -68,17 +65,37 @@ fn netns_list() -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .filter(|n| n.starts_with("smpod-"))
+        .filter(|n| n.starts_with(prefix))
         .collect()
 }
 
+/// Starts `shardmesh-node-agent` with its log appended to `STATE/agent.log`.
+fn spawn_agent(cp: &ControlPlane, state: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state.join("agent.log"))
+        .expect("agent log");
+    Command::new(env!("CARGO_BIN_EXE_shardmesh-node-agent"))
+        .arg("--kubeconfig")
+        .arg(cp.kubeconfig())
+        .args(["--node-name", NODE, "--images"])
+        .arg(state.join("images.yaml"))
+        .arg("--state-dir")
+        .arg(state)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start shardmesh-node-agent")
+}
+
 impl Harness {
-    async fn start(name: &str) -> Option<(Self, std::sync::MutexGuard<'static, ()>)> {
+    async fn start(name: &str) -> Option<(Self, tokio::sync::MutexGuard<'static, ()>)> {
         if let Some(why) = skip_reason() {
             println!("skipped: {why}");
             return None;
         }
-        let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = SERIAL.lock().await;
         let cp = match ControlPlane::for_test() {
             Ok(cp) => cp,
             Err(why) => {
@@ -99,18 +116,7 @@ impl Harness {
             ),
         )
         .expect("image table");
-        let log = std::fs::File::create(state.join("agent.log")).expect("agent log");
-        let agent = Command::new(env!("CARGO_BIN_EXE_shardmesh-node-agent"))
-            .arg("--kubeconfig")
-            .arg(cp.kubeconfig())
-            .args(["--node-name", NODE, "--images"])
-            .arg(&table)
-            .arg("--state-dir")
-            .arg(&state)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start shardmesh-node-agent");
+        let agent = spawn_agent(&cp, &state);
         let ns = format!("node-{name}");
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let _ = namespaces
@@ -138,6 +144,16 @@ impl Harness {
         })
         .await;
         assert!(ready.is_some(), "node {NODE} not Ready: {}", h.agent_log());
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(h.client.clone(), "kube-node-lease");
+        let lease = poll_async(Duration::from_secs(30), || async {
+            leases.get_opt(NODE).await.ok()?
+        })
+        .await
+        .expect("the node's Lease");
+        let spec = lease.spec.unwrap_or_default();
+        assert_eq!(spec.holder_identity.as_deref(), Some(NODE));
+        assert!(spec.renew_time.is_some(), "the Lease is renewed");
         let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
             Api::namespaced(h.client.clone(), &h.ns);
         poll_async(Duration::from_secs(30), || async {
@@ -146,6 +162,21 @@ impl Harness {
         .await
         .expect("default ServiceAccount");
         Some((h, guard))
+    }
+
+    /// The network namespace of the pod with `uid`.
+    fn pod_netns(&self, uid: &str) -> String {
+        Sandbox::named(
+            &sandbox::scope(&self.state),
+            uid,
+            std::net::Ipv4Addr::UNSPECIFIED,
+        )
+        .netns
+    }
+
+    /// This agent's pod namespaces.
+    fn netns_list(&self) -> Vec<String> {
+        netns_with(&sandbox::scope(&self.state))
     }
 
     fn agent_log(&self) -> String {
@@ -255,7 +286,7 @@ impl Harness {
             "agent did not exit cleanly: {status:?}\n{}",
             self.agent_log()
         );
-        let left = netns_list();
+        let left = self.netns_list();
         assert!(left.is_empty(), "namespaces left behind: {left:?}");
         println!(
             "agent stopped in {:.1}s, no namespace left",
@@ -480,8 +511,10 @@ exec sleep 3600
         !Path::new("/etc/shardmesh-test").exists(),
         "the host's /etc was changed"
     );
-    assert!(!Path::new("/sub").exists(), "the host's / was changed");
-    assert!(netns_list().contains(&pod_netns(&uid)));
+    for p in ["/sub", "/info", "/scratch", "/run/secrets/tokens"] {
+        assert!(!Path::new(p).exists(), "the host got {p}");
+    }
+    assert!(h.netns_list().contains(&h.pod_netns(&uid)));
 
     h.pods()
         .delete("volumes", &DeleteParams::default())
@@ -493,7 +526,7 @@ exec sleep 3600
         took.as_secs_f64()
     );
     assert!(
-        !netns_list().contains(&pod_netns(&uid)),
+        !h.netns_list().contains(&h.pod_netns(&uid)),
         "pod netns removed with the pod"
     );
     h.stop();
@@ -512,7 +545,7 @@ async fn sidecars_start_first_and_probes_drive_readiness() {
             "volumes": [{"name": "shared", "emptyDir": {}}],
             "initContainers": [
                 {"name": "sidecar", "image": "shardmesh.test/sh", "restartPolicy": "Always",
-                 "command": ["sh", "-c", "sleep 2; touch /shared/sidecar-up; trap 'echo sidecar-term; exit 0' TERM; while true; do sleep 0.2; done"],
+                 "command": ["sh", "-c", "sleep 2; touch /shared/sidecar-up; trap 'echo sidecar-term; sleep 2; exit 0' TERM; while true; do sleep 0.2; done"],
                  "startupProbe": {"exec": {"command": ["test", "-f", "/shared/sidecar-up"]}, "periodSeconds": 1, "failureThreshold": 30},
                  "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]},
                 {"name": "init", "image": "shardmesh.test/sh",
@@ -572,12 +605,25 @@ async fn sidecars_start_first_and_probes_drive_readiness() {
         went >= Duration::from_secs(3),
         "readiness followed the file: {went:?}"
     );
+    assert!(!Path::new("/shared").exists(), "the host's / was changed");
     // Deletion: the app gets SIGTERM first, the sidecar last.
     let pod = h.pods().get("probes").await.expect("pod");
     h.pods()
         .delete("probes", &DeleteParams::default())
         .await
         .expect("delete");
+    // While the sidecar shuts down (2 s), the app is terminated, the pod
+    // not Ready and still Running (a terminal phase would let a StatefulSet
+    // replace it before it is gone).
+    let stopping = h
+        .wait_pod("probes", 20, "app stopped, sidecar still stopping", |p| {
+            let st = status_json(p);
+            st["containerStatuses"][0]["state"]["terminated"].is_object()
+                && st["initContainerStatuses"][0]["state"]["running"].is_object()
+        })
+        .await;
+    assert_eq!(phase(&stopping), "Running");
+    assert_eq!(condition(&stopping, "Ready").as_deref(), Some("False"));
     h.wait_gone("probes", 30).await;
     assert!(
         h.log(&pod, "app").contains("app-term"),
@@ -621,13 +667,12 @@ async fn crashes_restart_with_backoff_and_liveness_kills() {
         .await;
     let c = status_json(&p)["containerStatuses"][0].clone();
     assert_eq!(c["lastState"]["terminated"]["exitCode"], 3, "{c}");
-    assert!(
-        c["state"]["waiting"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("back-off 20s"),
-        "{c}"
-    );
+    let r = c["restartCount"].as_i64().unwrap_or(0);
+    let want = format!("back-off {}s", (10i64 << (r - 2)).min(300));
+    let msg = c["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(msg.contains(&want), "{want}: {c}");
     assert_eq!(
         phase(&p),
         "Running",
@@ -654,7 +699,7 @@ async fn crashes_restart_with_backoff_and_liveness_kills() {
     let running = h
         .wait_pod("killed", 30, "Running", |p| phase(p) == "Running")
         .await;
-    let ns = pod_netns(&running.metadata.uid.clone().unwrap_or_default());
+    let ns = h.pod_netns(&running.metadata.uid.clone().unwrap_or_default());
     let out = Command::new("ip")
         .args(["netns", "pids", &ns])
         .output()
@@ -689,8 +734,11 @@ async fn graceful_deletion_and_bad_pods() {
         "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 20,
             "volumes": [{"name": "d", "emptyDir": {}}],
             "containers": [{"name": "c", "image": "shardmesh.test/sh",
-                "command": ["sh", "-c", "trap 'echo \"term after $(cat /d/hook)\"; exit 0' TERM; echo up; while true; do sleep 0.2; done"],
-                "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "echo prestop > /d/hook"]}}},
+                "command": ["sh", "-c", "trap 'echo \"term after $(cat /d/hook), $(cat /d/post)\"; exit 0' TERM; echo up; while true; do sleep 0.2; done"],
+                "lifecycle": {
+                    "postStart": {"exec": {"command": ["sh", "-c", "echo poststart > /d/post"]}},
+                    "preStop": {"exec": {"command": ["sh", "-c", "echo prestop > /d/hook"]}}
+                },
                 "volumeMounts": [{"name": "d", "mountPath": "/d"}]}]}
     })).await;
     h.create_pod(json!({
@@ -723,13 +771,14 @@ async fn graceful_deletion_and_bad_pods() {
         .delete("polite", &DeleteParams::default())
         .await
         .expect("delete");
-    let took = h.wait_gone("polite", 30).await;
+    let polite_took = h.wait_gone("polite", 30).await;
     assert!(
-        took < Duration::from_secs(10),
-        "SIGTERM honoured well within the 20 s grace: {took:?}"
+        polite_took < Duration::from_secs(10),
+        "SIGTERM honoured well within the 20 s grace: {polite_took:?}"
     );
     assert!(
-        h.log(&polite, "c").contains("term after prestop"),
+        h.log(&polite, "c")
+            .contains("term after prestop, poststart"),
         "preStop ran before SIGTERM: {}",
         h.log(&polite, "c")
     );
@@ -748,7 +797,7 @@ async fn graceful_deletion_and_bad_pods() {
     );
     println!(
         "polite pod gone in {:.1}s, one ignoring SIGTERM in {:.1}s (grace 2 s)",
-        0.0,
+        polite_took.as_secs_f64(),
         took.as_secs_f64()
     );
     let p = h
@@ -822,6 +871,28 @@ async fn a_statefulset_runs_on_the_bridge() {
             .unwrap_or_default();
         println!("agent running 3 pods: {rss}");
     }
+    // No write churn: in a quiet window after Ready (readiness probes run
+    // every second), the agent writes no pod status. The audit log is
+    // flushed in batches of at most 1 s, hence the settling wait.
+    let status_writes = |h: &Harness| {
+        h.cp.audit_events()
+            .iter()
+            .filter(|e| {
+                e.is_write()
+                    && e.object_ref.as_ref().is_some_and(|o| {
+                        o.resource == "pods"
+                            && o.subresource.as_deref() == Some("status")
+                            && o.namespace.as_deref() == Some(h.ns.as_str())
+                    })
+            })
+            .count()
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let before = status_writes(&h);
+    std::thread::sleep(Duration::from_secs(6));
+    let after = status_writes(&h);
+    assert_eq!(after, before, "pod status writes in a steady 6 s window");
+    println!("steady state: 0 pod status writes in 6 s");
     let mut ips = Vec::new();
     let mut uids = Vec::new();
     for i in 0..3 {
@@ -849,7 +920,7 @@ async fn a_statefulset_runs_on_the_bridge() {
             .args([
                 "netns",
                 "exec",
-                &pod_netns(&uids[0]),
+                &h.pod_netns(&uids[0]),
                 "curl",
                 "-s",
                 "-m",
@@ -872,13 +943,86 @@ async fn a_statefulset_runs_on_the_bridge() {
     sts.delete("web", &DeleteParams::foreground())
         .await
         .expect("delete statefulset");
-    for i in 0..3 {
-        h.wait_gone(&format!("web-{i}"), 60).await;
+    // The StatefulSet controller may still recreate a pod while the GC
+    // deletes the set: wait until no pod and no pod namespace is left.
+    let pods = h.pods();
+    let clean = poll_async(Duration::from_secs(60), || async {
+        let left = pods.list(&Default::default()).await.ok()?.items.len();
+        (left == 0 && h.netns_list().is_empty()).then_some(())
+    })
+    .await;
+    assert!(
+        clean.is_some(),
+        "pods or namespaces left: {:?}\n{}",
+        h.netns_list(),
+        h.agent_log()
+    );
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_leaves_nothing_after_a_restart() {
+    let Some((mut h, _guard)) = Harness::start("restart").await else {
+        return;
+    };
+    h.create_pod(json!({
+        "metadata": {"name": "survivor"},
+        "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "shardmesh.test/sh", "command": ["sh", "-c", "echo started; exec sleep 3600"]}]}
+    }))
+    .await;
+    let first = h
+        .wait_pod("survivor", 30, "Ready", |p| {
+            condition(p, "Ready").as_deref() == Some("True")
+        })
+        .await;
+    let uid = first.metadata.uid.clone().unwrap_or_default();
+    let ip = first.status.as_ref().and_then(|s| s.pod_ip.clone());
+    h.wait_log(&first, "c", "started").await;
+    // SIGKILL: the agent cannot clean up, its pod keeps running.
+    if let Some(mut agent) = h.agent.take() {
+        let _ = agent.kill();
+        let _ = agent.wait();
     }
     assert!(
-        netns_list().is_empty(),
-        "every pod namespace removed: {:?}",
-        netns_list()
+        h.netns_list().contains(&h.pod_netns(&uid)),
+        "the killed agent's pod namespace is still there"
     );
+    // A new agent removes the stale namespace with its processes and runs the pod again.
+    h.agent = Some(spawn_agent(&h.cp, &h.state));
+    let twice = poll_async(Duration::from_secs(30), || async {
+        (h.log(&first, "c").matches("started").count() >= 2).then_some(())
+    })
+    .await;
+    assert!(
+        twice.is_some(),
+        "the pod ran again: {}\n{}",
+        h.log(&first, "c"),
+        h.agent_log()
+    );
+    assert!(
+        h.agent_log().contains("removed stale pod namespaces"),
+        "{}",
+        h.agent_log()
+    );
+    let again = h
+        .wait_pod("survivor", 30, "Ready on the new agent", |p| {
+            condition(p, "Ready").as_deref() == Some("True")
+                && status_json(p)["containerStatuses"][0]["restartCount"] == 0
+        })
+        .await;
+    assert_eq!(
+        again.status.as_ref().and_then(|s| s.pod_ip.clone()),
+        ip,
+        "it keeps its address"
+    );
+    let out = Command::new("ip")
+        .args(["netns", "pids", &h.pod_netns(&uid)])
+        .output()
+        .expect("ip netns pids");
+    let pids = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .count();
+    assert_eq!(pids, 1, "only the new sleep runs in the pod namespace");
     h.stop();
 }

@@ -16,12 +16,9 @@ use rustix::process::{kill_process_group, Pid, Signal};
 use tokio::sync::{watch, Notify};
 
 use super::config::Config;
-use super::env::{container_env, Env};
-use super::fields::PodRefs;
-use super::images::{self, ImageTable};
-use super::lookup::Lookup;
+use super::images::ImageTable;
+use super::launch::{plan, spawn, wait_exec};
 use super::probes::{self, Action, Target};
-use super::shim::{Bind, Plan};
 
 /// What kind of container, which decides when it restarts.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -305,6 +302,7 @@ async fn supervise(
             }
         };
         let pid = child.id().unwrap_or_default();
+        wait_exec(&mut child, plan.ready.as_deref()).await;
         let uid_short: String = pod
             .metadata
             .uid
@@ -317,7 +315,7 @@ async fn supervise(
         set(&view, &changed, |v| {
             v.state = State::Running(started_at);
             v.container_id = Some(id.clone());
-            v.started = spec.startup_probe.is_none();
+            v.started = spec.startup_probe.is_none() && post_start(&spec).is_none();
             v.ready = v.started && spec.readiness_probe.is_none();
         });
         let target = Target {
@@ -395,18 +393,23 @@ async fn supervise(
         }
         let delay = backoff.delay(since.elapsed());
         set(&view, &changed, |v| {
-            v.last = Some(exit);
+            v.last = Some(exit.clone());
             v.restarts += 1;
             v.started = false;
             v.ready = false;
-            v.state = State::Waiting {
-                reason: "CrashLoopBackOff".into(),
-                message: format!(
-                    "back-off {}s restarting failed container={} pod={}",
-                    delay.as_secs(),
-                    spec.name,
-                    pod.metadata.name.clone().unwrap_or_default()
-                ),
+            // The first restart is at once: no back-off to report.
+            v.state = if delay.is_zero() {
+                State::Terminated(exit)
+            } else {
+                State::Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                    message: format!(
+                        "back-off {}s restarting failed container={} pod={}",
+                        delay.as_secs(),
+                        spec.name,
+                        pod.metadata.name.clone().unwrap_or_default()
+                    ),
+                }
             };
         });
         if wait_or_stop(delay, &mut stop).await {
@@ -474,7 +477,13 @@ impl ProbeSpec {
     }
 }
 
-/// Runs the probes; returns only when the container must be killed (why).
+/// The container's postStart hook, if any.
+fn post_start(spec: &Container) -> Option<&k8s_openapi::api::core::v1::LifecycleHandler> {
+    spec.lifecycle.as_ref().and_then(|l| l.post_start.as_ref())
+}
+
+/// Runs the postStart hook, then the probes; returns only when the
+/// container must be killed (why).
 async fn probe_loop(
     spec: &Container,
     target: &Target,
@@ -482,6 +491,26 @@ async fn probe_loop(
     view: &Mutex<View>,
     changed: &Notify,
 ) -> String {
+    if let Some(hook) = post_start(spec) {
+        // Kubelet gives the hook no timeout of its own; 30 s bound it here
+        // so a stuck hook cannot hang the container.
+        if let Err(e) = probes::run(
+            &Action::of_hook(hook),
+            spec,
+            target,
+            Duration::from_secs(30),
+        )
+        .await
+        {
+            return format!("PostStartHook failed: {e}");
+        }
+        if spec.startup_probe.is_none() {
+            set(view, changed, |v| {
+                v.started = true;
+                v.ready = spec.readiness_probe.is_none();
+            });
+        }
+    }
     if let Some(p) = &spec.startup_probe {
         let p = ProbeSpec::new(p);
         tokio::time::sleep_until((since + p.initial).into()).await;
@@ -557,176 +586,6 @@ async fn probe_loop(
     }
 }
 
-/// The shim plan and environment of one start of `spec`.
-async fn plan(
-    ctx: &PodCtx,
-    pod: &Pod,
-    spec: &Container,
-    binary: &std::path::Path,
-) -> Result<(Plan, Env), String> {
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let pod_spec = pod.spec.clone().unwrap_or_default();
-    let mut lookup = Lookup::new(ctx.client.clone(), &ns);
-    let services = lookup
-        .link_services(pod_spec.enable_service_links != Some(false))
-        .await?;
-    let refs = PodRefs {
-        pod,
-        pod_ip: ctx.ip.clone(),
-        host_ip: ctx.cfg.node_ip.to_string(),
-    };
-    let mut env = container_env(&mut lookup, &refs, spec, &services).await?;
-    let hostname = super::pod::hostname(pod);
-    if env.get("HOSTNAME").is_none() {
-        env.set("HOSTNAME", hostname.clone());
-    }
-    if env.get("PATH").is_none() {
-        env.set(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        );
-    }
-    let etc = ctx.dir.join("etc");
-    let mut mounts = vec![
-        Bind {
-            source: etc.join("resolv.conf"),
-            target: "/etc/resolv.conf".into(),
-            read_only: false,
-        },
-        Bind {
-            source: etc.join("hosts"),
-            target: "/etc/hosts".into(),
-            read_only: false,
-        },
-        Bind {
-            source: etc.join("hostname"),
-            target: "/etc/hostname".into(),
-            read_only: false,
-        },
-    ];
-    for vm in spec.volume_mounts.iter().flatten() {
-        let base = ctx
-            .volumes
-            .get(&vm.name)
-            .ok_or_else(|| format!("volumeMount {:?}: no volume of that name", vm.name))?;
-        let sub = match (&vm.sub_path, &vm.sub_path_expr) {
-            (Some(s), _) if !s.is_empty() => Some(s.clone()),
-            (_, Some(e)) if !e.is_empty() => Some(env.expand(e)),
-            _ => None,
-        };
-        let source = match sub {
-            Some(s) => {
-                super::atomic::check_path(&s)
-                    .map_err(|e| format!("volumeMount {:?} subPath: {e}", vm.name))?;
-                let p = base.join(&s);
-                if std::fs::symlink_metadata(&p).is_err() {
-                    std::fs::create_dir_all(&p)
-                        .map_err(|e| format!("subPath {}: {e}", p.display()))?;
-                }
-                p
-            }
-            None => base.clone(),
-        };
-        if !vm.mount_path.starts_with('/') {
-            return Err(format!(
-                "volumeMount {:?}: mountPath {:?} must be absolute",
-                vm.name, vm.mount_path
-            ));
-        }
-        mounts.push(Bind {
-            source,
-            target: vm.mount_path.clone().into(),
-            read_only: vm.read_only == Some(true),
-        });
-    }
-    let command: Vec<String> = spec
-        .command
-        .iter()
-        .flatten()
-        .map(|c| env.expand(c))
-        .collect();
-    let args: Vec<String> = spec.args.iter().flatten().map(|c| env.expand(c)).collect();
-    let (uid, gid) = user(pod, spec);
-    let plan = Plan {
-        hostname,
-        scratch: ctx.dir.join("scratch").join(&spec.name),
-        mounts,
-        argv: images::argv(binary, &command, &args),
-        env: env.pairs().to_vec(),
-        cwd: spec
-            .working_dir
-            .clone()
-            .filter(|w| !w.is_empty())
-            .map(PathBuf::from),
-        uid,
-        gid,
-    };
-    Ok((plan, env))
-}
-
-/// `runAsUser`/`runAsGroup` (container over pod); 65532 for `runAsNonRoot` without a user.
-fn user(pod: &Pod, spec: &Container) -> (Option<u32>, Option<u32>) {
-    let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
-    let csc = spec.security_context.as_ref();
-    let uid = csc
-        .and_then(|c| c.run_as_user)
-        .or_else(|| psc.and_then(|p| p.run_as_user));
-    let gid = csc
-        .and_then(|c| c.run_as_group)
-        .or_else(|| psc.and_then(|p| p.run_as_group));
-    let non_root = csc
-        .and_then(|c| c.run_as_non_root)
-        .or_else(|| psc.and_then(|p| p.run_as_non_root))
-        == Some(true);
-    let uid = match uid {
-        Some(u) => Some(u as u32),
-        None if non_root => Some(65532),
-        None => None,
-    };
-    let gid = gid.map(|g| g as u32).or(uid.map(|_| 0));
-    (uid, gid)
-}
-
-/// Starts the shim in the pod's network namespace and a new mount and UTS namespace.
-fn spawn(ctx: &PodCtx, name: &str, plan: &Plan) -> Result<tokio::process::Child, String> {
-    let plans = ctx.dir.join("plans");
-    std::fs::create_dir_all(&plans).map_err(|e| format!("{}: {e}", plans.display()))?;
-    let plan_file = plans.join(format!("{name}.json"));
-    let body = serde_json::to_vec_pretty(plan).map_err(|e| e.to_string())?;
-    std::fs::write(&plan_file, body).map_err(|e| format!("{}: {e}", plan_file.display()))?;
-    let log_path = ctx.dir.join(format!("{name}.log"));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| format!("{}: {e}", log_path.display()))?;
-    let err = log.try_clone().map_err(|e| e.to_string())?;
-    tokio::process::Command::new("nsenter")
-        .arg(format!("--net={}", ctx.netns_path.display()))
-        .args([
-            "--",
-            "unshare",
-            "--mount",
-            "--uts",
-            "--propagation",
-            "private",
-            "--",
-        ])
-        .arg(&ctx.agent_exe)
-        .arg("shim")
-        .arg(&plan_file)
-        .stdin(std::process::Stdio::null())
-        .stdout(log)
-        .stderr(err)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("start {name}: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -745,15 +604,5 @@ mod tests {
             0,
             "reset after 10 min of running"
         );
-    }
-
-    #[test]
-    fn non_root_without_a_user_runs_as_65532() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "spec": {"securityContext": {"runAsNonRoot": true}, "containers": [{"name": "a"}]}
-        }))
-        .unwrap();
-        let c = pod.spec.as_ref().unwrap().containers[0].clone();
-        assert_eq!(user(&pod, &c), (Some(65532), Some(0)));
     }
 }

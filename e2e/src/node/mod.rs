@@ -11,7 +11,8 @@
 //! - [`pod`]: a pod's lifecycle (sandbox, init containers and sidecars, app
 //!   containers, graceful deletion) and [`status`], its API status.
 //! - [`container`]: one container's supervisor (probes, restarts, back-off);
-//!   [`probes`] runs probe and hook actions.
+//!   [`launch`] starts one run through the shim; [`probes`] runs probe and
+//!   hook actions.
 //! - [`sandbox`]: network namespace, veth, `resolv.conf`/`hosts`; [`ipam`] the addresses.
 //! - [`volumes`] (+ [`atomic`]): volumes as host directories; [`env`] (+
 //!   [`fields`], [`lookup`]): environment variables.
@@ -25,6 +26,7 @@ pub mod env;
 pub mod fields;
 pub mod images;
 pub mod ipam;
+pub mod launch;
 pub mod lookup;
 pub mod manager;
 pub mod pod;
@@ -54,6 +56,8 @@ pub struct Agent {
     pub ipam: Mutex<Ipam>,
     /// This binary, which is also the container shim.
     pub exe: PathBuf,
+    /// The prefix of this agent's pod namespaces ([`sandbox::scope`]).
+    pub scope: String,
 }
 
 /// Runs the agent until `shutdown` resolves, then stops every pod it runs
@@ -76,7 +80,8 @@ pub async fn run(
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     std::fs::create_dir_all(cfg.state_dir.join("pods"))
         .map_err(|e| format!("{}: {e}", cfg.state_dir.display()))?;
-    let stale = sandbox::remove_stale().await;
+    let scope = sandbox::scope(&cfg.state_dir);
+    let stale = sandbox::remove_stale(&scope).await;
     if !stale.is_empty() {
         pod::tracing_log(&format!(
             "removed stale pod namespaces: {}",
@@ -91,6 +96,7 @@ pub async fn run(
         images: Arc::new(images),
         ipam: Mutex::new(ipam),
         exe,
+        scope: scope.clone(),
     });
     pod::tracing_log(&format!(
         "node {} registered; pods get {} on bridge {}",
@@ -104,7 +110,7 @@ pub async fn run(
     stop_tx.send_replace(true);
     let _ = manager.await;
     heartbeat.abort();
-    let left = sandbox::remove_stale().await;
+    let left = sandbox::remove_stale(&scope).await;
     if !left.is_empty() {
         pod::tracing_log(&format!("removed left-over namespaces: {}", left.join(" ")));
     }

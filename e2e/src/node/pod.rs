@@ -134,7 +134,7 @@ pub async fn run(
     let mut gone = false;
     loop {
         if gone {
-            w.stop_all(Duration::from_secs(2)).await;
+            w.stop_all(Duration::from_secs(2), false).await;
             w.teardown().await;
             return;
         }
@@ -144,7 +144,7 @@ pub async fn run(
         }
         if *shutdown.borrow() {
             let grace = grace_of(&w.pod).min(Duration::from_secs(30));
-            w.stop_all(grace).await;
+            w.stop_all(grace, false).await;
             w.teardown().await;
             return;
         }
@@ -337,7 +337,7 @@ impl Worker {
             (ip, ipam.prefix())
         };
         let uid = self.pod.metadata.uid.clone().unwrap_or_default();
-        let sb = Sandbox::named(&uid, ip);
+        let sb = Sandbox::named(&self.agent.scope, &uid, ip);
         if let Err(e) = sb.create(&self.agent.cfg, prefix).await {
             if let Ok(mut ipam) = self.agent.ipam.lock() {
                 ipam.release(ip);
@@ -397,7 +397,15 @@ impl Worker {
             return;
         }
         let api: Api<Pod> = Api::namespaced(self.agent.client.clone(), &self.namespace());
-        let patch = serde_json::json!({"status": status});
+        // podIPs and hostIPs merge by `ip` in a strategic patch: replace
+        // them whole, or a new address would be added beside the old one.
+        let mut body = status.clone();
+        for key in ["podIPs", "hostIPs"] {
+            if let Some(list) = body.get_mut(key).and_then(Value::as_array_mut) {
+                list.push(serde_json::json!({"$patch": "replace"}));
+            }
+        }
+        let patch = serde_json::json!({"status": body});
         match api
             .patch_status(
                 &self.name(),
@@ -416,14 +424,19 @@ impl Worker {
     }
 
     /// Stops every container: app containers together, then init containers
-    /// and sidecars in reverse order with what is left of `grace` (at least 2 s).
-    async fn stop_all(&mut self, grace: Duration) {
+    /// and sidecars in reverse order with what is left of `grace` (at least
+    /// 2 s). With `report`, the status is written once the app containers
+    /// have stopped (not Ready; still Running while sidecars shut down).
+    async fn stop_all(&mut self, grace: Duration, report: bool) {
         let deadline = Instant::now() + grace;
         for h in self.mains.iter().flatten() {
             h.request_stop(grace);
         }
         for h in self.mains.iter_mut().flatten() {
             h.stop(grace).await;
+        }
+        if report {
+            self.write_status().await;
         }
         for h in self.inits.iter_mut().rev().flatten() {
             let left = deadline
@@ -449,7 +462,7 @@ impl Worker {
     /// Graceful deletion, ending with the API delete (grace 0, UID precondition).
     async fn delete(&mut self) {
         let grace = grace_of(&self.pod);
-        self.stop_all(grace).await;
+        self.stop_all(grace, true).await;
         self.write_status().await;
         self.teardown().await;
         let api: Api<Pod> = Api::namespaced(self.agent.client.clone(), &self.namespace());

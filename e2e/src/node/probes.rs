@@ -153,7 +153,7 @@ async fn run_inner(action: &Action, container: &Container, target: &Target) -> R
             let mut cmd = tokio::process::Command::new("nsenter");
             cmd.arg("--target")
                 .arg(target.pid.to_string())
-                .args(["--net", "--mount", "--uts"]);
+                .args(["--net", "--mount", "--uts", "--root", "--wd"]);
             if let Some(uid) = target.uid {
                 cmd.arg(format!("--setuid={uid}"));
                 cmd.arg(format!("--setgid={}", target.gid.unwrap_or(0)));

@@ -146,7 +146,7 @@ pub async fn heartbeat(client: Client, cfg: std::sync::Arc<Config>) {
     let since = Timestamp::now();
     let mut last_status = tokio::time::Instant::now();
     loop {
-        if let Err(e) = renew(&leases, &nodes, &cfg).await {
+        if let Err(e) = renew(&client, &leases, &nodes, &cfg).await {
             super::pod::tracing_log(&format!("lease: {e}"));
         }
         if last_status.elapsed() >= STATUS_EVERY {
@@ -167,7 +167,12 @@ pub async fn heartbeat(client: Client, cfg: std::sync::Arc<Config>) {
     }
 }
 
-async fn renew(leases: &Api<Lease>, nodes: &Api<Node>, cfg: &Config) -> Result<(), String> {
+async fn renew(
+    client: &Client,
+    leases: &Api<Lease>,
+    nodes: &Api<Node>,
+    cfg: &Config,
+) -> Result<(), String> {
     let now = MicroTime(Timestamp::now());
     let patch = json!({"spec": {"renewTime": now, "holderIdentity": cfg.node_name, "leaseDurationSeconds": LEASE_SECONDS}});
     match leases
@@ -180,7 +185,23 @@ async fn renew(leases: &Api<Lease>, nodes: &Api<Node>, cfg: &Config) -> Result<(
     {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => {
-            let node = nodes.get(&cfg.node_name).await.map_err(|e| e.to_string())?;
+            // The Lease is owned by the Node: gone together when someone
+            // deleted the Node. Register again, as kubelet does.
+            let node = match nodes
+                .get_opt(&cfg.node_name)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(n) => n,
+                None => {
+                    super::pod::tracing_log(&format!(
+                        "node {} was deleted: registering again",
+                        cfg.node_name
+                    ));
+                    register(client, cfg).await?;
+                    nodes.get(&cfg.node_name).await.map_err(|e| e.to_string())?
+                }
+            };
             let lease: Lease = serde_json::from_value(json!({
                 "metadata": {
                     "name": cfg.node_name,

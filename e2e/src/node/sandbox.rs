@@ -10,9 +10,17 @@ use tokio::process::Command;
 
 use super::config::Config;
 
-/// The prefix of every network namespace the agent makes (stale ones are
-/// removed at start).
+/// The prefix of every network namespace the agent makes.
 pub const NETNS_PREFIX: &str = "smpod-";
+
+/// The namespace-name prefix of one agent: `smpod-<hash of its state dir>-`.
+/// `/run/netns` is shared by every cluster on the machine; an agent removes
+/// only the stale namespaces of its own prefix, never another cluster's pods.
+pub fn scope(state_dir: &Path) -> String {
+    let dir = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    let hash = xxhash_rust::xxh3::xxh3_64(dir.as_os_str().as_encoded_bytes());
+    format!("{NETNS_PREFIX}{:06x}-", hash & 0xff_ffff)
+}
 
 /// One pod's network namespace and veth.
 #[derive(Clone, Debug)]
@@ -51,11 +59,11 @@ fn short(uid: &str) -> String {
 }
 
 impl Sandbox {
-    /// The sandbox a pod with `uid` gets (names only).
-    pub fn named(uid: &str, ip: Ipv4Addr) -> Self {
+    /// The sandbox a pod with `uid` gets from the agent of `scope` (names only).
+    pub fn named(scope: &str, uid: &str, ip: Ipv4Addr) -> Self {
         let id = short(uid);
         Self {
-            netns: format!("{NETNS_PREFIX}{id}"),
+            netns: format!("{scope}{id}"),
             host_veth: format!("smv{id}"),
             ip,
         }
@@ -143,14 +151,15 @@ async fn remove_netns(name: &str) {
     let _ = ip(&["netns", "del", name]).await;
 }
 
-/// Deletes every `smpod-*` namespace (and its processes) left by an agent
-/// that did not stop cleanly; returns their names.
-pub async fn remove_stale() -> Vec<String> {
+/// Deletes every namespace of `scope` (and its processes) left by an agent
+/// that did not stop cleanly, and every pod veth on this node's bridge side;
+/// returns the namespaces' names.
+pub async fn remove_stale(scope: &str) -> Vec<String> {
     let list = ip(&["netns", "list"]).await.unwrap_or_default();
     let mut removed = Vec::new();
     for line in list.lines() {
         let name = line.split_whitespace().next().unwrap_or_default();
-        if name.starts_with(NETNS_PREFIX) {
+        if name.starts_with(scope) {
             remove_netns(name).await;
             removed.push(name.to_string());
         }
@@ -193,12 +202,19 @@ mod tests {
 
     #[test]
     fn names_fit_interface_limits() {
+        let scope = scope(Path::new("/var/lib/agent-a"));
+        assert!(
+            scope.starts_with("smpod-") && scope.ends_with('-'),
+            "{scope}"
+        );
+        assert_ne!(scope, super::scope(Path::new("/var/lib/agent-b")));
         let sb = Sandbox::named(
+            &scope,
             "0b6c1a2e-7d44-4c5e-9f21-3e1a2b3c4d5e",
             Ipv4Addr::new(10, 244, 0, 2),
         );
         assert!(sb.host_veth.len() <= 15, "{}", sb.host_veth);
-        assert_eq!(sb.netns, "smpod-0b6c1a2e7d44");
+        assert_eq!(sb.netns, format!("{scope}0b6c1a2e7d44"));
     }
 
     #[test]

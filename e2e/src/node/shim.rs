@@ -9,9 +9,14 @@
 //! does not exist on the host gets an overlay over its nearest existing
 //! ancestor, with the upper layer on a tmpfs private to this mount namespace
 //! (the ancestor's own submounts are bound back on top), and the directory
-//! is made inside the overlay.
+//! is made inside the overlay. When that ancestor is `/` itself, the overlay
+//! is built beside it and the process chroots into it (a mount stacked on
+//! `/` would not be seen through the process's root). Bind sources are
+//! opened first and bound through `/proc/self/fd`, so they are always the
+//! host's directories, shared with the other containers of the pod.
 
 use std::collections::BTreeSet;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,6 +43,9 @@ pub struct Plan {
     pub uid: Option<u32>,
     /// `runAsGroup`.
     pub gid: Option<u32>,
+    /// A host file the shim writes to just before the exec: until then the
+    /// namespaces are half set up and no hook or probe may enter them.
+    pub ready: Option<PathBuf>,
 }
 
 /// One bind mount: a host path at a path inside the container's view.
@@ -67,6 +75,11 @@ pub fn main(plan_file: &Path) -> ExitCode {
 }
 
 fn run(plan: &Plan) -> String {
+    // Opened before any root change; closed by the exec (close-on-exec).
+    let mut ready = match plan.ready.as_ref().map(std::fs::File::create).transpose() {
+        Ok(r) => r,
+        Err(e) => return format!("ready file: {e}"),
+    };
     if let Err(e) = setup(plan) {
         return e;
     }
@@ -85,6 +98,10 @@ fn run(plan: &Plan) -> String {
     if let Some(uid) = plan.uid {
         cmd.uid(uid);
     }
+    if let Some(f) = ready.as_mut() {
+        use std::io::Write;
+        let _ = f.write_all(b"exec\n");
+    }
     let e = cmd.exec();
     format!("exec {prog}: {e}")
 }
@@ -96,6 +113,15 @@ fn setup(plan: &Plan) -> Result<(), String> {
     }
     let mut mounts = plan.mounts.clone();
     mounts.sort_by_key(|m| m.target.components().count());
+    // Sources are opened before any root change and bound through
+    // /proc/self/fd, so they are the host's directories, never an overlay's copy.
+    let mut sources = Vec::with_capacity(mounts.len());
+    for m in &mounts {
+        let f =
+            std::fs::File::open(&m.source).map_err(|e| format!("{}: {e}", m.source.display()))?;
+        let is_file = f.metadata().map(|md| md.is_file()).unwrap_or(false);
+        sources.push((f, is_file));
+    }
     let overlays = overlay_roots(mounts.iter().map(|m| m.target.as_path()));
     if !overlays.is_empty() {
         std::fs::create_dir_all(&plan.scratch)
@@ -104,13 +130,23 @@ fn setup(plan: &Plan) -> Result<(), String> {
             .map_err(|e| format!("tmpfs at {}: {e}", plan.scratch.display()))?;
         let submounts = mount_points()?;
         for (i, dir) in overlays.iter().enumerate() {
-            overlay(dir, &plan.scratch.join(i.to_string()), &submounts)?;
+            let work = plan.scratch.join(i.to_string());
+            if dir == Path::new("/") {
+                // A mount stacked on `/` is not seen through this process's
+                // root: build the overlay elsewhere and chroot into it.
+                let root = work.join("root");
+                overlay(Path::new("/"), &root, &work, &plan.scratch, &submounts)?;
+                rustix::process::chroot(&root)
+                    .map_err(|e| format!("chroot {}: {e}", root.display()))?;
+                std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+            } else {
+                overlay(dir, dir, &work, &plan.scratch, &submounts)?;
+            }
         }
     }
-    for m in &mounts {
-        let is_file = m.source.is_file();
-        if std::fs::metadata(&m.target).is_err() {
-            let made = if is_file {
+    for (m, (src, is_file)) in mounts.iter().zip(&sources) {
+        if std::fs::symlink_metadata(&m.target).is_err() {
+            let made = if *is_file {
                 m.target
                     .parent()
                     .map(std::fs::create_dir_all)
@@ -121,7 +157,8 @@ fn setup(plan: &Plan) -> Result<(), String> {
             };
             made.map_err(|e| format!("mount point {}: {e}", m.target.display()))?;
         }
-        mount::mount_bind_recursive(&m.source, &m.target)
+        let fd_path = format!("/proc/self/fd/{}", src.as_raw_fd());
+        mount::mount_bind_recursive(fd_path.as_str(), &m.target)
             .map_err(|e| format!("bind {} at {}: {e}", m.source.display(), m.target.display()))?;
         if m.read_only {
             mount::mount_remount(&m.target, MountFlags::BIND | MountFlags::RDONLY, "")
@@ -158,11 +195,18 @@ fn overlay_roots<'a>(targets: impl Iterator<Item = &'a Path>) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Overlays `dir` with an upper layer under `work` (on the scratch tmpfs),
-/// and binds the submounts of `dir` back from a recursive bind of the original.
-fn overlay(dir: &Path, work: &Path, submounts: &[PathBuf]) -> Result<(), String> {
+/// Mounts at `at` an overlay of `dir` whose upper layer lives under `work`
+/// (on the scratch tmpfs), and binds the submounts of `dir` back on top
+/// (from a recursive bind of the original, as the overlay hides them).
+fn overlay(
+    dir: &Path,
+    at: &Path,
+    work: &Path,
+    scratch: &Path,
+    submounts: &[PathBuf],
+) -> Result<(), String> {
     let (orig, upper, wd) = (work.join("orig"), work.join("upper"), work.join("work"));
-    for d in [&orig, &upper, &wd] {
+    for d in [&orig, &upper, &wd, &at.to_path_buf()] {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
     mount::mount_bind_recursive(dir, &orig).map_err(|e| format!("bind {}: {e}", dir.display()))?;
@@ -175,7 +219,7 @@ fn overlay(dir: &Path, work: &Path, submounts: &[PathBuf]) -> Result<(), String>
     let opts = std::ffi::CString::new(opts).map_err(|e| e.to_string())?;
     mount::mount(
         "overlay",
-        dir,
+        at,
         "overlay",
         MountFlags::empty(),
         Some(opts.as_c_str()),
@@ -183,7 +227,7 @@ fn overlay(dir: &Path, work: &Path, submounts: &[PathBuf]) -> Result<(), String>
     .map_err(|e| format!("overlay on {}: {e}", dir.display()))?;
     let inside: Vec<&PathBuf> = submounts
         .iter()
-        .filter(|m| m.as_path() != dir && m.starts_with(dir) && !m.starts_with(work))
+        .filter(|m| m.as_path() != dir && m.starts_with(dir) && !m.starts_with(scratch))
         .collect();
     let top: Vec<&PathBuf> = inside
         .iter()
@@ -194,8 +238,8 @@ fn overlay(dir: &Path, work: &Path, submounts: &[PathBuf]) -> Result<(), String>
         let Ok(rel) = m.strip_prefix(dir) else {
             continue;
         };
-        // A mount point that vanished from the lower layer cannot be re-bound; skip it.
-        let _ = mount::mount_bind_recursive(orig.join(rel), m);
+        // A mount point missing from the lower layer cannot be bound back; skip it.
+        let _ = mount::mount_bind_recursive(orig.join(rel), at.join(rel));
     }
     Ok(())
 }

@@ -64,7 +64,13 @@ pub fn phase(inputs: &Inputs<'_>) -> &'static str {
         return "Pending";
     }
     let views: Vec<&View> = inputs.mains.iter().flatten().collect();
-    if views.iter().all(|v| v.done) {
+    // Like kubelet, a pod is terminal only once its sidecars have stopped
+    // too: a StatefulSet replaces a Succeeded/Failed pod at once.
+    let sidecar_running = inits
+        .iter()
+        .zip(&inputs.inits)
+        .any(|(c, v)| is_sidecar(c) && v.as_ref().is_some_and(|v| !v.done));
+    if views.iter().all(|v| v.done) && !sidecar_running {
         return if views.iter().all(|v| exit_ok(v)) {
             "Succeeded"
         } else {
@@ -400,13 +406,13 @@ mod tests {
         let p = pod("Never");
         let i = inputs(
             &p,
-            vec![Some(running(true)), Some(exited(0))],
+            vec![Some(exited(0)), Some(exited(0))],
             vec![Some(exited(0))],
         );
         assert_eq!(phase(&i), "Succeeded");
         let i = inputs(
             &p,
-            vec![Some(running(true)), Some(exited(0))],
+            vec![Some(exited(143)), Some(exited(0))],
             vec![Some(exited(3))],
         );
         assert_eq!(phase(&i), "Failed");
@@ -416,6 +422,27 @@ mod tests {
             "Failed",
             "a failed init container with restartPolicy Never"
         );
+    }
+
+    #[test]
+    fn not_terminal_while_a_sidecar_runs() {
+        let p = pod("Always");
+        let i = inputs(
+            &p,
+            vec![Some(running(true)), Some(exited(0))],
+            vec![Some(exited(0))],
+        );
+        assert_eq!(
+            phase(&i),
+            "Running",
+            "the app stopped, its sidecar still shuts down"
+        );
+        let i = inputs(
+            &p,
+            vec![Some(exited(0)), Some(exited(0))],
+            vec![Some(exited(0))],
+        );
+        assert_eq!(phase(&i), "Succeeded");
     }
 
     #[test]

@@ -344,10 +344,8 @@ fn host_path(path: &str, kind: Option<&str>) -> Result<PathBuf, String> {
         "DirectoryOrCreate" => {
             std::fs::create_dir_all(&p).map_err(|e| format!("hostPath {path}: {e}"))?;
         }
-        "FileOrCreate" => {
-            if !p.exists() {
-                std::fs::write(&p, b"").map_err(|e| format!("hostPath {path}: {e}"))?;
-            }
+        "FileOrCreate" if !p.exists() => {
+            std::fs::write(&p, b"").map_err(|e| format!("hostPath {path}: {e}"))?;
         }
         "Directory" if !p.is_dir() => return Err(format!("hostPath {path} is not a directory")),
         "File" if !p.is_file() => return Err(format!("hostPath {path} is not a file")),
