@@ -53,6 +53,10 @@ ip netns exec "$SHARDMESH_KUBE_NETNS" env SHARDMESH_KUBE_E2E=1 SHARDMESH_E2E_PRE
 t_tests=$(date +%s)
 scripts/kube/cluster down >/dev/null
 trap - EXIT
+t_down=$(date +%s)
+# The node agent's own tests start, kill and restart their agent, so they
+# get a throwaway node netns and control plane of their own.
+scripts/kube/node-test
 echo "65-kube-pods: kube components $(( t_build - t0 ))s, Rust builds $(( t_rust - t_build ))s," \
     "cluster up $(( t_up - t_rust ))s, tests (${present[*]}) $(( t_tests - t_up ))s," \
-    "teardown $(( $(date +%s) - t_tests ))s"
+    "teardown $(( t_down - t_tests ))s, node agent tests $(( $(date +%s) - t_down ))s"
