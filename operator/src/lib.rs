@@ -31,6 +31,7 @@ pub mod reconcile;
 pub mod render;
 pub mod run;
 pub mod server;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod validate;
 
