@@ -3,7 +3,10 @@
 //! every toggle on (`ci/all-on-values.yaml`), in a cluster without the
 //! Prometheus Operator's API and with it. No pod runs (no kubelet): what is
 //! checked is that every object the chart renders is accepted and lands, the
-//! `.Capabilities` gate of the monitors, and that uninstall removes them.
+//! `.Capabilities` gate of the monitors (and NOTES.txt's warning when it
+//! skips them), and that uninstall removes them. What only needs the
+//! rendered manifests (schemas, hardening, RBAC rules, monitor contents) is
+//! checked offline by `scripts/monitoring/helm_template_check.py`.
 //!
 //! Gated on `SHARDMESH_KUBE_E2E=1` (scripts/test.d/60-kube.sh).
 
@@ -180,7 +183,7 @@ fn chart_installs_upgrades_and_uninstalls_with_the_real_helm() {
         objects.iter().any(|o| o.starts_with("serviceaccount/")),
         "{objects:?}"
     );
-    helm(
+    let out = helm(
         &cp,
         &[
             "upgrade",
@@ -193,6 +196,12 @@ fn chart_installs_upgrades_and_uninstalls_with_the_real_helm() {
             "--set",
             "monitoring.assumeCRDs=false",
         ],
+    );
+    // NOTES.txt tells the user the monitors they asked for were skipped:
+    // what the real discovery said, not what a render assumed.
+    assert!(
+        out.contains("were NOT") && out.contains("monitoring.coreos.com/v1 is not served"),
+        "NOTES.txt must warn that the monitors were skipped:\n{out}"
     );
     let objects = release_objects(&cp, ns, CORE, "sm");
     println!("all toggles on created {objects:?}");
@@ -232,7 +241,7 @@ fn chart_installs_upgrades_and_uninstalls_with_the_real_helm() {
     ])
     .expect("the monitoring CRDs are Established");
     let ns = "chart-monitoring";
-    helm(
+    let out = helm(
         &cp,
         &[
             "install",
@@ -246,6 +255,10 @@ fn chart_installs_upgrades_and_uninstalls_with_the_real_helm() {
             "--set",
             "monitoring.assumeCRDs=false",
         ],
+    );
+    assert!(
+        !out.contains("were NOT"),
+        "the monitors were created: no warning expected:\n{out}"
     );
     let monitors = release_objects(&cp, ns, MONITORS, "mon");
     println!("with the Prometheus Operator's API: {monitors:?}");

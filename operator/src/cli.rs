@@ -80,6 +80,11 @@ pub struct RunArgs {
     /// Run without leader election (one replica only).
     #[arg(long)]
     pub no_leader_election: bool,
+    /// Most ShardedServices reconciled at once (0: unbounded). Bounds the
+    /// operator's requests in flight, so a start with thousands of services
+    /// does not swamp the API server (docs/benchmarks/operator.md).
+    #[arg(long, env = "SHARDMESH_MAX_CONCURRENT_RECONCILES", default_value_t = crate::reconcile::DEFAULT_CONCURRENCY)]
+    pub max_concurrent_reconciles: u16,
     /// Serve the identity endpoint (sidecar CSRs, HTTPS) on this address;
     /// off when absent. Every replica serves it (the CA is in a Secret).
     #[arg(long, env = "SHARDMESH_IDENTITY_LISTEN")]

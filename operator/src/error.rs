@@ -35,6 +35,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the API server refused to create an object because its
+    /// namespace is being deleted (403 with cause `NamespaceTerminating`).
+    pub fn is_namespace_terminating(&self) -> bool {
+        match self {
+            Error::Kube(kube::Error::Api(status)) if status.code == 403 => status
+                .details
+                .as_ref()
+                .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating")),
+            _ => false,
+        }
+    }
+
     /// A short, bounded label for `shardmesh_reconcile_errors_total{error=...}`.
     pub fn metric_label(&self) -> &'static str {
         match self {

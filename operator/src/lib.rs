@@ -13,7 +13,9 @@
 //! - [`run`]: wires the controller, the server, the lease and shutdown.
 //! - [`cli`]: the `shardmesh-operator` command line.
 //! - [`local`]: the local runner (`local up | status | scale`).
-//! - [`fake_api`]: an in-memory API server for tests and the benchmark.
+//! - `testing` (only with `cfg(test)` or the `testing` feature): object
+//!   builders and `testing::fake_api`, an in-memory API server for tests
+//!   and the benchmark; never in a release binary.
 // `deny`, not `forbid`: the one exception is the local runner's
 // `pre_exec` hook (a parent-death signal for pod processes), which std
 // only offers as an unsafe fn.
@@ -31,6 +33,7 @@ pub mod reconcile;
 pub mod render;
 pub mod run;
 pub mod server;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod validate;
 

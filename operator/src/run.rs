@@ -181,12 +181,9 @@ pub async fn operate(
         .identity
         .clone()
         .unwrap_or_else(|| format!("shardmesh-operator-{}", std::process::id()));
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        settings,
-        metrics,
-        Some(identity.clone()),
-    ));
+    let mut ctx = Context::new(client.clone(), settings, metrics, Some(identity.clone()));
+    ctx.concurrency = args.max_concurrent_reconciles;
+    let ctx = Arc::new(ctx);
     if args.no_leader_election {
         health.ready.store(true, Ordering::Relaxed);
         reconcile::run(ctx, args.namespace.clone(), stopped()).await;

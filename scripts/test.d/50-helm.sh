@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# The Helm chart: appVersion tracks the crate version, the chart's CRDs equal
-# the generated ones, the sidecar defaults match the CRD, the real Helm
-# library (PyPI helm-sdkpy) lints the chart with default values and with
-# every toggle on (no errors, no warnings) and packages it, and installs it
-# into an in-memory API server whose objects are schema-validated.
+# The Helm chart, offline: appVersion tracks the crate version, the chart's
+# CRDs equal the generated ones, the sidecar defaults match the CRD, and the
+# real Helm library (PyPI helm-sdkpy) lints the chart with default values and
+# with every toggle on (no errors, no warnings) and packages it.
+# Rendering and checking every object (`helm template` + strict schemas,
+# hardening, RBAC, monitors) needs the Helm CLI, which helm-sdkpy lacks: stage
+# 60-kube runs it with the CLI it builds, then installs the chart into the
+# real API server.
 set -euo pipefail
 cd "${SHARDMESH_ROOT:-$(dirname "$0")/../..}"
 export SHARDMESH_ROOT="$PWD"
 source scripts/lib/common.sh
 chart=charts/shardmesh
 
-pip_install --ignore-requires-python helm-sdkpy pyyaml jsonschema kubernetes-validate
+pip_install --ignore-requires-python helm-sdkpy pyyaml jsonschema
 py=$(venv_python)
 
 # 1. appVersion == the workspace version in the root Cargo.toml.
@@ -46,8 +49,3 @@ fi
 # 4. helm lint (default + all toggles on), a negative control, helm package.
 "$py" scripts/monitoring/helm_check.py "$chart" target/helm "$chart/ci/all-on-values.yaml"
 
-# 5. helm install into an in-memory API server (with and without the
-#    Prometheus Operator's API): the .Capabilities gate, strict Kubernetes
-#    schema validation of every object, hardening, RBAC, monitors.
-"$py" scripts/monitoring/helm_install_check.py "$chart" "$chart/ci/all-on-values.yaml" \
-    "$chart/files/rules/shardmesh.rules.yaml"

@@ -2,7 +2,8 @@
 # A real Kubernetes control plane: builds (or reuses from the cache outside
 # the checkout) the pinned upstream kube-apiserver, controller-manager,
 # scheduler, kubectl, etcd and Helm (scripts/kube/build), starts them on
-# 127.0.0.1 (scripts/kube/cluster up), runs the e2e tests that need them
+# 127.0.0.1 (scripts/kube/cluster up), checks the chart's rendered objects
+# offline with the Helm CLI (helm_template_check.py), runs the e2e tests that need them
 # (SHARDMESH_KUBE_E2E=1: the chart with the real Helm CLI, the operator with
 # the chart's RBAC, the cluster test; the tracing test against the Jaeger
 # of the same cache), and always stops everything.
@@ -23,9 +24,18 @@ for tool in openssl curl python3; do
     command -v "$tool" >/dev/null || { echo "FAIL: $tool missing and cannot be installed"; exit 1; }
 done
 
-scripts/kube/build >/dev/null
+bin=$(scripts/kube/build)
 t_build=$(date +%s)
 echo "kube components ready in $(( t_build - t0 ))s"
+
+# The chart rendered offline by the real Helm CLI (`helm template`, with and
+# without monitoring.coreos.com/v1 in .Capabilities): every object valid
+# against the Kubernetes schemas (strict), hardening, RBAC = docs/rbac.md,
+# the monitors' content. kube_chart.rs then installs it for real.
+pip_install pyyaml kubernetes-validate
+chart=charts/shardmesh
+"$(venv_python)" scripts/monitoring/helm_template_check.py "$bin/helm" "$chart" \
+    "$chart/ci/all-on-values.yaml" "$chart/files/rules/shardmesh.rules.yaml"
 
 # The release binaries and the test binaries (no-ops after 10-rust.sh),
 # before the control plane starts.

@@ -38,6 +38,12 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 pub const CHILD_SELECTOR: &str = "app.kubernetes.io/managed-by=shardmesh-operator";
 /// Longest Event note the API accepts.
 const MAX_NOTE: usize = 1024;
+/// Reconciles running at once by default. Each reconcile is a short chain
+/// of requests, so this bounds the operator's requests in flight: the API
+/// server allocates ClusterIPs one at a time (a lock held across a write of
+/// an IPAddress object), and a thousand first reconciles creating Services
+/// at once queued there past its 60 s request timeout (504s, retried whole).
+pub const DEFAULT_CONCURRENCY: u16 = 16;
 
 /// What every reconcile shares.
 pub struct Context {
@@ -51,10 +57,13 @@ pub struct Context {
     pub recorder: Recorder,
     /// Per-object exponential backoff after errors.
     pub backoff: ErrorBackoff,
+    /// Most reconciles running at once (0: unbounded).
+    pub concurrency: u16,
 }
 
 impl Context {
-    /// A context with the default backoff (1 s doubling to 5 min).
+    /// A context with the default backoff (1 s doubling to 5 min) and
+    /// [`DEFAULT_CONCURRENCY`].
     pub fn new(
         client: Client,
         settings: Settings,
@@ -71,14 +80,25 @@ impl Context {
             settings,
             metrics,
             backoff: ErrorBackoff::default(),
+            concurrency: DEFAULT_CONCURRENCY,
         }
     }
 }
 
 /// Reconciles one ShardedService; records metrics and a Warning Event on failure.
+/// A namespace being deleted refuses new objects (403 NamespaceTerminating):
+/// that is the end of the service, not a failure, so it is neither retried
+/// nor reported (an Event could not be created there either); the deletion
+/// of the ShardedService that follows ends it.
 pub async fn reconcile(svc: Arc<ShardedService>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_inner(&svc, &ctx).await;
+    let result = match reconcile_inner(&svc, &ctx).await {
+        Err(e) if e.is_namespace_terminating() => {
+            tracing::debug!(service = %svc.name_any(), namespace = ?svc.namespace(), "namespace being deleted: nothing to reconcile");
+            Ok(Action::await_change())
+        }
+        other => other,
+    };
     ctx.metrics
         .observe(started.elapsed(), result.as_ref().map(|_| ()));
     match &result {
@@ -296,7 +316,9 @@ pub async fn run(
     namespace: Option<String>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let config = kube::runtime::controller::Config::default().concurrency(ctx.concurrency);
     controller(ctx.client.clone(), namespace.as_deref())
+        .with_config(config)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -547,3 +547,73 @@ async fn a_service_being_deleted_is_left_alone() {
     };
     v.nothing_more().await;
 }
+
+fn namespace_terminating() -> Response<Body> {
+    // What the NamespaceLifecycle admission plugin answers a create in a
+    // namespace being deleted (k8s.io/apiserver, admission/plugin/namespace/lifecycle).
+    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "reason": "Forbidden", "code": 403,
+        "message": "configmaps \"bank-sidecar\" is forbidden: unable to create new content in namespace shop because it is being terminated",
+        "details": {"name": "bank-sidecar", "kind": "configmaps", "causes": [{
+            "reason": "NamespaceTerminating",
+            "message": "namespace shop is being terminated",
+            "field": "metadata.namespace"}]}});
+    Response::builder()
+        .status(403)
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
+}
+
+/// The namespace controller deletes a service's children before the
+/// ShardedService itself; the reconcile their deletion triggers must not
+/// recreate them (403), report a failure, publish an Event or back off
+/// and retry: it stops at the first refusal and waits for a change.
+#[tokio::test]
+async fn a_namespace_being_deleted_stops_the_reconcile_without_retry() {
+    let (ctx, handle) = context();
+    let svc = Arc::new(sharded_service("shop", "bank"));
+    let task = tokio::spawn(reconcile(svc.clone(), ctx.clone()));
+    let mut v = Verifier {
+        handle,
+        writes: Vec::new(),
+    };
+    v.get(
+        &format!("{NS}/secrets/shardmesh-gossip-key"),
+        serde_json::to_value(render::gossip_secret("shop", &[1; 32])).unwrap(),
+    )
+    .await;
+    v.get_missing(&format!("{NS}/configmaps/bank-sidecar"))
+        .await;
+    let (_, _, send) = v
+        .expect(Method::PATCH, &format!("{NS}/configmaps/bank-sidecar"))
+        .await;
+    send.send_response(namespace_terminating());
+
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    v.nothing_more().await; // no Event, no further child
+    assert_eq!(ctx.backoff.failures(&ObjectRef::from_obj(svc.as_ref())), 0);
+    assert_eq!(ctx.metrics.errors.with_label_values(&["api"]).get(), 0);
+}
+
+/// Any other 403 (say, RBAC missing a verb) is a real failure: reported and retried.
+#[tokio::test]
+async fn a_plain_forbidden_is_still_a_failure() {
+    let (ctx, handle) = context();
+    let svc = Arc::new(sharded_service("shop", "bank"));
+    let task = tokio::spawn(reconcile(svc.clone(), ctx.clone()));
+    let mut v = Verifier {
+        handle,
+        writes: Vec::new(),
+    };
+    let (_, _, send) = v
+        .expect(Method::GET, &format!("{NS}/secrets/shardmesh-gossip-key"))
+        .await;
+    send.send_response(error(403));
+    assert_eq!(v.event().await["reason"], "ReconcileFailed");
+    let err = task.await.unwrap().unwrap_err();
+    assert!(!err.is_namespace_terminating());
+    assert_eq!(
+        error_policy(svc, &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(1))
+    );
+}
