@@ -328,6 +328,36 @@ async fn remove_namespace(client: &Client, namespace: &str) {
     assert!(gone.is_some(), "namespace {namespace} not gone within 90 s");
 }
 
+/// The claims an example declares beside its ShardedService (the bank's
+/// shared RWX claim), and for them the harness's hostPath PersistentVolume:
+/// without a bound claim the scheduler leaves the pods Pending.
+fn apply_claims(cp: &ControlPlane, namespace: &str, text: &str) {
+    let claims: Vec<&str> = text
+        .split("\n---")
+        .filter(|doc| doc.contains("\nkind: PersistentVolumeClaim"))
+        .collect();
+    if claims.is_empty() {
+        return;
+    }
+    let apply = |args: &[&str], input: String| {
+        let mut child = cp
+            .kubectl()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("run kubectl");
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), input.as_bytes())
+            .expect("write manifest");
+        let status = child.wait().expect("kubectl");
+        assert!(status.success(), "kubectl {args:?} failed");
+    };
+    let pv = std::fs::read_to_string(root().join("e2e/fixtures/bank-data-pv.yaml"))
+        .expect("e2e/fixtures/bank-data-pv.yaml");
+    apply(&["apply", "-f", "-"], pv);
+    apply(&["apply", "-n", namespace, "-f", "-"], claims.join("\n---\n"));
+}
+
 #[tokio::test]
 async fn examples_in_a_cluster() {
     let control_plane = match ControlPlane::for_test() {
@@ -394,6 +424,9 @@ async fn examples_in_a_cluster() {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         if path.extension().is_some_and(|e| e == "yaml") && text.contains("\nkind: ShardedService")
         {
+            if let Some(cp) = &control_plane {
+                apply_claims(cp, &namespace, &text);
+            }
             let mut svc = shardmesh_operator::cli::sharded_service_from_yaml(&text)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             svc.metadata.namespace = Some(namespace.clone());
