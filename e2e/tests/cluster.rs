@@ -355,7 +355,10 @@ fn apply_claims(cp: &ControlPlane, namespace: &str, text: &str) {
     let pv = std::fs::read_to_string(root().join("e2e/fixtures/bank-data-pv.yaml"))
         .expect("e2e/fixtures/bank-data-pv.yaml");
     apply(&["apply", "-f", "-"], pv);
-    apply(&["apply", "-n", namespace, "-f", "-"], claims.join("\n---\n"));
+    apply(
+        &["apply", "-n", namespace, "-f", "-"],
+        claims.join("\n---\n"),
+    );
 }
 
 #[tokio::test]
