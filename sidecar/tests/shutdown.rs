@@ -39,6 +39,55 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Starts the sidecar binary on `config`; returns it with its startup log
+/// line (which names the bound addresses).
+fn spawn_sidecar(config: &std::path::Path) -> (std::process::Child, serde_json::Value) {
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .env("SHARDMESH_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let started = loop {
+        let line = lines
+            .next()
+            .expect("sidecar exited before starting")
+            .unwrap();
+        if line.contains("sidecar started") {
+            break serde_json::from_str(&line).unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, started)
+}
+
+/// Sends SIGTERM, as the kubelet does.
+fn sigterm(child: &std::process::Child) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Waits (10 s at most) for the exit status.
+async fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sidecar did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let app = start_app("bank-0", |_| async {
@@ -48,26 +97,8 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     .await;
     let dir = temp_dir("drain");
     let config = write_config(&dir, app.addr, "");
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .env("SHARDMESH_LOG_FORMAT", "json")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The startup log line names the bound addresses.
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let inbound: std::net::SocketAddr = loop {
-        let line = lines
-            .next()
-            .expect("sidecar exited before starting")
-            .unwrap();
-        if line.contains("sidecar started") {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            break v["inbound"].as_str().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, started) = spawn_sidecar(&config);
+    let inbound: std::net::SocketAddr = started["inbound"].as_str().unwrap().parse().unwrap();
 
     let in_flight = tokio::spawn(async move {
         send(
@@ -84,28 +115,11 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         assert!(Instant::now() < deadline, "request never reached the app");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-
+    sigterm(&child);
     let got = in_flight.await.unwrap();
     assert_eq!(got.status, StatusCode::OK, "{}", got.body);
     assert_eq!(got.body, "finished");
-
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "sidecar did not exit after draining"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let status = wait_exit(&mut child).await;
     assert!(status.success(), "{status:?}");
     assert!(
         tokio::net::TcpStream::connect(inbound).await.is_err(),
@@ -123,28 +137,10 @@ async fn drain_on_request_keeps_the_listeners_until_sigterm() {
     let app = start_app("bank-0", |_| async { (StatusCode::OK, "ok".into()) }).await;
     let dir = temp_dir("drain-request");
     let config = write_config(&dir, app.addr, "");
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .env("SHARDMESH_LOG_FORMAT", "json")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (inbound, admin): (std::net::SocketAddr, std::net::SocketAddr) = loop {
-        let line = lines
-            .next()
-            .expect("sidecar exited before starting")
-            .unwrap();
-        if line.contains("sidecar started") {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            break (
-                v["inbound"].as_str().unwrap().parse().unwrap(),
-                v["admin"].as_str().unwrap().parse().unwrap(),
-            );
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, started) = spawn_sidecar(&config);
+    let addr =
+        |key: &str| -> std::net::SocketAddr { started[key].as_str().unwrap().parse().unwrap() };
+    let (inbound, admin) = (addr("inbound"), addr("admin"));
     wait_for("ready", Duration::from_secs(10), async || {
         send(admin, "GET", "/ready", &[], "").await.status == StatusCode::OK
     })
@@ -166,23 +162,8 @@ async fn drain_on_request_keeps_the_listeners_until_sigterm() {
         StatusCode::OK
     );
 
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "sidecar did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    sigterm(&child);
+    let status = wait_exit(&mut child).await;
     assert!(status.success(), "{status:?}");
     assert!(
         tokio::net::TcpStream::connect(inbound).await.is_err(),
