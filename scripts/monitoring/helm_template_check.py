@@ -86,7 +86,7 @@ def render(helm, chart, values, with_monitoring, workdir):
     return out.stdout
 
 
-def check_deployment(d, problems, replicas):
+def check_deployment(d, problems, replicas, max_reconciles):
     spec = d["spec"]
     pod = spec["template"]["spec"]
     if spec.get("replicas") != replicas:
@@ -111,10 +111,14 @@ def check_deployment(d, problems, replicas):
         for what, ok in want.items():
             if not ok:
                 problems.append(f"container {c['name']}: {what} missing")
-        env = {e["name"] for e in c.get("env", [])}
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
         for name in ("POD_NAME", "POD_NAMESPACE", "SHARDMESH_SIDECAR_IMAGE"):
             if name not in env:
                 problems.append(f"container {c['name']}: env {name} missing (leader election / sidecar image)")
+        if env.get("SHARDMESH_MAX_CONCURRENT_RECONCILES") != str(max_reconciles):
+            problems.append(f"container {c['name']}: SHARDMESH_MAX_CONCURRENT_RECONCILES "
+                            f"{env.get('SHARDMESH_MAX_CONCURRENT_RECONCILES')!r}, want {max_reconciles!r} "
+                            f"(operator.maxConcurrentReconciles)")
 
 
 def check_identity(kinds, problems, identity):
@@ -239,7 +243,9 @@ def main():
                 if "dashboard" in cm["metadata"]["name"] and cm["metadata"]["labels"].get("grafana_dashboard") != "1":
                     problems.append(f"[{label}] {cm['metadata']['name']} lacks label grafana_dashboard=1")
         for d in kinds.get("Deployment", []):
-            check_deployment(d, problems, 2 if values is None else values["operator"]["replicas"])
+            operator = default_values["operator"] if values is None else values["operator"]
+            check_deployment(d, problems, operator["replicas"],
+                             operator.get("maxConcurrentReconciles", default_values["operator"]["maxConcurrentReconciles"]))
         for role in kinds.get("ClusterRole", []):
             check_rbac(role, problems)
         check_identity(kinds, problems, {**default_values["identity"], **(values or {}).get("identity", {})})
