@@ -21,8 +21,9 @@ discovery, NOTES.txt's warning, upgrade and uninstall) is checked by
 e2e/tests/kube_chart.rs against the real API server, in the same stage.
 """
 
-import subprocess
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -150,6 +151,19 @@ def check_identity(kinds, problems, identity):
         problems.append(f"--identity-dns {flag('--identity-dns')!r}, want {host!r} (the serving certificate)")
 
 
+def check_lease(kinds, problems):
+    """The chart renders the operator's leader-election Lease (so uninstall
+    removes it): exactly one, in the release namespace, named as the operator
+    names it (operator/src/leader.rs LEASE_NAME), with no spec of its own."""
+    source = (Path(__file__).resolve().parents[2] / "operator/src/leader.rs").read_text()
+    want = re.search(r'pub const LEASE_NAME: &str = "([^"]+)";', source).group(1)
+    leases = kinds.get("Lease", [])
+    if [(l["metadata"]["name"], l["metadata"]["namespace"]) for l in leases] != [(want, NAMESPACE)]:
+        problems.append(f"Leases {[l['metadata'] for l in leases]}: want one named {want!r} in {NAMESPACE}")
+    elif leases[0].get("spec"):
+        problems.append(f"Lease {want}: the chart must not write spec (the operator owns it): {leases[0]['spec']}")
+
+
 def check_rbac(role, problems):
     got, want = rule_map(role["rules"]), expected_rbac()
     for key in sorted(set(got) | set(want)):
@@ -249,8 +263,10 @@ def main():
         for role in kinds.get("ClusterRole", []):
             check_rbac(role, problems)
         check_identity(kinds, problems, {**default_values["identity"], **(values or {}).get("identity", {})})
+        check_lease(kinds, problems)
         if values is None and set(kinds) - {"ConfigMap"} != {"ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-                                                            "Service", "Deployment", "PodDisruptionBudget"}:
+                                                            "Service", "Deployment", "PodDisruptionBudget",
+                                                            "Lease"}:
             problems.append(f"[{label}] unexpected kinds {sorted(kinds)}")
         print(f"helm template ({label}): {len(created)} objects "
               f"({', '.join(f'{k} {len(v)}' for k, v in sorted(kinds.items()))}); "
