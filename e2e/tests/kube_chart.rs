@@ -129,7 +129,7 @@ fn apply_stdin(cp: &ControlPlane, yaml: &str, verb: &str) {
 }
 
 const MONITORS: &str = "servicemonitors,podmonitors,prometheusrules";
-const CORE: &str = "deployments,serviceaccounts,services,configmaps,poddisruptionbudgets";
+const CORE: &str = "deployments,serviceaccounts,services,configmaps,poddisruptionbudgets,leases";
 
 fn all_on() -> String {
     chart().join("ci/all-on-values.yaml").display().to_string()
@@ -208,6 +208,10 @@ fn chart_installs_upgrades_and_uninstalls_with_the_real_helm() {
     assert!(
         objects.iter().any(|o| o.starts_with("poddisruptionbudget")),
         "{objects:?}"
+    );
+    assert!(
+        objects.contains(&"lease.coordination.k8s.io/shardmesh-operator".to_string()),
+        "the operator's Lease is part of the release: {objects:?}"
     );
     let mut get = cp.kubectl();
     get.args([

@@ -735,6 +735,14 @@ async fn operator_with_the_charts_rbac_on_a_real_api_server() {
     let mut uninstall = cp.helm();
     uninstall.args(["uninstall", RELEASE, "-n", OPERATOR_NS]);
     must(uninstall, "helm uninstall");
+    // The chart renders the Lease the operators held, so it goes with the
+    // release instead of staying held until it expires.
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), OPERATOR_NS);
+    let gone = poll_async(Duration::from_secs(30), || async {
+        matches!(leases.get_opt(LEASE).await, Ok(None)).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "Lease {LEASE} survived helm uninstall");
 }
 
 /// The operator used to re-apply children (the CA ConfigMap first) into a
