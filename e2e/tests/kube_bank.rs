@@ -8,8 +8,9 @@
 //!    operator's two pods Ready, `kubectl apply` of `examples/bank.yaml`
 //!    (with the harness's PersistentVolume), three bank pods Ready, traffic;
 //! 2. `kubectl scale shsvc/bank --replicas 5`, then 3 (handoff);
-//! 3. `kubectl delete pod bank-1` (graceful), and a crash: every process of
-//!    bank-2 SIGKILLed;
+//! 3. `kubectl delete pod bank-1` (graceful), a crash (every process of
+//!    bank-2 SIGKILLed) and a pause (every process of bank-1 SIGSTOPped for
+//!    9 s, then resumed: the chaos client's fault);
 //! 4. a rolling update of the template: every pod replaced, one at a time;
 //! 5. a drain through the Eviction API, honouring the PDB;
 //! 6. the leading operator pod deleted: the standby leads, nothing moves;
@@ -35,6 +36,8 @@ mod handoff;
 mod install;
 #[path = "kube_bank/kubectl.rs"]
 mod kubectl;
+#[path = "kube_bank/pause.rs"]
+mod pause;
 #[path = "kube_bank/podns.rs"]
 mod podns;
 #[path = "kube_bank/report.rs"]
@@ -175,9 +178,10 @@ fn the_bank_on_kubernetes_keeps_its_money_through_every_user_operation() {
 
     println!("--- 2. kubectl scale 3 -> 5 -> 3");
     handoff::scale_out_and_in(&mut suite);
-    println!("--- 3. kubectl delete pod; crash");
+    println!("--- 3. kubectl delete pod; crash; pause");
     handoff::delete_pod(&mut suite);
     handoff::crash(&mut suite);
+    pause::pause(&mut suite);
     println!("--- 4. rolling update");
     rollout::rolling_update(&mut suite);
     println!("--- 5. drain");

@@ -3,7 +3,8 @@
 //! the agent and this test each run under their own `ip netns exec`, i.e.
 //! in separate mount namespaces, so the bind mounts behind the agent's
 //! `/run/netns/smpod-*` are not visible here. `/proc/PID/ns/net` is. Used
-//! to crash a pod the way a node would see it: every process SIGKILLed.
+//! to crash a pod the way a node would see it (every process SIGKILLed) or
+//! to freeze it (SIGSTOP, then SIGCONT).
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -52,9 +53,14 @@ pub fn pids_of_ip(ip: &str) -> Vec<u32> {
 
 /// SIGKILLs `pids` (a crash of the whole pod: app and sidecar at once).
 pub fn kill_all(pids: &[u32]) {
+    signal_all(pids, "KILL");
+}
+
+/// Sends `signal` (`KILL`, `STOP`, `CONT`) to every one of `pids`.
+pub fn signal_all(pids: &[u32], signal: &str) {
     for pid in pids {
         let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
+            .args([&format!("-{signal}"), &pid.to_string()])
             .status();
     }
 }
