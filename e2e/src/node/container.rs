@@ -263,7 +263,7 @@ async fn supervise(
             v.image_id = format!("shardmesh-host://{}", image.binary.display())
         });
         let pod = ctx.pod();
-        let (plan, env) = match plan(&ctx, &pod, &spec, &image.binary).await {
+        let (plan, env) = match plan(&ctx, &pod, &spec, &image).await {
             Ok(p) => p,
             Err(msg) => {
                 set(&view, &changed, |v| {

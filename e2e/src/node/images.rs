@@ -1,24 +1,36 @@
 //! The image table: an image repository (tag and digest ignored) maps to a
-//! host binary that plays the image's entrypoint. There are no images here,
-//! only the workspace's release binaries.
+//! host binary that plays the image's entrypoint, and to the user the image
+//! configures (its `User`), which a container runs as unless its
+//! securityContext names one. There are no images here, only the
+//! workspace's release binaries.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// Repository → binary, and where the table came from (for messages).
+/// The user of the workspace's OCI images (`scripts/images/build` sets
+/// `User 65532:65532`): on a real cluster the bank runs as this user, so here
+/// too.
+pub const IMAGE_USER: (u32, u32) = (65532, 65532);
+
+/// Repository → what it resolves to, and where the table came from (for
+/// messages).
 #[derive(Clone, Debug)]
 pub struct ImageTable {
-    entries: BTreeMap<String, PathBuf>,
+    entries: BTreeMap<String, Resolved>,
     source: String,
 }
 
-/// The YAML file: `images: {REPOSITORY: PATH}`; relative paths are taken
-/// from the workspace root.
+/// The YAML file: `images: {REPOSITORY: PATH}` (relative paths are taken
+/// from the workspace root) and, optionally, `users: {REPOSITORY: "UID:GID"}`
+/// for images whose config names a user (default: root, as an image without
+/// `User`).
 #[derive(Deserialize)]
 struct TableFile {
     images: BTreeMap<String, String>,
+    #[serde(default)]
+    users: BTreeMap<String, String>,
 }
 
 /// What an image resolves to.
@@ -26,6 +38,8 @@ struct TableFile {
 pub struct Resolved {
     /// The host binary standing in for the image's entrypoint.
     pub binary: PathBuf,
+    /// The image's `User` (uid, gid); `None`: root.
+    pub user: Option<(u32, u32)>,
 }
 
 impl ImageTable {
@@ -40,9 +54,21 @@ impl ImageTable {
             ("ghcr.io/shardmesh/bank-load", "bank-load"),
             ("ghcr.io/shardmesh/tally", "tally"),
         ] {
-            entries.insert(repo.to_string(), release.join(bin));
+            entries.insert(
+                repo.to_string(),
+                Resolved {
+                    binary: release.join(bin),
+                    user: Some(IMAGE_USER),
+                },
+            );
         }
-        entries.insert("shardmesh.test/sh".into(), PathBuf::from("/bin/sh"));
+        entries.insert(
+            "shardmesh.test/sh".into(),
+            Resolved {
+                binary: PathBuf::from("/bin/sh"),
+                user: None,
+            },
+        );
         Self {
             entries,
             source: "the built-in image table".into(),
@@ -55,17 +81,29 @@ impl ImageTable {
         let file: TableFile =
             serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let root = crate::bins::workspace();
+        let mut users = BTreeMap::new();
+        for (repo, user) in &file.users {
+            let parsed = parse_user(user).ok_or_else(|| {
+                format!(
+                    "{}: users.{repo}: {user:?} is not UID:GID (numbers)",
+                    path.display()
+                )
+            })?;
+            users.insert(repository(repo).to_string(), parsed);
+        }
         let entries = file
             .images
             .into_iter()
             .map(|(repo, bin)| {
                 let bin = PathBuf::from(bin);
-                let bin = if bin.is_absolute() {
+                let binary = if bin.is_absolute() {
                     bin
                 } else {
                     root.join(bin)
                 };
-                (repository(&repo).to_string(), bin)
+                let repo = repository(&repo).to_string();
+                let user = users.get(&repo).copied();
+                (repo, Resolved { binary, user })
             })
             .collect();
         Ok(Self {
@@ -77,7 +115,7 @@ impl ImageTable {
     /// The binary for `image`, or the `ErrImagePull` message.
     pub fn resolve(&self, image: &str) -> Result<Resolved, String> {
         let repo = repository(image);
-        let Some(binary) = self.entries.get(repo) else {
+        let Some(resolved) = self.entries.get(repo) else {
             let known: Vec<&str> = self.entries.keys().map(String::as_str).collect();
             return Err(format!(
                 "image {image:?}: repository {repo:?} is not in {} (known: {}); the node agent runs no images, only mapped host binaries",
@@ -85,16 +123,20 @@ impl ImageTable {
                 known.join(", ")
             ));
         };
-        if !binary.exists() {
+        if !resolved.binary.exists() {
             return Err(format!(
                 "image {image:?} maps to {} which does not exist (cargo build --release?)",
-                binary.display()
+                resolved.binary.display()
             ));
         }
-        Ok(Resolved {
-            binary: binary.clone(),
-        })
+        Ok(resolved.clone())
     }
+}
+
+/// `UID:GID`, both numbers (an image's `User` as the agent understands it).
+fn parse_user(text: &str) -> Option<(u32, u32)> {
+    let (uid, gid) = text.split_once(':')?;
+    Some((uid.trim().parse().ok()?, gid.trim().parse().ok()?))
 }
 
 /// The repository of an image reference: without `@digest` and `:tag`.
@@ -153,6 +195,37 @@ mod tests {
         assert!(err.contains("not in the built-in image table"), "{err}");
         assert!(err.contains("ghcr.io/shardmesh/sidecar"), "{err}");
         assert!(table.resolve("shardmesh.test/sh:latest").is_ok());
+    }
+
+    #[test]
+    fn shardmesh_images_carry_their_non_root_user() {
+        let table = ImageTable::builtin();
+        let user = |image: &str| table.entries.get(repository(image)).and_then(|r| r.user);
+        assert_eq!(user("ghcr.io/shardmesh/bank:0.1.0"), Some(IMAGE_USER));
+        assert_eq!(user("ghcr.io/shardmesh/sidecar:0.1.0"), Some(IMAGE_USER));
+        assert_eq!(user("shardmesh.test/sh"), None, "a host shell runs as root");
+    }
+
+    #[test]
+    fn table_files_name_users_as_uid_gid() {
+        assert_eq!(parse_user("65532:65532"), Some((65532, 65532)));
+        assert_eq!(parse_user("1000:0"), Some((1000, 0)));
+        assert_eq!(parse_user("nobody"), None);
+        assert_eq!(parse_user("1000:x"), None);
+        let dir = std::env::temp_dir().join(format!("images-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("table.yaml");
+        std::fs::write(
+            &file,
+            "images:\n  r.example/app:1: /bin/true\nusers:\n  r.example/app: \"7:8\"\n",
+        )
+        .unwrap();
+        let table = ImageTable::load(&file).unwrap();
+        assert_eq!(table.resolve("r.example/app:2").unwrap().user, Some((7, 8)));
+        std::fs::write(&file, "images: {}\nusers:\n  r.example/app: root\n").unwrap();
+        let err = ImageTable::load(&file).unwrap_err();
+        assert!(err.contains("not UID:GID"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

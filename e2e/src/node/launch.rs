@@ -20,8 +20,9 @@ pub async fn plan(
     ctx: &PodCtx,
     pod: &Pod,
     spec: &Container,
-    binary: &std::path::Path,
+    image: &images::Resolved,
 ) -> Result<(Plan, Env), String> {
+    let binary = image.binary.as_path();
     let ns = pod
         .metadata
         .namespace
@@ -108,7 +109,7 @@ pub async fn plan(
         .map(|c| env.expand(c))
         .collect();
     let args: Vec<String> = spec.args.iter().flatten().map(|c| env.expand(c)).collect();
-    let (uid, gid) = user(pod, spec);
+    let (uid, gid) = user(pod, spec, image.user);
     let plan = Plan {
         hostname,
         scratch: ctx.dir.join("scratch").join(&spec.name),
@@ -127,8 +128,10 @@ pub async fn plan(
     Ok((plan, env))
 }
 
-/// `runAsUser`/`runAsGroup` (container over pod); 65532 for `runAsNonRoot` without a user.
-fn user(pod: &Pod, spec: &Container) -> (Option<u32>, Option<u32>) {
+/// `runAsUser`/`runAsGroup` (container over pod), else the image's `User`
+/// (as a container runtime would); 65532 for `runAsNonRoot` when neither
+/// names one.
+fn user(pod: &Pod, spec: &Container, image: Option<(u32, u32)>) -> (Option<u32>, Option<u32>) {
     let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let csc = spec.security_context.as_ref();
     let uid = csc
@@ -141,12 +144,13 @@ fn user(pod: &Pod, spec: &Container) -> (Option<u32>, Option<u32>) {
         .and_then(|c| c.run_as_non_root)
         .or_else(|| psc.and_then(|p| p.run_as_non_root))
         == Some(true);
-    let uid = match uid {
-        Some(u) => Some(u as u32),
-        None if non_root => Some(65532),
-        None => None,
+    let (uid, image_gid) = match (uid, image) {
+        (Some(u), _) => (Some(u as u32), None),
+        (None, Some((u, g))) => (Some(u), Some(g)),
+        (None, None) if non_root => (Some(65532), None),
+        (None, None) => (None, None),
     };
-    let gid = gid.map(|g| g as u32).or(uid.map(|_| 0));
+    let gid = gid.map(|g| g as u32).or(image_gid).or(uid.map(|_| 0));
     (uid, gid)
 }
 
@@ -216,6 +220,22 @@ mod tests {
         }))
         .unwrap();
         let c = pod.spec.as_ref().unwrap().containers[0].clone();
-        assert_eq!(user(&pod, &c), (Some(65532), Some(0)));
+        assert_eq!(user(&pod, &c, None), (Some(65532), Some(0)));
+    }
+
+    #[test]
+    fn the_image_user_applies_unless_the_security_context_names_one() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "spec": {"containers": [{"name": "a"}]}
+        }))
+        .unwrap();
+        let c = pod.spec.as_ref().unwrap().containers[0].clone();
+        assert_eq!(user(&pod, &c, None), (None, None), "no user anywhere: root");
+        assert_eq!(user(&pod, &c, Some((7, 8))), (Some(7), Some(8)));
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "spec": {"securityContext": {"runAsUser": 1000}, "containers": [{"name": "a"}]}
+        }))
+        .unwrap();
+        assert_eq!(user(&pod, &c, Some((7, 8))), (Some(1000), Some(0)));
     }
 }
