@@ -48,6 +48,23 @@ pub fn check_traffic(suite: &mut Suite, name: &str, traffic: &Traffic, min: f64)
     }
 }
 
+/// What a fault of one pod (`victim`, its shards watched as group
+/// `watched`) must hold: the money check, the victim's shards failing only
+/// with a mesh reason, and the live owners' shards (group `others`)
+/// succeeding >= 99.5 %. Returns the latter's rate.
+pub fn check_fault_traffic(suite: &mut Suite, name: &str, victim: &str, traffic: &Traffic) -> f64 {
+    check_traffic(suite, name, traffic, 0.0);
+    let unexplained = traffic.unexplained("watched");
+    suite.check(unexplained.is_empty(), || {
+        format!("{name}: {victim}'s shards failed without a mesh reason: {unexplained:?}")
+    });
+    let others = traffic.group_rate("others").unwrap_or(0.0);
+    suite.check(others >= 0.995, || {
+        format!("{name}: live owners' shards {others:.4} < 0.995")
+    });
+    others
+}
+
 /// Scale to `replicas` under load: Ready pods, then every shard served
 /// exactly once by the new set of owners.
 fn scale(suite: &mut Suite, replicas: usize) {
@@ -158,15 +175,7 @@ pub fn crash(suite: &mut Suite) {
         )
     });
     let traffic = series.finish();
-    check_traffic(suite, "crash", &traffic, 0.0);
-    let unexplained = traffic.unexplained("watched");
-    suite.check(unexplained.is_empty(), || {
-        format!("crash: bank-2's shards failed without a mesh reason: {unexplained:?}")
-    });
-    let others = traffic.group_rate("others").unwrap_or(0.0);
-    suite.check(others >= 0.995, || {
-        format!("crash: live owners' shards {others:.4} < 0.995")
-    });
+    let others = check_fault_traffic(suite, "crash", "bank-2", &traffic);
     let now = suite.bank_pod("bank-2");
     let mut row = Row::new("3. SIGKILL bank-2's processes", Some(&traffic));
     row.ready = Some(back);

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use shardmesh_e2e::{http, poll, shards};
 
-use crate::handoff::check_traffic;
+use crate::handoff::check_fault_traffic;
 use crate::podns;
 use crate::report::Row;
 use crate::suite::{Suite, SHARDS};
@@ -106,15 +106,7 @@ pub fn pause(suite: &mut Suite) {
         },
     );
     let traffic = series.finish();
-    check_traffic(suite, "pause", &traffic, 0.0);
-    let unexplained = traffic.unexplained("watched");
-    suite.check(unexplained.is_empty(), || {
-        format!("pause: bank-1's shards failed without a mesh reason: {unexplained:?}")
-    });
-    let others = traffic.group_rate("others").unwrap_or(0.0);
-    suite.check(others >= 0.995, || {
-        format!("pause: live owners' shards {others:.4} < 0.995")
-    });
+    let others = check_fault_traffic(suite, "pause", "bank-1", &traffic);
     println!(
         "pause: {} processes stopped {:.1} s; taken over after {:.1} s; rejoined and every key served {:.1} s after the resume",
         pids.len(),
