@@ -80,14 +80,28 @@ fn run(plan: &Plan) -> String {
         Ok(r) => r,
         Err(e) => return format!("ready file: {e}"),
     };
-    if let Err(e) = setup(plan) {
-        return e;
-    }
     let Some((prog, args)) = plan.argv.split_first() else {
         return "empty argv".into();
     };
-    let mut cmd = std::process::Command::new(prog);
-    cmd.args(args).env_clear();
+    // The image's binary is opened before the volumes are mounted and run
+    // through /proc/self/fd (argv[0] unchanged): a volume over one of its
+    // directories (an emptyDir at /tmp with the checkout under /tmp) would
+    // hide it, and a non-root user need not traverse the host's path to it.
+    // Closed by the exec (close-on-exec); mapped binaries are ELF files, so
+    // the kernel needs no path to it after the exec.
+    let program = Path::new(prog)
+        .is_absolute()
+        .then(|| std::fs::File::open(prog).ok())
+        .flatten();
+    if let Err(e) = setup(plan) {
+        return e;
+    }
+    let path = program.as_ref().map_or_else(
+        || prog.clone(),
+        |f| format!("/proc/self/fd/{}", f.as_raw_fd()),
+    );
+    let mut cmd = std::process::Command::new(path);
+    cmd.arg0(prog).args(args).env_clear();
     cmd.envs(plan.env.iter().map(|(k, v)| (k, v)));
     if let Some(cwd) = &plan.cwd {
         cmd.current_dir(cwd);
