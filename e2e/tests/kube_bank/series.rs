@@ -31,6 +31,8 @@ pub const MESH_REASONS: [&str; 8] = [
 
 /// The bank's answers that are decisions, not failures.
 const BUSINESS_REFUSALS: [&str; 1] = ["insufficient-funds"];
+/// The bank's answers to a transfer whose saga step failed through the mesh.
+const SAGA_STEP_FAILED: [&str; 2] = ["app-transfer-pending", "app-transfer-failed"];
 
 /// Segments of `bank-load` running in the background.
 pub struct Series {
@@ -144,11 +146,16 @@ impl Traffic {
     }
 
     /// Failures whose reason is not one the mesh answers with. A transfer
-    /// the bank answers `transfer-pending` had a saga step fail through the
-    /// mesh (its message names the step's mesh reason): explained too.
+    /// the bank answers `transfer-pending` (a saga step not finished) or
+    /// `transfer-failed` (the deposit step failed, the withdrawal was
+    /// compensated, nothing moved) had a saga step fail through the mesh
+    /// (its message names the step's mesh reason, e.g. `deposit failed:
+    /// timeout` while the deposit's owner was stopped): explained too.
     pub fn without_mesh_reason(&self) -> BTreeMap<String, u64> {
         let mut all = self.by_reason();
-        all.retain(|k, _| !MESH_REASONS.contains(&k.as_str()) && k != "app-transfer-pending");
+        all.retain(|k, _| {
+            !MESH_REASONS.contains(&k.as_str()) && !SAGA_STEP_FAILED.contains(&k.as_str())
+        });
         all
     }
 
@@ -197,7 +204,7 @@ mod tests {
                 "requests": requests,
                 "failed_requests": failed,
                 "by_reason": reasons,
-                "app_errors": {"insufficient-funds": 3, "transfer-pending": 1, "stale-epoch": 2},
+                "app_errors": {"insufficient-funds": 3, "transfer-pending": 1, "transfer-failed": 1, "stale-epoch": 2},
                 "groups": {"watched": {"requests": requests, "failed": failed}},
                 "verification": {"passed": passed}
             }),
@@ -218,6 +225,7 @@ mod tests {
         assert!(t.verified());
         assert_eq!(t.by_reason()["no-owner"], 8);
         assert_eq!(t.by_reason()["app-transfer-pending"], 2);
+        assert_eq!(t.by_reason()["app-transfer-failed"], 2);
         assert!(!t.by_reason().contains_key("app-insufficient-funds"));
         assert_eq!(
             t.without_mesh_reason().into_iter().collect::<Vec<_>>(),
