@@ -158,8 +158,8 @@ def check_lease(kinds, problems):
     source = (Path(__file__).resolve().parents[2] / "operator/src/leader.rs").read_text()
     want = re.search(r'pub const LEASE_NAME: &str = "([^"]+)";', source).group(1)
     leases = kinds.get("Lease", [])
-    if [(l["metadata"]["name"], l["metadata"]["namespace"]) for l in leases] != [(want, NAMESPACE)]:
-        problems.append(f"Leases {[l['metadata'] for l in leases]}: want one named {want!r} in {NAMESPACE}")
+    if [(lease["metadata"]["name"], lease["metadata"]["namespace"]) for lease in leases] != [(want, NAMESPACE)]:
+        problems.append(f"Leases {[lease['metadata'] for lease in leases]}: want one named {want!r} in {NAMESPACE}")
     elif leases[0].get("spec"):
         problems.append(f"Lease {want}: the chart must not write spec (the operator owns it): {leases[0]['spec']}")
 
@@ -257,9 +257,8 @@ def main():
                 if "dashboard" in cm["metadata"]["name"] and cm["metadata"]["labels"].get("grafana_dashboard") != "1":
                     problems.append(f"[{label}] {cm['metadata']['name']} lacks label grafana_dashboard=1")
         for d in kinds.get("Deployment", []):
-            operator = default_values["operator"] if values is None else values["operator"]
-            check_deployment(d, problems, operator["replicas"],
-                             operator.get("maxConcurrentReconciles", default_values["operator"]["maxConcurrentReconciles"]))
+            operator = {**default_values["operator"], **(values or {}).get("operator", {})}
+            check_deployment(d, problems, operator["replicas"], operator["maxConcurrentReconciles"])
         for role in kinds.get("ClusterRole", []):
             check_rbac(role, problems)
         check_identity(kinds, problems, {**default_values["identity"], **(values or {}).get("identity", {})})
