@@ -868,6 +868,21 @@ async fn a_statefulset_runs_on_the_bridge() {
     })
     .await;
     assert!(ready.is_some(), "3 replicas not Ready\n{}", h.agent_log());
+    // Run from a directory a volume hides, the processes still carry their
+    // binary's name (what ps, pgrep and the demo look for).
+    let named = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "bench-upstream")
+        })
+        .count();
+    assert!(
+        named >= 3,
+        "{named} processes named bench-upstream, want the 3 replicas'"
+    );
     println!(
         "StatefulSet of 3: all Ready {:.1}s after create",
         t0.elapsed().as_secs_f64()

@@ -83,22 +83,27 @@ fn run(plan: &Plan) -> String {
     let Some((prog, args)) = plan.argv.split_first() else {
         return "empty argv".into();
     };
-    // The image's binary is opened before the volumes are mounted and run
-    // through /proc/self/fd (argv[0] unchanged): a volume over one of its
-    // directories (an emptyDir at /tmp with the checkout under /tmp) would
-    // hide it, and a non-root user need not traverse the host's path to it.
-    // Closed by the exec (close-on-exec); mapped binaries are ELF files, so
-    // the kernel needs no path to it after the exec.
-    let program = Path::new(prog)
+    // The directory of the image's binary is opened before the volumes are
+    // mounted, and the binary run as /proc/self/fd/DIR/NAME: a volume over
+    // one of its directories (an emptyDir at /tmp with the checkout under
+    // /tmp) would hide it, and the magic link reaches the directory itself,
+    // not whatever is mounted over its path now. NAME stays the last
+    // component, so the process's name (`comm`, what ps and pgrep show) is
+    // the binary's, and argv[0] is unchanged. The descriptor is closed by
+    // the exec (close-on-exec); mapped binaries are ELF, so the kernel needs
+    // no path to them after the exec.
+    let program = Path::new(prog);
+    let dir = program
         .is_absolute()
-        .then(|| std::fs::File::open(prog).ok())
-        .flatten();
+        .then(|| program.parent().zip(program.file_name()))
+        .flatten()
+        .and_then(|(dir, name)| std::fs::File::open(dir).ok().map(|d| (d, name.to_owned())));
     if let Err(e) = setup(plan) {
         return e;
     }
-    let path = program.as_ref().map_or_else(
+    let path = dir.as_ref().map_or_else(
         || prog.clone(),
-        |f| format!("/proc/self/fd/{}", f.as_raw_fd()),
+        |(d, name)| format!("/proc/self/fd/{}/{}", d.as_raw_fd(), name.to_string_lossy()),
     );
     let mut cmd = std::process::Command::new(path);
     cmd.arg0(prog).args(args).env_clear();
