@@ -28,6 +28,7 @@ pub mod mesh;
 pub mod netns;
 pub mod node;
 pub mod shards;
+pub mod tally;
 
 use std::time::{Duration, Instant};
 

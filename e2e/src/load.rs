@@ -7,6 +7,19 @@ use serde_json::Value;
 
 use crate::bins;
 
+/// Reasons the mesh answers with (docs/errors.md) that the bank scenarios
+/// accept as the explanation of a failure.
+pub const MESH_REASONS: [&str; 8] = [
+    "overloaded",
+    "circuit-open",
+    "no-owner",
+    "retry-budget-exhausted",
+    "unavailable",
+    "timeout",
+    "unknown-service",
+    "bad-request",
+];
+
 /// A finished `bank-load` run.
 #[derive(Debug)]
 pub struct LoadResult {

@@ -7,34 +7,12 @@
 
 use std::time::Duration;
 
-use shardmesh_e2e::{bins, mesh};
+use shardmesh_e2e::tally::{client, keyed};
+use shardmesh_e2e::{mesh, tally};
 use shardmesh_tally::proto::{AddRequest, Chunk, WatchRequest};
-use shardmesh_tally::TallyClient;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 /// `replicas` pods of the release `tally`.
-fn tally_manifest(replicas: u32) -> String {
-    format!(
-        "apiVersion: shardmesh.io/v1alpha1\n\
-         kind: ShardedService\n\
-         metadata:\n  name: tally\n  annotations:\n    shardmesh.io/local-command: \"{}\"\n\
-         spec:\n  replicas: {replicas}\n  appPort: 8080\n\
-         \n  template:\n    spec:\n      containers:\n        - name: tally\n          image: ghcr.io/shardmesh/tally:0.1.0\n",
-        bins::bin("tally").display()
-    )
-}
-
-/// A request to `tally` for `key`.
-fn keyed<T>(msg: T, key: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("x-shardmesh-service", "tally".parse().unwrap());
-    r.metadata_mut()
-        .insert("x-shardmesh-key", key.parse().unwrap());
-    r
-}
-
 fn mesh_reason(status: &Status) -> String {
     status
         .metadata()
@@ -44,19 +22,9 @@ fn mesh_reason(status: &Status) -> String {
         .to_string()
 }
 
-async fn client(outbound: &str) -> TallyClient<Channel> {
-    let channel = Channel::from_shared(format!("http://{outbound}"))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .expect("connect to the outbound listener");
-    TallyClient::new(channel)
-}
-
 #[test]
 fn every_call_kind_crosses_the_mesh_with_trailers_deadlines_retries_and_breakers() {
-    let m = mesh::Mesh::up("grpc", &tally_manifest(3), 110, &[]);
+    let m = mesh::Mesh::up("grpc", &tally::manifest(3, ""), 110, &[]);
     m.wait_ready(Duration::from_secs(30));
     let outbound: Vec<String> = ["tally-0", "tally-1", "tally-2"]
         .iter()

@@ -24,22 +24,12 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use shardmesh_e2e::load::MESH_REASONS;
 use shardmesh_e2e::{http, load, mesh, poll, shards};
 
 const SHARDS: u32 = 30;
 /// `HandoffConfig::dead_owner_margin` for the default 1 s probe interval.
 const DEAD_OWNER_MARGIN: Duration = Duration::from_secs(2);
-/// Reasons the mesh answers with (docs/errors.md).
-const MESH_REASONS: [&str; 8] = [
-    "overloaded",
-    "circuit-open",
-    "no-owner",
-    "retry-budget-exhausted",
-    "unavailable",
-    "timeout",
-    "unknown-service",
-    "bad-request",
-];
 
 /// How long one scenario pauses.
 enum Until {

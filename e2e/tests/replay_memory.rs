@@ -14,12 +14,12 @@
 
 use std::time::{Duration, Instant};
 
-use shardmesh_e2e::{bins, mesh};
+use shardmesh_e2e::tally::keyed;
+use shardmesh_e2e::{mesh, tally};
 use shardmesh_tally::proto::{AddRequest, Chunk};
 use shardmesh_tally::TallyClient;
 use tokio::sync::{mpsc, Barrier};
 use tonic::transport::Channel;
-use tonic::Request;
 
 /// Calls in flight at once.
 const CALLS: usize = 32;
@@ -34,26 +34,6 @@ const STREAMED: usize = 2 * 1024 * 1024;
 /// Growth allowed beyond `CALLS` × `LIMIT`: the allocator's caches, HTTP/2
 /// stream state and buffers of messages in flight.
 const ALLOWANCE_KIB: u64 = 12 * 1024;
-
-fn manifest() -> String {
-    format!(
-        "apiVersion: shardmesh.io/v1alpha1\n\
-         kind: ShardedService\n\
-         metadata:\n  name: tally\n  annotations:\n    shardmesh.io/local-command: \"{}\"\n\
-         spec:\n  replicas: 2\n  appPort: 8080\n\
-         \n  template:\n    spec:\n      containers:\n        - name: tally\n          image: ghcr.io/shardmesh/tally:0.1.0\n",
-        bins::bin("tally").display()
-    )
-}
-
-fn keyed<T>(msg: T, key: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("x-shardmesh-service", "tally".parse().unwrap());
-    r.metadata_mut()
-        .insert("x-shardmesh-key", key.parse().unwrap());
-    r
-}
 
 /// `VmRSS` and `VmHWM` of `pid`, KiB.
 fn memory(pid: u32) -> (u64, u64) {
@@ -75,7 +55,7 @@ fn reset_peak(pid: u32) -> bool {
 
 #[test]
 fn memory_per_streaming_call_stays_within_the_replay_limit() {
-    let m = mesh::Mesh::up("replay-memory", &manifest(), 112, &[]);
+    let m = mesh::Mesh::up("replay-memory", &tally::manifest(2, ""), 112, &[]);
     m.wait_ready(Duration::from_secs(30));
     let outbound = m.pod_field("tally-0", "outbound");
     let sidecar = m.pid("tally-0", "sidecar").expect("tally-0's sidecar pid");
@@ -124,13 +104,7 @@ struct Report {
 }
 
 async fn scenario(outbound: &str, sidecar: u32) -> Report {
-    let channel = Channel::from_shared(format!("http://{outbound}"))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .expect("connect to the outbound listener");
-    let mut client = TallyClient::new(channel);
+    let mut client = tally::client(outbound).await;
     // A key another pod owns, so the calls cross both sidecars.
     let mut key = None;
     for i in 0..50 {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use shardmesh_e2e::jaeger::Jaeger;
-use shardmesh_e2e::{bins, mesh, poll};
+use shardmesh_e2e::{mesh, poll, tally};
 use shardmesh_tally::proto::{AddRequest, Chunk};
 use shardmesh_tally::TallyClient;
 use tonic::transport::Channel;
@@ -121,26 +121,20 @@ fn one<'a>(spans: &'a [Span], what: &str, pred: impl Fn(&Span) -> bool) -> &'a S
 }
 
 fn manifest(collector: &str) -> String {
-    format!(
-        "apiVersion: shardmesh.io/v1alpha1\n\
-         kind: ShardedService\n\
-         metadata:\n  name: tally\n  annotations:\n    shardmesh.io/local-command: \"{}\"\n\
-         spec:\n  replicas: 3\n  appPort: 8080\n\
-         \n  sidecar:\n    tracing:\n      endpoint: \"{collector}\"\n      samplingRatio: 1.0\n\
-         \n  template:\n    spec:\n      containers:\n        - name: tally\n          image: ghcr.io/shardmesh/tally:0.1.0\n",
-        bins::bin("tally").display()
+    tally::manifest(
+        3,
+        &format!(
+            "  sidecar:\n    tracing:\n      endpoint: \"{collector}\"\n      samplingRatio: 1.0\n"
+        ),
     )
 }
 
 /// A request to `tally` for `key`, with the app's trace context when
 /// `traceparent` is given.
 fn keyed<T>(msg: T, key: &str, traceparent: Option<&str>) -> Request<T> {
-    let mut r = Request::new(msg);
-    let md = r.metadata_mut();
-    md.insert("x-shardmesh-service", "tally".parse().unwrap());
-    md.insert("x-shardmesh-key", key.parse().unwrap());
+    let mut r = tally::keyed(msg, key);
     if let Some(tp) = traceparent {
-        md.insert("traceparent", tp.parse().unwrap());
+        r.metadata_mut().insert("traceparent", tp.parse().unwrap());
     }
     r
 }
@@ -170,15 +164,7 @@ fn a_call_across_two_sidecars_is_one_trace_in_jaeger_with_a_span_per_hop() {
     m.wait_ready(Duration::from_secs(30));
     let outbound = m.pod_field("tally-0", "outbound");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut client = rt.block_on(async {
-        let channel = Channel::from_shared(format!("http://{outbound}"))
-            .unwrap()
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .expect("connect to the outbound listener");
-        TallyClient::new(channel)
-    });
+    let mut client = rt.block_on(tally::client(&outbound));
     let call = |client: &mut TallyClient<Channel>, r: Request<AddRequest>| {
         rt.block_on(async {
             tokio::time::timeout(Duration::from_secs(20), client.add(r))

@@ -10,24 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use shardmesh_e2e::load::{self, LoadResult};
+use shardmesh_e2e::load::{self, LoadResult, MESH_REASONS};
 
 /// Seconds of one segment's load phase.
 pub const SEGMENT_SECS: u64 = 8;
 /// Most segments of one series (a bound on any scenario's load: 20 × 8 s).
 const MAX_SEGMENTS: usize = 20;
-
-/// Reasons the mesh answers with (docs/errors.md).
-pub const MESH_REASONS: [&str; 8] = [
-    "overloaded",
-    "circuit-open",
-    "no-owner",
-    "retry-budget-exhausted",
-    "unavailable",
-    "timeout",
-    "unknown-service",
-    "bad-request",
-];
 
 /// The bank's answers that are decisions, not failures.
 const BUSINESS_REFUSALS: [&str; 1] = ["insufficient-funds"];
