@@ -59,6 +59,23 @@ struct Verifier {
 }
 
 impl Verifier {
+    /// A verifier of the requests that reach `handle`.
+    fn new(handle: Handle) -> Self {
+        Self {
+            handle,
+            writes: Vec::new(),
+        }
+    }
+
+    /// Answers the read of the namespace's gossip key with an existing one.
+    async fn gossip_key_exists(&mut self) {
+        self.get(
+            &format!("{NS}/secrets/shardmesh-gossip-key"),
+            serde_json::to_value(render::gossip_secret("shop", &[1; 32])).unwrap(),
+        )
+        .await;
+    }
+
     /// Waits for the next request, asserts its method and path, and returns
     /// its query and JSON body.
     async fn expect(
@@ -177,10 +194,7 @@ async fn first_reconcile_creates_every_child_then_status_and_event() {
     let (ctx, handle) = context();
     let svc = Arc::new(sharded_service("shop", "bank"));
     let task = tokio::spawn(reconcile(svc.clone(), ctx.clone()));
-    let mut v = Verifier {
-        handle,
-        writes: Vec::new(),
-    };
+    let mut v = Verifier::new(handle);
 
     v.get_missing(&format!("{NS}/secrets/shardmesh-gossip-key"))
         .await;
@@ -271,16 +285,9 @@ async fn unchanged_service_makes_zero_writes() {
     let ready = status::find(svc.status.as_ref().unwrap(), "Ready").unwrap();
     assert_eq!(ready.reason, "AllReplicasReady");
     let task = tokio::spawn(reconcile(Arc::new(svc), ctx));
-    let mut v = Verifier {
-        handle,
-        writes: Vec::new(),
-    };
+    let mut v = Verifier::new(handle);
 
-    v.get(
-        &format!("{NS}/secrets/shardmesh-gossip-key"),
-        serde_json::to_value(render::gossip_secret("shop", &[1; 32])).unwrap(),
-    )
-    .await;
+    v.gossip_key_exists().await;
     v.get(
         &format!("{NS}/configmaps/bank-sidecar"),
         with_hash(children.config_map.clone()),
@@ -323,16 +330,9 @@ async fn changed_spec_patches_only_what_changed() {
     svc.spec.resilience.retries.attempts = 4;
     svc.metadata.generation = Some(2);
     let task = tokio::spawn(reconcile(Arc::new(svc), ctx));
-    let mut v = Verifier {
-        handle,
-        writes: Vec::new(),
-    };
+    let mut v = Verifier::new(handle);
 
-    v.get(
-        &format!("{NS}/secrets/shardmesh-gossip-key"),
-        serde_json::to_value(render::gossip_secret("shop", &[1; 32])).unwrap(),
-    )
-    .await;
+    v.gossip_key_exists().await;
     v.get(
         &format!("{NS}/configmaps/bank-sidecar"),
         with_hash(old_children.config_map.clone()),
@@ -397,15 +397,8 @@ async fn scaling_to_one_deletes_the_owned_budget() {
     let three = render::desired(&svc, &Settings::default()).unwrap();
     svc.spec.replicas = 1;
     let task = tokio::spawn(reconcile(Arc::new(svc), ctx));
-    let mut v = Verifier {
-        handle,
-        writes: Vec::new(),
-    };
-    v.get(
-        &format!("{NS}/secrets/shardmesh-gossip-key"),
-        serde_json::to_value(render::gossip_secret("shop", &[1; 32])).unwrap(),
-    )
-    .await;
+    let mut v = Verifier::new(handle);
+    v.gossip_key_exists().await;
     v.get(
         &format!("{NS}/configmaps/bank-sidecar"),
         with_hash(three.config_map.clone()),
@@ -463,10 +456,7 @@ async fn invalid_spec_is_reported_in_status_and_waits_for_a_change() {
     svc.spec.app_port = 7402;
     let svc = Arc::new(svc);
     let task = tokio::spawn(reconcile(svc.clone(), ctx.clone()));
-    let mut v = Verifier {
-        handle,
-        writes: Vec::new(),
-    };
+    let mut v = Verifier::new(handle);
     v.get_missing(&format!("{APPS}/statefulsets/bank")).await;
     let (_, status, send) = v
         .expect(Method::PATCH, &format!("{OURS}/bank/status"))
@@ -502,10 +492,7 @@ async fn invalid_spec_is_reported_in_status_and_waits_for_a_change() {
 async fn api_errors_back_off_exponentially_per_object() {
     let (ctx, handle) = context();
     let svc = Arc::new(sharded_service("shop", "bank"));
-    let mut v = Verifier {
-        handle,
-        writes: Vec::new(),
-    };
+    let mut v = Verifier::new(handle);
     let mut delays = Vec::new();
     for _ in 0..5 {
         let task = tokio::spawn(reconcile(svc.clone(), ctx.clone()));
@@ -541,10 +528,7 @@ async fn a_service_being_deleted_is_left_alone() {
     svc.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
     let action = reconcile(Arc::new(svc), ctx.clone()).await.unwrap();
     assert_eq!(action, Action::await_change());
-    let mut v = Verifier {
-        handle,
-        writes: Vec::new(),
-    };
+    let mut v = Verifier::new(handle);
     v.nothing_more().await;
 }
 
@@ -573,15 +557,8 @@ async fn a_namespace_being_deleted_stops_the_reconcile_without_retry() {
     let (ctx, handle) = context();
     let svc = Arc::new(sharded_service("shop", "bank"));
     let task = tokio::spawn(reconcile(svc.clone(), ctx.clone()));
-    let mut v = Verifier {
-        handle,
-        writes: Vec::new(),
-    };
-    v.get(
-        &format!("{NS}/secrets/shardmesh-gossip-key"),
-        serde_json::to_value(render::gossip_secret("shop", &[1; 32])).unwrap(),
-    )
-    .await;
+    let mut v = Verifier::new(handle);
+    v.gossip_key_exists().await;
     v.get_missing(&format!("{NS}/configmaps/bank-sidecar"))
         .await;
     let (_, _, send) = v
@@ -601,10 +578,7 @@ async fn a_plain_forbidden_is_still_a_failure() {
     let (ctx, handle) = context();
     let svc = Arc::new(sharded_service("shop", "bank"));
     let task = tokio::spawn(reconcile(svc.clone(), ctx.clone()));
-    let mut v = Verifier {
-        handle,
-        writes: Vec::new(),
-    };
+    let mut v = Verifier::new(handle);
     let (_, _, send) = v
         .expect(Method::GET, &format!("{NS}/secrets/shardmesh-gossip-key"))
         .await;
