@@ -7,6 +7,10 @@ use std::time::{Duration, Instant};
 
 use crate::{http, poll};
 
+/// `HandoffConfig::dead_owner_margin` at the default 1 s probe interval:
+/// part of every recovery bound after a member is declared dead.
+pub const DEAD_OWNER_MARGIN: Duration = Duration::from_secs(2);
+
 /// The shards `admin`'s sidecar serves now.
 pub fn served(admin: &str) -> BTreeSet<u32> {
     http::admin_json(admin, "/debug/shards")

@@ -25,11 +25,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use shardmesh_e2e::load::MESH_REASONS;
+use shardmesh_e2e::shards::DEAD_OWNER_MARGIN;
 use shardmesh_e2e::{http, load, mesh, poll, shards};
 
 const SHARDS: u32 = 30;
-/// `HandoffConfig::dead_owner_margin` for the default 1 s probe interval.
-const DEAD_OWNER_MARGIN: Duration = Duration::from_secs(2);
 
 /// How long one scenario pauses.
 enum Until {

@@ -151,12 +151,10 @@ def check_identity(kinds, problems, identity):
         problems.append(f"--identity-dns {flag('--identity-dns')!r}, want {host!r} (the serving certificate)")
 
 
-def check_lease(kinds, problems):
+def check_lease(kinds, problems, want):
     """The chart renders the operator's leader-election Lease (so uninstall
     removes it): exactly one, in the release namespace, named as the operator
     names it (operator/src/leader.rs LEASE_NAME), with no spec of its own."""
-    source = (Path(__file__).resolve().parents[2] / "operator/src/leader.rs").read_text()
-    want = re.search(r'pub const LEASE_NAME: &str = "([^"]+)";', source).group(1)
     leases = kinds.get("Lease", [])
     if [(lease["metadata"]["name"], lease["metadata"]["namespace"]) for lease in leases] != [(want, NAMESPACE)]:
         problems.append(f"Leases {[lease['metadata'] for lease in leases]}: want one named {want!r} in {NAMESPACE}")
@@ -211,6 +209,9 @@ def main():
     work = tempfile.mkdtemp(prefix="helm-template-")
     default_values = yaml.safe_load((chart / "values.yaml").read_text())
     problems = []
+    # The Lease name the operator contends for (operator/src/leader.rs), read once.
+    leader = (Path(__file__).resolve().parents[2] / "operator/src/leader.rs").read_text()
+    lease_name = re.search(r'pub const LEASE_NAME: &str = "([^"]+)";', leader).group(1)
     no_identity = dict(all_on, identity={"enabled": False})
     scenarios = [
         ("every toggle on but the identity endpoint, no Prometheus Operator", no_identity, False),
@@ -262,7 +263,7 @@ def main():
         for role in kinds.get("ClusterRole", []):
             check_rbac(role, problems)
         check_identity(kinds, problems, {**default_values["identity"], **(values or {}).get("identity", {})})
-        check_lease(kinds, problems)
+        check_lease(kinds, problems, lease_name)
         if values is None and set(kinds) - {"ConfigMap"} != {"ServiceAccount", "ClusterRole", "ClusterRoleBinding",
                                                             "Service", "Deployment", "PodDisruptionBudget",
                                                             "Lease"}:

@@ -19,6 +19,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use shardmesh_e2e::shards::DEAD_OWNER_MARGIN;
 use shardmesh_e2e::{poll, shards};
 
 use crate::handoff::check_fault_traffic;
@@ -28,8 +29,6 @@ use crate::suite::{Suite, SHARDS};
 
 /// How long bank-1 stays stopped: the chaos client's figure.
 const PAUSE: Duration = Duration::from_secs(9);
-/// `HandoffConfig::dead_owner_margin` at the default 1 s probe interval.
-const DEAD_OWNER_MARGIN: Duration = Duration::from_secs(2);
 /// Slack on top of detection + margin for a rejoin: the resumed sidecar
 /// learns its term is void, rejoins through gossip and acquires its share
 /// again (two shared cores, mutual TLS).
